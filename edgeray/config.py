@@ -1,0 +1,76 @@
+"""Pipeline configuration (configs/pipeline.yaml), validated with pydantic so a typo names its field."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeray.features.market import MarketFeatureSpec
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RayConfig(Strict):
+    address: str | None = None  # None: join a running cluster if RAY_ADDRESS is set, else start locally
+    num_cpus: int = 2
+    object_store_memory_mb: int = 512
+
+
+class IngestionConfig(Strict):
+    symbols: list[str]
+    lateness_seconds: float = Field(120.0, ge=0)
+    batch_size: int = Field(1000, gt=0)
+    max_in_flight: int = Field(4, gt=0)
+    dedup_capacity: int = Field(5_000_000, gt=0)
+
+
+class FeatureConfig(Strict):
+    return_horizons: tuple[int, ...] = (1, 5, 15, 60)
+    vol_window: int = Field(30, gt=1)
+    momentum_window: int = Field(30, gt=0)
+    volume_window: int = Field(30, gt=0)
+    spread_window: int = Field(60, gt=1)
+    vwap_window: int = Field(30, gt=0)
+
+    def spec(self) -> MarketFeatureSpec:
+        return MarketFeatureSpec(**self.model_dump())
+
+
+class FeastConfig(Strict):
+    directory: str = "runs/feast"
+    project: str = "edgeray"
+    online_store: Literal["sqlite", "redis"] | None = None  # None: redis when REDIS_URL is set
+    offline_flush_rows: int = Field(200_000, gt=0)
+
+
+class SourceConfig(Strict):
+    type: Literal["bars", "bid_ask_bars", "quotes", "sports", "generator"]
+    path: str | None = None
+    ask_path: str | None = None  # bid_ask_bars: `path` is the bid file
+    symbol: str | None = None
+    # generator
+    symbols: list[str] = ["SYN-A", "SYN-B"]
+    n_bars: int = 20_000
+    seed: int = 7
+
+
+class PipelineConfig(Strict):
+    namespace: str = "edgeray"
+    run_dir: str = "runs/latest"
+    max_restarts: int = 3
+    replay_rate: float = Field(0.0, ge=0)  # 0: full speed; else event-seconds per wall-second
+    ray: RayConfig = RayConfig()
+    ingestion: IngestionConfig
+    features: FeatureConfig = FeatureConfig()
+    feast: FeastConfig = FeastConfig()
+    sources: list[SourceConfig]
+    fallback: SourceConfig = SourceConfig(type="generator")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PipelineConfig":
+        with open(path, encoding="utf-8") as fh:
+            return cls.model_validate(yaml.safe_load(fh))

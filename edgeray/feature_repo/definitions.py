@@ -1,0 +1,48 @@
+"""Feast definitions: entities, offline file sources, push sources and feature views.
+
+`feast apply` in this folder uses the module-level objects (paths from EDGERAY_FEAST_DIR);
+edgeray itself calls `build_definitions` with the run's directory.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Float64
+
+from edgeray.features import odds as odds_features
+from edgeray.features.market import MarketFeatureSpec
+
+MARKET_VIEW = "market_features"
+ODDS_VIEW = "odds_features"
+MARKET_PUSH = "market_push"
+ODDS_PUSH = "odds_push"
+TIMESTAMP_FIELD = "event_ts"
+ENTITY_KEYS = {MARKET_VIEW: "symbol", ODDS_VIEW: "game_id"}
+
+
+def build_definitions(offline_dir: str | os.PathLike, market_spec: MarketFeatureSpec | None = None) -> list:
+    offline_dir = Path(offline_dir)
+    market_spec = market_spec or MarketFeatureSpec()
+    symbol = Entity(name="symbol", join_keys=["symbol"], value_type=ValueType.STRING,
+                    description="A traded instrument (BTCUSDT-PERP, GBPUSD, ...)")
+    game = Entity(name="game", join_keys=["game_id"], value_type=ValueType.STRING,
+                  description="One game's moneyline market")
+    objects: list = [symbol, game]
+    for view, push, entity, names in (
+        (MARKET_VIEW, MARKET_PUSH, symbol, market_spec.names),
+        (ODDS_VIEW, ODDS_PUSH, game, odds_features.NAMES),
+    ):
+        (offline_dir / view).mkdir(parents=True, exist_ok=True)
+        batch = FileSource(name=f"{view}_history", path=str(offline_dir / view), timestamp_field=TIMESTAMP_FIELD)
+        push_source = PushSource(name=push, batch_source=batch)
+        objects += [batch, push_source, FeatureView(
+            name=view, entities=[entity], ttl=timedelta(days=3650), online=True, source=push_source,
+            schema=[Field(name=n, dtype=Float64) for n in names])]
+    return objects
+
+
+_objects = build_definitions(os.environ.get("EDGERAY_FEAST_DIR", "data") + "/offline")
+symbol_entity, game_entity, market_history, market_push, market_view, odds_history, odds_push, odds_view = _objects
