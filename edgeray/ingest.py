@@ -47,6 +47,20 @@ class IngestCounters:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class IngestReport:
+    """What happened to one input micro-batch."""
+
+    received: int
+    accepted: int
+    duplicates: int
+    rejected: pd.DataFrame  # row (position in the input), reason, field, value, raw
+    released: list[pa.RecordBatch]  # events now leaving the reorder buffer, in event-time order
+
+    def errors(self) -> list[dict]:
+        return self.rejected[["row", "field", "reason", "value"]].to_dict("records")
+
+
 class IngestCore:
     def __init__(self, deadletters: DeadLetterStore, known_symbols: set[str] | None = None,
                  lateness: pd.Timedelta = pd.Timedelta(0), dedup_capacity: int = 5_000_000):
@@ -64,27 +78,28 @@ class IngestCore:
         self.counters = IngestCounters()
 
     # -- public -------------------------------------------------------------------------------
-    def ingest(self, kind: EventKind | str, raw: pd.DataFrame, source: str = "push") -> list[pa.RecordBatch]:
-        """Take a raw micro-batch; return the batches released in event-time order."""
+    def ingest(self, kind: EventKind | str, raw: pd.DataFrame, source: str = "push") -> IngestReport:
+        """Take a raw micro-batch; report what was accepted, rejected and released."""
         kind = EventKind(kind)
         result = validate(kind, raw, self.known_symbols)
         good = result.accepted
         good["source"] = np.where(good["source"] == "", source, good["source"])
         good["received_ns"] = np.full(result.n_accepted, time.time_ns(), dtype=np.int64)
         rejected_frames = [result.rejected]
+        rows = result.accepted_rows
 
         ids = good["event_id"]
         dup = pd.Series(ids).duplicated().to_numpy() | np.fromiter((i in self._seen for i in ids.tolist()), bool, len(ids))
-        good = _take(good, ~dup)
+        good, rows = _take(good, ~dup), rows[~dup]
 
         late = self._late(kind, good)
         if late.any():
             late_rows = pd.DataFrame(_take(good, late)).drop(columns=["received_ns"])
             rejected_frames.append(pd.DataFrame({
-                "reason": "late", "field": "event_ts", "value": late_rows["event_ts"].astype(str).to_numpy(),
+                "row": rows[late], "reason": "late", "field": "event_ts", "value": late_rows["event_ts"].astype(str).to_numpy(),
                 "raw": late_rows.to_json(orient="records", lines=True, date_format="iso").splitlines(),
             }))
-            good = _take(good, ~late)
+            good, rows = _take(good, ~late), rows[~late]
         rejected = pd.concat(rejected_frames, ignore_index=True)
 
         n_good = len(good["event_id"])
@@ -98,7 +113,8 @@ class IngestCore:
         released = self._release(kind, flush=False)
         self._update_counters(received=len(raw), accepted=n_good, rejected=len(rejected),
                               duplicates=int(dup.sum()), emitted=sum(b.num_rows for b in released))
-        return released
+        return IngestReport(received=len(raw), accepted=n_good, duplicates=int(dup.sum()),
+                            rejected=rejected, released=released)
 
     def flush(self) -> list[pa.RecordBatch]:
         """Release everything still held for reordering (end of a replay or shutdown)."""

@@ -28,7 +28,8 @@ Columns = dict[str, np.ndarray]
 @dataclass
 class ValidationResult:
     accepted: Columns  # every schema column (event_ts as datetime64[ns] UTC), incl. event_id
-    rejected: pd.DataFrame  # columns: reason, field, value, raw (JSON of the input row)
+    rejected: pd.DataFrame  # columns: row (position in the input), reason, field, value, raw (JSON)
+    accepted_rows: np.ndarray  # position in the input of each accepted row
 
     @property
     def n_accepted(self) -> int:
@@ -198,9 +199,10 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
 
     bad_idx = np.flatnonzero(bad)
     rejected = pd.DataFrame({
+        "row": bad_idx,
         "reason": reason[bad_idx].astype(str),
         "field": fld[bad_idx].astype(str),
         "value": [None if v is None else str(v) for v in val[bad_idx]],
         "raw": _raw_json(raw, bad_idx) if len(bad_idx) else [],
     })
-    return ValidationResult(accepted=accepted, rejected=rejected)
+    return ValidationResult(accepted=accepted, rejected=rejected, accepted_rows=np.flatnonzero(good))

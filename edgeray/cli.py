@@ -1,0 +1,122 @@
+"""The `edgeray` command line."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeray.config import PipelineConfig, SourceConfig
+
+app = typer.Typer(help="edgeray: find and size an edge in betting and trading markets, on Ray.", no_args_is_help=True)
+console = Console()
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML", exists=True, dir_okay=False)]
+
+
+def _summary_table(status: dict, elapsed_s: float) -> Table:
+    ing, feat = status["ingestion"], status["features"]
+    table = Table(title="edgeray run", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("events in (received)", f"{ing['received']:,}"),
+        ("accepted", f"{ing['accepted']:,}"),
+        ("rejected", f"{ing['rejected']:,}"),
+        *[(f"  rejected: {reason}", f"{n:,}") for reason, n in sorted(ing["rejected_by_reason"].items())],
+        ("duplicates", f"{ing['duplicates']:,}"),
+        ("received = accepted + rejected + duplicates",
+         str(ing["received"] == ing["accepted"] + ing["rejected"] + ing["duplicates"])),
+        ("feature rows computed", f"{feat['feature_rows']:,}"),
+        ("online rows written (latest per entity per batch)", f"{feat['online_rows_written']:,}"),
+        ("offline history rows written", f"{feat['offline_rows_written']:,}"),
+        ("replay wall time", f"{elapsed_s:.2f} s"),
+        ("throughput", f"{ing['received'] / elapsed_s:,.0f} events/s" if elapsed_s else "-"),
+        ("event-to-feature latency p50", f"{feat['latency_ms_p50']:.2f} ms" if feat["latency_ms_p50"] is not None else "-"),
+        ("event-to-feature latency p99", f"{feat['latency_ms_p99']:.2f} ms" if feat["latency_ms_p99"] is not None else "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@app.command()
+def run(config: ConfigOption = Path("configs/pipeline.yaml"),
+        source: Annotated[Optional[Path], typer.Option(help="Replay this bars CSV instead of the configured sources")] = None,
+        symbol: Annotated[str, typer.Option(help="Symbol for --source")] = "BTCUSDT-PERP",
+        rate: Annotated[Optional[float], typer.Option(help="Event-seconds per wall-second; 0 = full speed")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here")] = None,
+        keep: Annotated[bool, typer.Option(help="Leave the actors running (detached) after the replay")] = False) -> None:
+    """The main job: replay market data through ingestion and feature streaming into Feast."""
+    import ray
+
+    from actors.pipeline import Pipeline, resolve_sources
+
+    cfg = PipelineConfig.load(config)
+    sources = [SourceConfig(type="bars", path=str(source), symbol=symbol)] if source else resolve_sources(cfg)
+    for s in sources:
+        console.print(f"source: [bold]{s.type}[/] {s.path or ''} {s.symbol or ''}")
+    pipeline = Pipeline.start(cfg, detached=keep)
+    ref = pipeline.replay_async(sources, rate)
+    with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("replay", total=None)
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.25)  # poll for the progress bar only
+            replay = ray.get(pipeline.ingestion.status.remote())["replay"]
+            progress.update(task, completed=replay.get("done", 0), total=replay.get("total"))
+            if ready:
+                result = ray.get(ref)
+                break
+    status = pipeline.finish()
+    console.print(_summary_table(status, result["elapsed_s"]))
+    if json_out:
+        json_out.write_text(json.dumps({**status, "elapsed_s": result["elapsed_s"]}, indent=2, default=str))
+    if not keep:
+        pipeline.shutdown()
+
+
+@app.command()
+def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+    """Show the latest online feature vector for a symbol (the decision loop's read path)."""
+    from actors.feature_streamer import feast_settings
+    from edgeray.feature_repo.definitions import MARKET_VIEW
+    from edgeray.featurestore import FeatureReader, open_store
+
+    cfg = PipelineConfig.load(config)
+    reader = FeatureReader(open_store(feast_settings(cfg)), MARKET_VIEW, cfg.features.spec().names)
+    vector = reader.latest(symbol)
+    if vector is None:
+        console.print(f"[red]symbol {symbol!r}: no features in the online store[/]")
+        raise typer.Exit(1)
+    table = Table(title=f"{symbol} @ {vector.event_ts}")
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    for name, value in vector.values.items():
+        table.add_row(name, f"{value:.6g}")
+    console.print(table)
+
+
+@app.command("dead-letters")
+def dead_letters(config: ConfigOption = Path("configs/pipeline.yaml"),
+                 limit: Annotated[int, typer.Option(help="Most recent N")] = 20) -> None:
+    """Show the most recent rejected rows and why they were rejected."""
+    from edgeray.deadletter import DeadLetterStore
+
+    cfg = PipelineConfig.load(config)
+    store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl")
+    table = Table(title=f"dead letters ({store.path})")
+    for col in ("kind", "reason", "field", "value", "raw"):
+        table.add_column(col, overflow="fold")
+    for rec in store.read(limit):
+        table.add_row(rec["kind"], rec["reason"], rec["field"], str(rec["value"]), json.dumps(rec["raw"])[:120])
+    console.print(table)
+    console.print(store.counts_by_reason())
+
+
+if __name__ == "__main__":
+    app()
