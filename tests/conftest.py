@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def shared_file(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"real data file {path} is absent (../shared/data not checked out beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=256 * 1024**2, namespace="edgeray-tests", include_dashboard=False,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:  # the test command runs scripts/ensure_redis.py first
+        raise RuntimeError(f"Redis does not answer at {REDIS_URL}: run `python scripts/ensure_redis.py`") from exc
+    return REDIS_URL
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def pipeline_config(tmp_path: Path, name: str, online_store: str = "sqlite", **overrides) -> dict:
+    """A pipeline config isolated per test: own namespace, Feast project and run directory."""
+    cfg = {
+        "namespace": name,
+        "run_dir": str(tmp_path / "run"),
+        "max_restarts": 1,
+        "ingestion": {"symbols": ["BTCUSDT-PERP", "GBPUSD", "SYN-A", "SYN-B"], "lateness_seconds": 120,
+                      "batch_size": 1000, "max_in_flight": 4},
+        "feast": {"directory": str(tmp_path / "feast"), "project": name, "online_store": online_store},
+        "sources": [],
+        "fallback": {"type": "generator", "symbols": ["SYN-A", "SYN-B"], "n_bars": 2000, "seed": 3},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
