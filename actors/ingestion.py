@@ -31,7 +31,8 @@ class IngestionActor:
         self.cfg = PipelineConfig.model_validate(config)
         ing = self.cfg.ingestion
         self.deadletters = DeadLetterStore(Path(self.cfg.run_dir) / "deadletters.jsonl")
-        self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds), ing.dedup_capacity)
+        self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds),
+                               ing.dedup_capacity, set(ing.sports))
         self.streamer = streamer
         self.max_in_flight = ing.max_in_flight
         self._in_flight: list[ray.ObjectRef] = []

@@ -21,7 +21,8 @@ class RayConfig(Strict):
 
 
 class IngestionConfig(Strict):
-    symbols: list[str]
+    symbols: list[str]  # the instrument universe for bars and quotes
+    sports: list[str] = ["ncaam", "nba", "nfl"]  # odds and results must name one of these
     lateness_seconds: float = Field(120.0, ge=0)
     batch_size: int = Field(1000, gt=0)
     max_in_flight: int = Field(4, gt=0)

@@ -63,9 +63,11 @@ class IngestReport:
 
 class IngestCore:
     def __init__(self, deadletters: DeadLetterStore, known_symbols: set[str] | None = None,
-                 lateness: pd.Timedelta = pd.Timedelta(0), dedup_capacity: int = 5_000_000):
+                 lateness: pd.Timedelta = pd.Timedelta(0), dedup_capacity: int = 5_000_000,
+                 known_sports: set[str] | None = None):
         self.deadletters = deadletters
         self.known_symbols = known_symbols
+        self.known_sports = known_sports
         self.lateness_ns = int(pd.Timedelta(lateness).value)
         self.dedup_capacity = dedup_capacity
         self._seen: set[int] = set()
@@ -81,7 +83,7 @@ class IngestCore:
     def ingest(self, kind: EventKind | str, raw: pd.DataFrame, source: str = "push") -> IngestReport:
         """Take a raw micro-batch; report what was accepted, rejected and released."""
         kind = EventKind(kind)
-        result = validate(kind, raw, self.known_symbols)
+        result = validate(kind, raw, self.known_symbols, self.known_sports)
         good = result.accepted
         good["source"] = np.where(good["source"] == "", source, good["source"])
         good["received_ns"] = np.full(result.n_accepted, time.time_ns(), dtype=np.int64)

@@ -98,7 +98,9 @@ def parse_timestamps(values: np.ndarray) -> np.ndarray:
 
 
 def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] | None = None,
-             now: pd.Timestamp | None = None) -> ValidationResult:
+             known_sports: set[str] | None = None, now: pd.Timestamp | None = None) -> ValidationResult:
+    """`known_symbols` is the instrument universe for bars and quotes; odds and results are keyed
+    by game ids, which are open-ended, so for them the sport must be known instead."""
     kind = EventKind(kind)
     cls = MARKET_EVENT_TYPES[kind]
     n = len(raw)
@@ -132,7 +134,7 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
     sym = column("symbol")
     fail(~_present(sym), "missing_field", "symbol")
     sym = np.where(pd.isna(sym), "", sym).astype(object)
-    if known_symbols is not None:
+    if known_symbols is not None and kind in (EventKind.BAR, EventKind.QUOTE):
         fail(~pd.Series(sym).isin(known_symbols).to_numpy(), "unknown_symbol", "symbol", sym)
     out["symbol"] = sym
 
@@ -182,6 +184,8 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
         if name in required:
             fail(~present, "missing_field", name)
         out[name] = np.where(present, col, defaults.get(name, "")).astype(str).astype(object)
+    if known_sports is not None and "sport" in out:
+        fail(~pd.Series(out["sport"]).isin(known_sports).to_numpy(), "unknown_sport", "sport", out["sport"])
     for name in bools:
         col = column(name, False)
         out[name] = pd.Series(col).astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()

@@ -137,3 +137,10 @@ def test_counters_always_add_up_and_output_is_ordered_and_exactly_once(tmp_path_
     for sym in ("BTC", "ETH"):
         minutes = [m for s, m, _ in emitted if s == sym]
         assert minutes == sorted(minutes)  # per-symbol event-time order
+
+
+def test_odds_are_checked_against_known_sports_not_the_symbol_universe():
+    rows = pd.DataFrame([{"event_ts": T0, "symbol": "nba:1", "sport": "nba", "team_a": "x", "team_b": "y", "odds_a_american": -110, "odds_b_american": -110},
+                         {"event_ts": T0, "symbol": "x:1", "sport": "curling", "team_a": "x", "team_b": "y", "odds_a_american": -110, "odds_b_american": -110}])
+    result = validate(EventKind.ODDS, rows, known_symbols={"BTC"}, known_sports={"nba"})
+    assert result.rejected[["row", "reason", "value"]].values.tolist() == [[1, "unknown_sport", "curling"]]
