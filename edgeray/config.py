@@ -43,7 +43,7 @@ class FeatureConfig(Strict):
 
 class FeastConfig(Strict):
     directory: str = "runs/feast"
-    project: str = "edgeray"
+    project: str = Field("edgeray", pattern=r"^[A-Za-z0-9_]+$")  # Feast uses it in SQLite table names
     online_store: Literal["sqlite", "redis"] | None = None  # None: redis when REDIS_URL is set
     offline_flush_rows: int = Field(200_000, gt=0)
 

@@ -3,7 +3,8 @@
 `serve run configs/serve.yaml` (or `serve.run(build({...}))`). The deployment attaches to the
 pipeline's named actors, starting them (detached) if they are not running yet.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: Serve rewrites route signatures for class-based
+# views, and the WebSocket route then fails with close code 1008 on string annotations.
 
 from typing import Any
 
