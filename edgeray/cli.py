@@ -10,12 +10,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from pydantic import ValidationError
 
 from edgeray.config import PipelineConfig, SourceConfig
 
 app = typer.Typer(help="edgeray: find and size an edge in betting and trading markets, on Ray.", no_args_is_help=True)
 console = Console()
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML", exists=True, dir_okay=False)]
+
+
+def _load_config(path: Path) -> PipelineConfig:
+    try:
+        return PipelineConfig.load(path)
+    except ValidationError as exc:
+        for err in exc.errors():
+            console.print(f"[red]{path}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})[/]")
+        raise typer.Exit(2) from None
 
 
 def _summary_table(status: dict, elapsed_s: float) -> Table:
@@ -56,7 +66,7 @@ def run(config: ConfigOption = Path("configs/pipeline.yaml"),
 
     from actors.pipeline import Pipeline, resolve_sources
 
-    cfg = PipelineConfig.load(config)
+    cfg = _load_config(config)
     sources = [SourceConfig(type="bars", path=str(source), symbol=symbol)] if source else resolve_sources(cfg)
     for s in sources:
         console.print(f"source: [bold]{s.type}[/] {s.path or ''} {s.symbol or ''}")
@@ -87,7 +97,7 @@ def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) 
     from edgeray.feature_repo.definitions import MARKET_VIEW
     from edgeray.featurestore import FeatureReader, open_store
 
-    cfg = PipelineConfig.load(config)
+    cfg = _load_config(config)
     reader = FeatureReader(open_store(feast_settings(cfg)), MARKET_VIEW, cfg.features.spec().names)
     vector = reader.latest(symbol)
     if vector is None:
@@ -107,7 +117,7 @@ def dead_letters(config: ConfigOption = Path("configs/pipeline.yaml"),
     """Show the most recent rejected rows and why they were rejected."""
     from edgeray.deadletter import DeadLetterStore
 
-    cfg = PipelineConfig.load(config)
+    cfg = _load_config(config)
     store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl")
     table = Table(title=f"dead letters ({store.path})")
     for col in ("kind", "reason", "field", "value", "raw"):

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from actors.feature_streamer import feast_settings
+from edgeray.cli import app
+from edgeray.config import PipelineConfig
+from edgeray.featurestore import open_store
+from tests.conftest import pipeline_config
+
+
+def test_edgeray_run_on_the_generator_prints_a_summary_and_features_are_readable(ray_session, tmp_path, unique_name):
+    cfg = pipeline_config(tmp_path, unique_name)  # no sources: the seeded generator
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    try:
+        result = runner.invoke(app, ["run", "--config", str(config_path), "--json", str(tmp_path / "summary.json")])
+        assert result.exit_code == 0, result.output
+        assert "received = accepted + rejected + duplicates" in result.output
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["ingestion"]["received"] == summary["ingestion"]["accepted"] == 4000
+        assert summary["features"]["offline_rows_written"] == 4000
+
+        shown = runner.invoke(app, ["features", "SYN-B", "--config", str(config_path)])
+        assert shown.exit_code == 0 and "ret_1" in shown.output and "vwap_dist_30" in shown.output
+        missing = runner.invoke(app, ["features", "NOPE", "--config", str(config_path)])
+        assert missing.exit_code == 1 and "no features" in missing.output
+    finally:
+        open_store(feast_settings(PipelineConfig.model_validate(cfg))).teardown()
+
+
+def test_a_config_typo_names_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"ingestion": {"symbols": ["X"], "batch_sise": 10}, "sources": []}))
+    result = CliRunner().invoke(app, ["run", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "ingestion.batch_sise: Extra inputs are not permitted" in " ".join(result.output.split())
