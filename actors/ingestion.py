@@ -2,6 +2,7 @@
 forwarded to the feature streamer under a bounded in-flight window (backpressure)."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ class IngestionActor:
         self._lock = threading.Lock()
         self._progress: dict = {"state": "idle"}
         self.metrics = PipelineMetrics()
+        gc.freeze()  # long-lived start-up objects out of the collector's way (see FeatureStreamerActor)
 
     # -- sources ------------------------------------------------------------------------------
     def ingest(self, kind: str, rows, source: str = "push") -> dict:
