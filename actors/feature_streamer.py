@@ -24,10 +24,23 @@ def feast_settings(cfg: PipelineConfig) -> FeastSettings:
     return FeastSettings.from_env(cfg.feast.directory, cfg.feast.project, cfg.feast.online_store)
 
 
+def decision_frame(events, features):
+    """Feature rows plus the prices the executor fills against (quotes: the mid) and the receipt
+    stamp the end-to-end latency is measured from."""
+    mid = (events["bid"].to_numpy(float) + events["ask"].to_numpy(float)) / 2.0
+    close = events["close"].to_numpy(float) if "close" in events else mid
+    opened = events["open"].to_numpy(float) if "open" in events else mid
+    return features.assign(open=opened, close=close, bid=events["bid"].to_numpy(float), ask=events["ask"].to_numpy(float),
+                           received_ns=events["received_ns"].to_numpy())
+
+
 @ray.remote(num_cpus=0)
 class FeatureStreamerActor:
-    def __init__(self, config: dict, process_delay_s: float = 0.0):
+    def __init__(self, config: dict, process_delay_s: float = 0.0, meta_controller=None):
         self.cfg = PipelineConfig.model_validate(config)
+        # Market feature rows go on to the decision loop under their own bounded in-flight window.
+        self.meta = meta_controller
+        self._decisions_in_flight: list[ray.ObjectRef] = []
         settings = feast_settings(self.cfg)
         self.sink = FeastSink(open_store(settings), settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
@@ -60,6 +73,8 @@ class FeatureStreamerActor:
         if features is not None:
             self.sink.write(view, features)
             self.feature_rows += len(features)
+            if self.meta is not None and view == MARKET_VIEW:
+                self._decide(decision_frame(frame, features))
         now = time.time_ns()
         self._record_latency((now - batch.column("received_ns").to_numpy()) / 1e6)
         self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + batch.num_rows
@@ -82,7 +97,15 @@ class FeatureStreamerActor:
     def events_processed(self) -> int:
         return sum(self.events_by_kind.values())
 
+    def _decide(self, frame) -> None:
+        while len(self._decisions_in_flight) >= self.cfg.decisions.max_in_flight:
+            done, self._decisions_in_flight = ray.wait(self._decisions_in_flight, num_returns=1)
+            ray.get(done)  # a failed decision batch surfaces here instead of vanishing
+        self._decisions_in_flight.append(self.meta.decide_batch.remote(frame))
+
     def flush(self) -> int:
+        ray.get(self._decisions_in_flight)
+        self._decisions_in_flight = []
         return self.sink.flush()
 
     def status(self) -> dict:

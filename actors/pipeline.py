@@ -6,14 +6,32 @@ from dataclasses import dataclass
 
 import ray
 
+import shutil
+from pathlib import Path
+
+from actors.audit import AuditActor
+from actors.executor import ExecutorActor
 from actors.feature_streamer import FeatureStreamerActor, feast_settings
 from actors.ingestion import IngestionActor
+from actors.meta_controller import MetaControllerActor
+from actors.risk_monitor import RiskMonitorActor
+from actors.veto_gate import VetoGateActor
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.featurestore import open_store
 from edgeray.sources import source_available
 
 INGESTION = "ingestion"
 FEATURE_STREAMER = "feature_streamer"
+META_CONTROLLER = "meta_controller"
+RISK_MONITOR = "risk_monitor"
+VETO_GATE = "veto_gate"
+EXECUTOR = "executor"
+AUDIT = "audit"
+DECISION_ACTORS = (META_CONTROLLER, RISK_MONITOR, VETO_GATE, EXECUTOR, AUDIT)
+
+
+def audit_url(cfg: PipelineConfig) -> str:
+    return cfg.decisions.audit_url or f"sqlite:///{Path(cfg.run_dir).resolve() / 'audit.db'}"
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
@@ -39,26 +57,49 @@ class Pipeline:
     cfg: PipelineConfig
     streamer: ray.actor.ActorHandle
     ingestion: ray.actor.ActorHandle
+    decision: dict[str, ray.actor.ActorHandle] | None = None  # the decision-loop actors by name
 
     @classmethod
-    def start(cls, cfg: PipelineConfig, detached: bool = False, streamer_delay_s: float = 0.0) -> "Pipeline":
-        """Start (or attach to, if already running) the named actors; Feast definitions are applied first."""
+    def start(cls, cfg: PipelineConfig, detached: bool = False, streamer_delay_s: float = 0.0,
+              fresh: bool = False) -> "Pipeline":
+        """Start (or attach to, if already running) the named actors; Feast definitions are applied
+        first. `fresh` discards the decision loop's checkpoints and audit from an earlier run."""
         ensure_ray(cfg)
         open_store(feast_settings(cfg), cfg.features.spec(), apply=True)
         common = dict(namespace=cfg.namespace, get_if_exists=True, max_restarts=cfg.max_restarts,
                       max_task_retries=cfg.max_restarts, lifetime="detached" if detached else None)
         config = cfg.model_dump()
-        streamer = FeatureStreamerActor.options(name=FEATURE_STREAMER, **common).remote(config, streamer_delay_s)
+        decision = cls._start_decision_loop(cfg, common, fresh) if cfg.decisions.enabled else None
+        meta = decision[META_CONTROLLER] if decision else None
+        streamer = FeatureStreamerActor.options(name=FEATURE_STREAMER, **common).remote(config, streamer_delay_s, meta)
         ingestion = IngestionActor.options(name=INGESTION, **common).remote(config, streamer)
-        pipeline = cls(cfg, streamer, ingestion)
+        pipeline = cls(cfg, streamer, ingestion, decision)
         pipeline.status()  # returns once both actors are constructed, so the first batch is not timed on start-up
         return pipeline
+
+    @staticmethod
+    def _start_decision_loop(cfg: PipelineConfig, common: dict, fresh: bool) -> dict:
+        state = Path(cfg.run_dir) / "state"
+        if fresh:
+            shutil.rmtree(state, ignore_errors=True)
+            url = audit_url(cfg)
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+        d = cfg.decisions
+        audit = AuditActor.options(name=AUDIT, **common).remote(audit_url(cfg))
+        executor = ExecutorActor.options(name=EXECUTOR, **common).remote(d.ledger.model_dump(), str(state / "executor.json"))
+        risk = RiskMonitorActor.options(name=RISK_MONITOR, **common).remote(
+            d.risk_config, d.ledger.initial_cash, str(state / "risk_monitor.json"), executor, audit)
+        veto = VetoGateActor.options(name=VETO_GATE, **common).remote(d.veto_config, str(state / "veto_gate.json"), executor, audit)
+        meta = MetaControllerActor.options(name=META_CONTROLLER, **common).remote(cfg.model_dump(), executor, risk, veto, audit)
+        return {META_CONTROLLER: meta, RISK_MONITOR: risk, VETO_GATE: veto, EXECUTOR: executor, AUDIT: audit}
 
     @classmethod
     def attach(cls, cfg: PipelineConfig) -> "Pipeline":
         ensure_ray(cfg)
         get = lambda name: ray.get_actor(name, namespace=cfg.namespace)  # noqa: E731
-        return cls(cfg, get(FEATURE_STREAMER), get(INGESTION))
+        decision = {name: get(name) for name in DECISION_ACTORS} if cfg.decisions.enabled else None
+        return cls(cfg, get(FEATURE_STREAMER), get(INGESTION), decision)
 
     def replay_async(self, sources: list[SourceConfig] | None = None, rate: float | None = None) -> ray.ObjectRef:
         sources = sources or resolve_sources(self.cfg)
@@ -69,12 +110,18 @@ class Pipeline:
         """Drain ingestion into the streamer and write the offline history; return the status."""
         ray.get(self.ingestion.flush.remote())
         ray.get(self.streamer.flush.remote())
+        if self.decision:
+            ray.get(self.decision[META_CONTROLLER].flush.remote())
         return self.status()
 
     def status(self) -> dict:
         ingestion, features = ray.get([self.ingestion.status.remote(), self.streamer.status.remote()])
-        return {"ingestion": ingestion, "features": features}
+        status = {"ingestion": ingestion, "features": features}
+        if self.decision:
+            status["decisions"], status["risk"] = ray.get([self.decision[META_CONTROLLER].status.remote(),
+                                                           self.decision[RISK_MONITOR].status.remote()])
+        return status
 
     def shutdown(self) -> None:
-        for handle in (self.ingestion, self.streamer):
+        for handle in (self.ingestion, self.streamer, *(self.decision or {}).values()):
             ray.kill(handle, no_restart=True)

@@ -70,7 +70,7 @@ def run(config: ConfigOption = Path("configs/pipeline.yaml"),
     sources = [SourceConfig(type="bars", path=str(source), symbol=symbol)] if source else resolve_sources(cfg)
     for s in sources:
         console.print(f"source: [bold]{s.type}[/] {s.path or ''} {s.symbol or ''}")
-    pipeline = Pipeline.start(cfg, detached=keep)
+    pipeline = Pipeline.start(cfg, detached=keep, fresh=True)
     ref = pipeline.replay_async(sources, rate)
     with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
                   TimeElapsedColumn(), console=console) as progress:
@@ -84,10 +84,88 @@ def run(config: ConfigOption = Path("configs/pipeline.yaml"),
                 break
     status = pipeline.finish()
     console.print(_summary_table(status, result["elapsed_s"]))
+    if pipeline.decision:
+        status["decision_report"] = _decision_report(pipeline, status, cfg)
     if json_out:
         json_out.write_text(json.dumps({**status, "elapsed_s": result["elapsed_s"]}, indent=2, default=str))
     if not keep:
         pipeline.shutdown()
+
+
+def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
+    """Decisions, verdicts by reason, holds, PnL, Sharpe, drawdown, per-strategy pulls, PNG curve."""
+    import ray
+
+    from edgeray.report import performance, plot_equity
+
+    loop = pipeline.decision
+    equity = ray.get(loop["executor"].equity_curve.remote())
+    arms = ray.get(loop["meta_controller"].arms.remote())
+    pending = ray.get(loop["veto_gate"].pending.remote())
+    perf = performance(equity)
+    png = plot_equity(equity, Path(cfg.run_dir) / "equity_curve.png") if len(equity) else None
+    d = status["decisions"]
+    table = Table(title="decision loop", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("decisions", f"{d['decisions']:,}")
+    table.add_row("orders proposed", f"{d['orders']:,}")
+    for key, n in sorted(d["verdicts"].items()):
+        table.add_row(f"  {key.replace('_', ' ', 1)}", f"{n:,}")
+    table.add_row("veto holds waiting for a human", f"{len(pending):,}")
+    table.add_row("PnL", f"{perf['pnl']:,.2f}")
+    table.add_row("Sharpe (annualised, per-bar)", f"{perf['sharpe']:.2f}" if perf["sharpe"] is not None else "-")
+    table.add_row("max drawdown", f"{perf['max_drawdown']:.2%}")
+    table.add_row("decision latency p50 / p99", f"{d['latency_ms_p50'] or 0:.1f} / {d['latency_ms_p99'] or 0:.1f} ms")
+    for shadow in d["shadows"]:
+        table.add_row(f"shadow {shadow['name']} delta PnL vs live", f"{shadow['delta_pnl_vs_live']:,.2f}")
+    console.print(table)
+    arm_table = Table(title="strategies (LinUCB arms)", header_style="bold")
+    for col in ("arm", "enabled", "pulls", "mean reward", "risk budget"):
+        arm_table.add_column(col, justify="right" if col != "arm" else "left")
+    for a in arms:
+        arm_table.add_row(a["arm"], str(a["enabled"]), f"{a['pulls']:,}", f"{a['mean_reward']:.5f}", f"{a['risk_budget']:.2f}")
+    console.print(arm_table)
+    if png:
+        console.print(f"equity curve: [bold]{png}[/]")
+    return {**perf, "arms": arms, "holds_pending": len(pending), "equity_png": str(png) if png else None}
+
+
+def _risk_actor(config: Path):
+    import ray
+
+    from actors.pipeline import RISK_MONITOR, ensure_ray
+
+    cfg = _load_config(config)
+    ensure_ray(cfg)
+    try:
+        return ray.get_actor(RISK_MONITOR, namespace=cfg.namespace)
+    except ValueError:
+        console.print(f"[red]no running decision loop in namespace {cfg.namespace!r} (start one with `edgeray run --keep`)[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command("kill-switch")
+def kill_switch(reason: Annotated[str, typer.Option(help="Why (goes to the audit log)")],
+                config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+    """Halt every new decision and cancel unfilled orders in the running loop (audited)."""
+    import getpass
+
+    import ray
+
+    event = ray.get(_risk_actor(config).kill.remote(reason, f"cli:{getpass.getuser()}"))
+    console.print(f"[red bold]kill switch ON[/] at {event['ts']}; cancelled {len(event['cancelled_orders'])} unfilled orders")
+
+
+@app.command()
+def resume(config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+    """Lift the kill switch (audited)."""
+    import getpass
+
+    import ray
+
+    event = ray.get(_risk_actor(config).resume.remote(f"cli:{getpass.getuser()}"))
+    console.print(f"[green]kill switch off[/] at {event['ts']}")
 
 
 @app.command()

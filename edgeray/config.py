@@ -59,6 +59,45 @@ class SourceConfig(Strict):
     seed: int = 7
 
 
+class SizerConfig(Strict):
+    name: Literal["kelly", "fixed_fraction", "vol_target"] = "kelly"
+    params: dict[str, float] = {}
+
+
+class LedgerConfig(Strict):
+    initial_cash: float = Field(1_000_000.0, gt=0)
+    fee_bps: float = Field(1.0, ge=0)
+    slippage_bps: float = Field(0.5, ge=0)
+    default_spread_bps: float = Field(2.0, ge=0)  # used when a bar carries no bid/ask
+    reward_horizon_bars: int = Field(15, gt=0)
+
+
+class ShadowConfig(Strict):
+    """A strategy run beside the live meta-controller on the same stream: logged, never executed."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    strategy: str
+    sizer: SizerConfig = SizerConfig()
+
+
+class DecisionConfig(Strict):
+    enabled: bool = True
+    strategies: list[str] | None = None  # None: every default market strategy
+    alpha: float = Field(1.0, ge=0)  # LinUCB exploration width
+    epsilon: float = Field(0.05, ge=0, le=1)  # guarded epsilon-greedy exploration rate
+    seed: int = 0
+    sizer: SizerConfig = SizerConfig()
+    min_order_notional: float = Field(1_000.0, ge=0)  # smaller target changes are not worth the fees
+    edge_model_warmup_rows: int = Field(3_000, gt=100)  # rows seen before the confidence model is fitted
+    edge_model_horizon_bars: int = Field(15, gt=0)
+    explain_top_k: int = Field(5, gt=0)
+    risk_config: str = "configs/risk.yaml"
+    veto_config: str = "configs/veto.yaml"
+    audit_url: str | None = None  # None: sqlite:///<run_dir>/audit.db; postgresql+psycopg://... for PostgreSQL
+    ledger: LedgerConfig = LedgerConfig()
+    shadows: list[ShadowConfig] = []
+    max_in_flight: int = Field(2, gt=0)  # feature batches between the streamer and the meta-controller
+
+
 class PipelineConfig(Strict):
     namespace: str = "edgeray"
     run_dir: str = "runs/latest"
@@ -70,6 +109,7 @@ class PipelineConfig(Strict):
     feast: FeastConfig = FeastConfig()
     sources: list[SourceConfig]
     fallback: SourceConfig = SourceConfig(type="generator")
+    decisions: DecisionConfig = DecisionConfig(enabled=False)
 
     @classmethod
     def load(cls, path: str | Path) -> "PipelineConfig":

@@ -6,10 +6,13 @@ pipeline's named actors, starting them (detached) if they are not running yet.
 # No `from __future__ import annotations` here: Serve rewrites route signatures for class-based
 # views, and the WebSocket route then fails with close code 1008 on string annotations.
 
+import os
+from datetime import datetime
 from typing import Any
 
+import pandas as pd
 import ray
-from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from ray import serve
@@ -18,6 +21,40 @@ from edgeray.config import PipelineConfig
 from edgeray.events import EventKind
 
 MAX_EVENTS_PER_BATCH = 10_000
+ROLES = {"viewer": 0, "trader": 1, "admin": 2}
+
+
+def parse_api_keys(spec: str | None) -> dict[str, str]:
+    """`key:role,key:role` (as in EDGERAY_API_KEYS) -> {key: role}; a bad role is a start-up error."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (spec or "").split(",")):
+        key, _, role = item.strip().partition(":")
+        if role not in ROLES or not key:
+            raise ValueError(f"EDGERAY_API_KEYS: entry {item!r} must be key:role with role in {sorted(ROLES)}")
+        keys[key] = role
+    return keys
+
+
+class FeatureRow(BaseModel):
+    symbol: str
+    event_ts: datetime
+    close: float = Field(gt=0)
+    open: float | None = Field(None, gt=0)
+    bid: float | None = Field(None, gt=0)
+    ask: float | None = Field(None, gt=0)
+    features: dict[str, float | None]
+
+
+class DecisionRequest(BaseModel):
+    rows: list[FeatureRow] = Field(min_length=1, max_length=1_000)
+
+
+class ReviewBody(BaseModel):
+    note: str = ""
+
+
+class KillBody(BaseModel):
+    reason: str = Field(min_length=1)
 
 
 class MarketEventBatch(BaseModel):
@@ -45,13 +82,109 @@ def build_deployment(app: FastAPI | None = None):
 
     app = app or create_app()
 
+    def require(role: str):
+        """Dependency: the X-API-Key header must name a key whose role is at least `role`."""
+        async def check(request: Request, x_api_key: str | None = Header(None)) -> str:
+            keys = request.app.state.api_keys
+            if not x_api_key or x_api_key not in keys:
+                raise HTTPException(status_code=401, detail="missing or unknown X-API-Key")
+            if ROLES[keys[x_api_key]] < ROLES[role]:
+                raise HTTPException(status_code=403, detail=f"role {keys[x_api_key]!r} may not do this; needs {role!r}")
+            return f"{keys[x_api_key]}:{x_api_key[:4]}"  # who did it, for the audit log, without the whole key
+        return Depends(check)
+
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     @serve.ingress(app)
     class EdgerayAPI:
-        def __init__(self, config: dict):
+        def __init__(self, config: dict, api_keys: dict[str, str] | None = None):
             self.cfg = PipelineConfig.model_validate(config)
             self.pipeline = Pipeline.start(self.cfg, detached=True)
             self._reader = None
+            app.state.api_keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get("EDGERAY_API_KEYS"))
+
+        def _loop(self, name: str):
+            if not self.pipeline.decision:
+                raise HTTPException(status_code=409, detail="the decision loop is disabled in this pipeline's config (decisions.enabled)")
+            return self.pipeline.decision[name]
+
+        # -- decision loop --------------------------------------------------------------------
+        @app.post("/api/decisions")
+        async def decide(self, body: DecisionRequest, who: str = require("trader")) -> dict:
+            """Feature rows in (one per symbol and time), decisions out with their audit trail."""
+            from policies.engine import decision_ids
+
+            missing = [f"rows[{i}].features.{n}" for i, r in enumerate(body.rows) for n in self.cfg.features.spec().names
+                       if n not in r.features]
+            if missing:
+                raise HTTPException(status_code=422, detail=[{"field": m, "reason": "missing_field"} for m in missing[:50]])
+            frame = pd.DataFrame([{"symbol": r.symbol, "event_ts": pd.Timestamp(r.event_ts).tz_convert("UTC") if pd.Timestamp(r.event_ts).tzinfo else pd.Timestamp(r.event_ts, tz="UTC"),
+                                   "open": r.open or r.close, "close": r.close, "bid": r.bid, "ask": r.ask,
+                                   **{k: (float("nan") if v is None else v) for k, v in r.features.items()}} for r in body.rows])
+            frame = frame.astype({"bid": float, "ask": float}).sort_values("event_ts", kind="stable").reset_index(drop=True)
+            await self._loop("meta_controller").decide_batch.remote(frame)
+            ids = decision_ids(self.cfg.namespace, frame["symbol"].to_numpy(), frame["event_ts"])
+            audit = self._loop("audit")
+            trails = [await audit.get.remote(i) for i in ids]
+            return {"decisions": [{"decision_id": i, "audit": t} for i, t in zip(ids, trails)]}
+
+        @app.get("/api/decisions/{decision_id}")
+        async def decision(self, decision_id: str, who: str = require("viewer")) -> dict:
+            trail = await self._loop("audit").get.remote(decision_id)
+            if not trail:
+                raise HTTPException(status_code=404, detail=f"decision_id {decision_id!r}: no such decision")
+            first = next((r for r in trail if r["stage"] == "decision"), trail[0])
+            return {"decision_id": decision_id, "decision": first["payload"],
+                    "explanation": first["payload"].get("explanation", []), "audit": trail}
+
+        @app.get("/api/veto/pending")
+        async def veto_pending(self, who: str = require("viewer")) -> list[dict]:
+            return await self._loop("veto_gate").pending.remote()
+
+        @app.post("/api/veto/{decision_id}/approve")
+        async def veto_approve(self, decision_id: str, body: ReviewBody | None = None, who: str = require("trader")) -> dict:
+            return await self._review("approve", decision_id, who)
+
+        @app.post("/api/veto/{decision_id}/reject")
+        async def veto_reject(self, decision_id: str, body: ReviewBody | None = None, who: str = require("trader")) -> dict:
+            return await self._review("reject", decision_id, who)
+
+        async def _review(self, action: str, decision_id: str, who: str) -> dict:
+            try:
+                record = await getattr(self._loop("veto_gate"), action).remote(decision_id, who)
+            except KeyError as exc:  # raised inside the actor: unknown, already decided or expired
+                raise HTTPException(status_code=404, detail=str(exc.args[0]) if exc.args else str(exc)) from None
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, KeyError):
+                    raise HTTPException(status_code=404, detail=str(exc.cause.args[0])) from None
+                raise
+            return {k: v for k, v in record.items() if k != "order"}
+
+        @app.get("/api/risk/status")
+        async def risk_status(self, who: str = require("viewer")) -> dict:
+            return await self._loop("risk_monitor").status.remote()
+
+        @app.post("/api/risk/kill-switch")
+        async def kill_switch(self, body: KillBody, who: str = require("trader")) -> dict:
+            return await self._loop("risk_monitor").kill.remote(body.reason, who)
+
+        @app.post("/api/risk/resume")
+        async def resume(self, who: str = require("admin")) -> dict:
+            return await self._loop("risk_monitor").resume.remote(who)
+
+        @app.get("/api/meta/arms")
+        async def arms(self, who: str = require("viewer")) -> list[dict]:
+            return await self._loop("meta_controller").arms.remote()
+
+        @app.post("/api/meta/arms/{arm}/{action}")
+        async def set_arm(self, arm: str, action: str, who: str = require("admin")) -> list[dict]:
+            if action not in ("enable", "disable"):
+                raise HTTPException(status_code=404, detail=f"action {action!r}: use enable or disable")
+            try:
+                return await self._loop("meta_controller").set_arm.remote(arm, action == "enable")
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, ValueError):
+                    raise HTTPException(status_code=422, detail=str(exc.cause)) from None
+                raise
 
         @app.get("/healthz")
         async def healthz(self) -> dict:
@@ -109,6 +242,7 @@ def build_deployment(app: FastAPI | None = None):
 
 
 def build(args: dict[str, Any]) -> serve.Application:
-    """Serve application builder: args {config: path to pipeline YAML}."""
+    """Serve application builder: args {config: path to pipeline YAML}. API keys come from the
+    EDGERAY_API_KEYS environment variable (`key:role,...`), never from the repository."""
     cfg = PipelineConfig.load(args.get("config", "configs/pipeline.yaml"))
-    return build_deployment().bind(cfg.model_dump())
+    return build_deployment().bind(cfg.model_dump(), parse_api_keys(os.environ.get("EDGERAY_API_KEYS")))

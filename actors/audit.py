@@ -1,0 +1,24 @@
+"""Audit log actor: the single writer of the append-only decision audit (SQLite or PostgreSQL)."""
+from __future__ import annotations
+
+import ray
+
+from edgeray.audit import AuditLog
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)  # threads: reads (HTTP lookups) answer while a batch is written
+class AuditActor:
+    def __init__(self, url: str):
+        self.log = AuditLog(url)
+
+    def append(self, records: list[dict]) -> int:
+        return self.log.append(records) if records else 0
+
+    def get(self, decision_id: str) -> list[dict]:
+        return self.log.get(decision_id)
+
+    def range(self, start, end, stage: str | None = None, limit: int = 1000) -> list[dict]:
+        return self.log.range(start, end, stage=stage, limit=limit)
+
+    def count(self, stage: str | None = None) -> int:
+        return self.log.count(stage)

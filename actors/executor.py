@@ -1,0 +1,72 @@
+"""Paper execution actor: owns the ledger (positions, cash, PnL); fills orders on the next bar."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+import ray
+
+from edgeray.config import LedgerConfig
+from edgeray.ledger import PaperLedger
+from edgeray.statefile import load_state, save_state
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)  # threads: the kill switch's halt must not queue behind a batch
+class ExecutorActor:
+    def __init__(self, cfg: dict, state_path: str):
+        c = LedgerConfig.model_validate(cfg)
+        self.state_path = Path(state_path)
+        state = load_state(self.state_path)
+        if state:  # a restart resumes the ledger from its last checkpoint
+            self.ledger = PaperLedger.from_state(state["ledger"])
+            self._last_ts = {k: pd.Timestamp(v) for k, v in state["last_ts"].items()}
+        else:
+            self.ledger = PaperLedger(c.initial_cash, c.fee_bps, c.slippage_bps, c.default_spread_bps, c.reward_horizon_bars)
+            self._last_ts: dict[str, pd.Timestamp] = {}
+        self._lock = threading.Lock()
+
+    def _checkpoint(self) -> None:
+        save_state(self.state_path, {"ledger": self.ledger.state_dict(),
+                                     "last_ts": {k: v.isoformat() for k, v in self._last_ts.items()}})
+
+    def step(self, orders: pd.DataFrame | None, market: pd.DataFrame) -> dict:
+        """Submit the previous batch's approved orders, then fill them against this batch's bars
+        (strictly later than each order) and mark to market. Rows already processed before a
+        restart are skipped, so a retried call neither refills nor double-counts."""
+        with self._lock:
+            submitted = self.ledger.submit(orders) if orders is not None and len(orders) else 0
+            last = market["symbol"].map(lambda s: self._last_ts.get(s, pd.Timestamp.min.tz_localize("UTC")))
+            fresh = market[pd.to_datetime(market["event_ts"], utc=True) > last]
+            result = self.ledger.on_market(fresh) if len(fresh) else {"fills": pd.DataFrame(), "outcomes": pd.DataFrame()}
+            if len(fresh):
+                self._last_ts.update(fresh.groupby("symbol")["event_ts"].max().map(lambda t: pd.Timestamp(t)).to_dict())
+            self._checkpoint()
+            return {**result, "submitted": submitted, "snapshot": self.ledger.snapshot()}
+
+    def submit(self, orders: pd.DataFrame) -> int:
+        """Orders released outside the stream (a human approval of a held decision)."""
+        with self._lock:
+            n = self.ledger.submit(orders)
+            self._checkpoint()
+            return n
+
+    def halt(self, reason: str) -> list[str]:
+        with self._lock:
+            self.ledger.halt()
+            cancelled = self.ledger.cancel_all(reason)
+            self._checkpoint()
+            return cancelled
+
+    def resume(self) -> None:
+        with self._lock:
+            self.ledger.resume()
+            self._checkpoint()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return self.ledger.snapshot()
+
+    def equity_curve(self) -> pd.DataFrame:
+        with self._lock:
+            return self.ledger.equity_curve()

@@ -1,0 +1,146 @@
+"""Meta-controller actor: drives one micro-batch through the decision loop.
+
+executor.step (fill earlier approvals on these bars, outcomes back) -> engine.decide (regime,
+LinUCB arm, signal, size, confidence + SHAP) -> risk.check -> veto.review -> audit.append.
+Approved orders ride on the next executor.step, so they fill on a later bar, never this one.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+
+from edgeray.config import PipelineConfig
+from edgeray.statefile import load_state, save_state
+from policies.engine import DecisionEngine
+
+LATENCY_SAMPLES = 200_000
+PASS_THROUGH = ("approve", "resize")
+
+
+def _stage_records(frame: pd.DataFrame, stage: str, columns: list[str]) -> list[dict]:
+    if frame is None or frame.empty:
+        return []
+    rows = frame[["decision_id", "event_ts", *columns]].to_dict("records")
+    return [{"decision_id": r.pop("decision_id"), "stage": stage, "event_ts": r.pop("event_ts"), "payload": r} for r in rows]
+
+
+# One thread on purpose: batches must be decided in the order they arrive; reads queue behind a batch.
+@ray.remote(num_cpus=0)
+class MetaControllerActor:
+    def __init__(self, config: dict, executor, risk, veto, audit):
+        self.cfg = PipelineConfig.model_validate(config)
+        run_dir = Path(self.cfg.run_dir)
+        self.state_path = run_dir / "state" / "meta_controller.json"
+        self.engine = DecisionEngine(self.cfg.decisions, self.cfg.ingestion.symbols, self.cfg.namespace,
+                                     self.cfg.features.spec(), run_dir / "models")
+        state = load_state(self.state_path)
+        self._pending_orders: pd.DataFrame | None = None
+        if state:  # restart: learned state and not-yet-submitted approvals come back
+            self.engine.load_state(state["engine"])
+            if state["pending_orders"]:
+                self._pending_orders = pd.read_json(__import__("io").StringIO(state["pending_orders"]), orient="table")
+        self.executor, self.risk, self.veto, self.audit = executor, risk, veto, audit
+        self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
+        self._done_until: defaultdict[str, int] = defaultdict(lambda: -(2**63), (state or {}).get("done_until", {}))
+        self.snapshot: dict = {}
+        self._latency_ms = np.zeros(LATENCY_SAMPLES)
+        self._latency_n = 0
+        self._busy_s = 0.0
+        gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
+
+    def decide_batch(self, frame: pd.DataFrame) -> dict:
+        started = time.perf_counter()
+        # A batch retried after a restart may already be in the checkpoint (the actor died after
+        # saving, before answering): its rows are skipped, so nothing is decided twice.
+        last = frame["symbol"].map(self._done_until).astype("int64").to_numpy()
+        frame = frame[frame["event_ts"].astype("int64").to_numpy() > last].reset_index(drop=True)
+        if frame.empty:
+            return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
+        step = ray.get(self.executor.step.remote(self._pending_orders, frame))
+        self._pending_orders = None
+        self.snapshot = step["snapshot"]
+        self.engine.on_outcomes(step["outcomes"])
+        self.engine.on_market_shadows(frame)
+        batch = self.engine.decide(frame, self.snapshot)
+        records = list(batch.records)
+        records += _stage_records(step["fills"], "fill", ["symbol", "strategy", "quantity", "price", "fee"])
+        records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
+        if len(batch.orders):
+            records += self._gate(batch)
+        ray.get(self.audit.append.remote(records))
+        for sym, ts in frame.groupby("symbol")["event_ts"].max().items():
+            self._done_until[sym] = pd.Timestamp(ts).value
+        save_state(self.state_path, self._state())
+        done_ns = time.time_ns()
+        if "received_ns" in frame:
+            self._record_latency((done_ns - frame["received_ns"].to_numpy()) / 1e6)
+        self._busy_s += time.perf_counter() - started
+        return {"decisions": batch.n_decisions, "orders": len(batch.orders)}
+
+    def _gate(self, batch) -> list[dict]:
+        orders = batch.orders
+        risk = ray.get(self.risk.check.remote(orders, self.snapshot))
+        risk = risk.set_index("decision_id").loc[orders["decision_id"]].reset_index()
+        passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
+        sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
+        records = _stage_records(risk.assign(event_ts=orders["event_ts"].to_numpy()), "risk", ["verdict", "quantity", "reasons"])
+        for reason in risk["reasons"]:
+            for r in filter(None, str(reason).split("; ")):
+                self.verdicts[f"risk:{r}"] = self.verdicts.get(f"risk:{r}", 0) + 1
+        for v in risk["verdict"]:
+            self.verdicts[f"risk_{v}"] = self.verdicts.get(f"risk_{v}", 0) + 1
+        if sized.empty:
+            return records
+        veto = ray.get(self.veto.review.remote(sized))
+        veto = veto.set_index("decision_id").loc[sized["decision_id"]].reset_index()
+        records += _stage_records(veto.assign(event_ts=sized["event_ts"].to_numpy()), "veto", ["verdict", "rule"])
+        for v in veto["verdict"]:
+            self.verdicts[f"veto_{v}"] = self.verdicts.get(f"veto_{v}", 0) + 1
+        approved = sized[(veto["verdict"] == "approve").to_numpy() & (sized["quantity"] != 0).to_numpy()]
+        self._pending_orders = approved[["decision_id", "event_ts", "symbol", "strategy", "quantity"]] if len(approved) else None
+        # Held decisions may still be approved by a human, so they are rewarded when they fill.
+        live = (veto["verdict"] != "reject").to_numpy()
+        index = {d: i for i, d in enumerate(orders["decision_id"])}
+        rows = [index[d] for d in sized["decision_id"][live]]
+        self.engine.register(sized["decision_id"][live].tolist(), batch.arms[rows], batch.contexts[rows])
+        return records
+
+    def _state(self) -> dict:
+        pending = self._pending_orders.to_json(orient="table", date_unit="ns") if self._pending_orders is not None else None
+        return {"engine": self.engine.state_dict(), "pending_orders": pending, "verdicts": self.verdicts,
+                "done_until": dict(self._done_until)}
+
+    def _record_latency(self, latency_ms: np.ndarray) -> None:
+        idx = (self._latency_n + np.arange(len(latency_ms))) % LATENCY_SAMPLES
+        self._latency_ms[idx] = latency_ms
+        self._latency_n += len(latency_ms)
+
+    def flush(self) -> dict:
+        """Submit the last approvals (they fill on the next bar that arrives)."""
+        if self._pending_orders is not None:
+            ray.get(self.executor.submit.remote(self._pending_orders))
+            self._pending_orders = None
+            save_state(self.state_path, self._state())
+        return self.status()
+
+    # -- control and reads --------------------------------------------------------------------
+    def arms(self) -> list[dict]:
+        return self.engine.bandit.stats()
+
+    def set_arm(self, arm: str, enabled: bool) -> list[dict]:
+        (self.engine.bandit.enable if enabled else self.engine.bandit.disable)(arm)
+        save_state(self.state_path, self._state())
+        return self.engine.bandit.stats()
+
+    def status(self) -> dict:
+        recent = self._latency_ms[: min(self._latency_n, LATENCY_SAMPLES)]
+        p50, p99 = (np.percentile(recent, [50, 99]).tolist() if len(recent) else (None, None))
+        equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
+        return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": p50, "latency_ms_p99": p99,
+                "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity)}

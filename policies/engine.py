@@ -1,0 +1,240 @@
+"""The decision engine behind the meta-controller actor (no Ray here): feature rows in, sized
+orders and audit records out.
+
+Per micro-batch: regime per row -> LinUCB context -> arm (strategy) per row -> that strategy's
+signal -> sizing to a target position -> order = target - position -> confidence from the edge
+model and its SHAP explanation. Rewards arrive later from the ledger, keyed by decision id.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edgeray.config import DecisionConfig, ShadowConfig
+from edgeray.explain import EdgeModel
+from edgeray.features.market import MarketFeatureSpec
+from edgeray.ledger import PaperLedger
+from edgeray.regime import Regime, RegimeDetector
+from policies.context import CONTEXT_DIM, build_context
+from policies.linucb import LinUCB
+from policies.sizing import make_sizer
+from policies.strategies import default_market_strategies
+
+REGIME_NAMES = np.array([r.name.lower() for r in sorted(Regime, key=int)])
+PNL_EWMA_ALPHA = 0.05  # weight of the newest realised reward in the "recent PnL" context feature
+MAX_PENDING_REWARDS = 20_000
+
+
+def decision_ids(namespace: str, symbols: np.ndarray, event_ts: pd.Series) -> list[str]:
+    """Deterministic ids: a batch replayed after an actor restart produces the same ids, so the
+    audit log and the ledger can drop the repeat instead of recording it twice."""
+    stamps = pd.to_datetime(event_ts, utc=True).astype("int64").to_numpy()
+    return [hashlib.blake2b(f"{namespace}|{s}|{t}".encode(), digest_size=12).hexdigest() for s, t in zip(symbols, stamps)]
+
+
+@dataclass
+class DecisionBatch:
+    orders: pd.DataFrame  # the order frame for risk and veto (non-zero orders only)
+    records: list[dict]  # one "decision" audit record per input row
+    contexts: np.ndarray  # LinUCB context per order row (same order as `orders`)
+    arms: np.ndarray  # chosen arm per order row
+    n_decisions: int
+
+
+def targets_to_orders(symbols: np.ndarray, direction: np.ndarray, target: np.ndarray, positions: dict[str, float]) -> np.ndarray:
+    """Order = the change from the symbol's previous target (its ledger position before the
+    batch); flat signals keep the previous target, so they trade nothing."""
+    frame = pd.DataFrame({"symbol": symbols, "target": np.where(direction != 0, target, np.nan)})
+    held = frame.groupby("symbol", sort=False)["target"].ffill()
+    start = frame["symbol"].map(lambda s: positions.get(s, 0.0)).to_numpy(float)
+    current = np.where(np.isnan(held.to_numpy()), start, held.to_numpy())
+    previous = pd.Series(current).groupby(frame["symbol"].to_numpy(), sort=False).shift(1).to_numpy()
+    previous = np.where(np.isnan(previous), start, previous)
+    return np.where(direction != 0, current - previous, 0.0)
+
+
+class ShadowRunner:
+    """One strategy traded on a paper ledger of its own: no risk, no veto, never executed."""
+
+    def __init__(self, cfg: ShadowConfig, strategy, ledger: PaperLedger):
+        self.cfg = cfg
+        self.strategy = strategy
+        self.sizer = make_sizer(cfg.sizer.name, **cfg.sizer.params)
+        self.ledger = ledger
+
+    def decide(self, frame: pd.DataFrame, regimes: np.ndarray, ids: list[str]) -> list[dict]:
+        sig = self.strategy.signals(frame, regimes)
+        snap = self.ledger.snapshot()
+        price = frame["close"].to_numpy(float)
+        sized = self.sizer.size(sig.direction, sig.strength, sig.expected_return, frame["rv_30"].to_numpy(float), price,
+                                snap["equity"], horizon_bars=self.strategy.horizon_bars)
+        qty = targets_to_orders(frame["symbol"].to_numpy(), sig.direction, sized.quantity, snap["positions"])
+        rows = np.flatnonzero(np.abs(qty) > 0)
+        if not len(rows):
+            return []
+        orders = pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
+                               "symbol": frame["symbol"].to_numpy()[rows], "strategy": self.strategy.name, "quantity": qty[rows]})
+        self.ledger.submit(orders)
+        stamps = frame["event_ts"].tolist()
+        return [{"decision_id": ids[i], "stage": f"shadow:{self.cfg.name}", "event_ts": stamps[i],
+                 "payload": {"strategy": self.strategy.name, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
+
+
+class DecisionEngine:
+    def __init__(self, cfg: DecisionConfig, symbols: list[str], namespace: str, feature_spec: MarketFeatureSpec,
+                 model_dir: Path):
+        self.cfg = cfg
+        self.namespace = namespace
+        self.feature_names = feature_spec.names
+        catalogue = {s.name: s for s in default_market_strategies(symbols)}
+        wanted = cfg.strategies or list(catalogue)
+        unknown = [w for w in wanted if w not in catalogue]
+        if unknown:
+            raise ValueError(f"decisions.strategies: unknown strategy {unknown}; known: {sorted(catalogue)}")
+        self.strategies = [catalogue[w] for w in wanted]
+        self.regimes = RegimeDetector()
+        # Pending rewards are bounded: a held decision nobody approves is evicted, not kept for ever.
+        self.bandit = LinUCB([s.name for s in self.strategies], CONTEXT_DIM, alpha=cfg.alpha, epsilon=cfg.epsilon,
+                             seed=cfg.seed, max_pending=MAX_PENDING_REWARDS)
+        self.sizer = make_sizer(cfg.sizer.name, **cfg.sizer.params)
+        self.recent_pnl = 0.0
+        self.model_dir = Path(model_dir)
+        self.edge: EdgeModel | None = None
+        self._warmup: list[pd.DataFrame] = []
+        self._warmup_rows = 0
+        led = cfg.ledger
+        # Shadows get their own strategy instances: stateful ones (pairs) must see each row once.
+        self.shadows = [ShadowRunner(sc, self._strategy(sc.strategy, {s.name: s for s in default_market_strategies(symbols)}),
+                                     PaperLedger(led.initial_cash, led.fee_bps, led.slippage_bps, led.default_spread_bps,
+                                                 led.reward_horizon_bars)) for sc in cfg.shadows]
+        self.counts = {"decisions": 0, "orders": 0, "rewards_applied": 0, "rewards_unknown": 0}
+
+    @staticmethod
+    def _strategy(name: str, catalogue: dict):
+        if name not in catalogue:
+            raise ValueError(f"decisions.shadows.strategy: unknown strategy {name!r}; known: {sorted(catalogue)}")
+        return catalogue[name]
+
+    # -- the hot path -------------------------------------------------------------------------
+    def decide(self, frame: pd.DataFrame, snapshot: dict) -> DecisionBatch:
+        n = len(frame)
+        symbols = frame["symbol"].to_numpy()
+        ids = decision_ids(self.namespace, symbols, frame["event_ts"])
+        regimes = self.regimes.classify(frame)
+        contexts = build_context(frame, regimes, np.full(n, self.recent_pnl * 100.0))  # in percent, like ret_15
+        selection = self.bandit.select(contexts)
+        arm = selection.arm
+        cols = np.arange(n)
+        signals = [s.signals(frame, regimes) for s in self.strategies]
+        direction = np.stack([s.direction for s in signals])[arm, cols]
+        strength = np.stack([s.strength for s in signals])[arm, cols]
+        expected = np.stack([s.expected_return for s in signals])[arm, cols]
+        price = frame["close"].to_numpy(float)
+        vol = frame["rv_30"].to_numpy(float)
+        horizons = np.array([s.horizon_bars for s in self.strategies])[arm]  # each strategy's expected return is over its own horizon
+        sized = self.sizer.size(direction, strength, expected, vol, price, float(snapshot["equity"]), horizon_bars=horizons)
+        target = sized.quantity * selection.size_scale
+        qty = targets_to_orders(symbols, direction, target, snapshot.get("positions", {}))
+        qty[np.abs(qty * price) < self.cfg.min_order_notional] = 0.0
+        order_rows = np.flatnonzero(qty != 0)
+
+        confidence = np.full(n, 0.5)
+        explanations: dict[int, list] = {}
+        if self.edge is not None:
+            p_up = self.edge.predict_proba(frame)
+            confidence = np.where(direction < 0, 1.0 - p_up, p_up)
+            if len(order_rows):
+                explained = self.edge.explain(frame.iloc[order_rows], top_k=self.cfg.explain_top_k)
+                explanations = dict(zip(order_rows.tolist(), explained))
+        self._learn_edge(frame)
+
+        names = [s.name for s in self.strategies]
+        regime_names = REGIME_NAMES[regimes]
+        orders = pd.DataFrame({
+            "decision_id": [ids[i] for i in order_rows], "event_ts": frame["event_ts"].to_numpy()[order_rows],
+            "symbol": symbols[order_rows], "strategy": [names[arm[i]] for i in order_rows],
+            "regime": regime_names[order_rows], "quantity": qty[order_rows], "price": price[order_rows],
+            "volatility": vol[order_rows], "confidence": confidence[order_rows]})
+        orders["notional"] = (orders["quantity"] * orders["price"]).abs()
+        feats = frame[self.feature_names].to_numpy(float).tolist()
+        stamps = frame["event_ts"].tolist()
+        records = []
+        for i in range(n):
+            records.append({"decision_id": ids[i], "stage": "decision", "event_ts": stamps[i], "payload": {
+                "symbol": symbols[i], "regime": regime_names[i], "strategy": names[arm[i]], "explored": bool(selection.explored[i]),
+                "ucb": float(selection.ucb[i, arm[i]]),
+                "signal": {"direction": int(direction[i]), "strength": float(strength[i]), "expected_return": float(expected[i])},
+                "sizing": {"method": self.sizer.name, "fraction": float(sized.fraction[i]), "target": float(target[i]),
+                           "quantity": float(qty[i])},
+                "confidence": float(confidence[i]), "price": float(price[i]),
+                "features": {k: (v if v == v else None) for k, v in zip(self.feature_names, feats[i])},  # NaN -> null
+                "explanation": [{"feature": f, "shap": float(v)} for f, v in explanations.get(i, [])]}})
+        self.counts["decisions"] += n
+        self.counts["orders"] += len(order_rows)
+        for shadow in self.shadows:
+            records.extend(shadow.decide(frame, regimes, ids))
+        return DecisionBatch(orders, records, contexts[order_rows], arm[order_rows], n)
+
+    def _learn_edge(self, frame: pd.DataFrame) -> None:
+        """Fit the confidence model once on the first rows seen; it only ever sees the past."""
+        if self.edge is not None or self._warmup_rows >= self.cfg.edge_model_warmup_rows:
+            return
+        self._warmup.append(frame)
+        self._warmup_rows += len(frame)
+        if self._warmup_rows >= self.cfg.edge_model_warmup_rows:
+            history = pd.concat(self._warmup, ignore_index=True)
+            self.edge = EdgeModel(self.feature_names, horizon_bars=self.cfg.edge_model_horizon_bars).fit(history)
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            self.edge.save(self.model_dir / "edge_model.joblib")
+            self._warmup = []
+
+    def register(self, ids: list[str], arms: np.ndarray, contexts: np.ndarray) -> None:
+        if len(ids):
+            self.bandit.register(list(ids), np.asarray(arms), np.asarray(contexts))
+
+    def on_outcomes(self, outcomes: pd.DataFrame) -> None:
+        if outcomes is None or outcomes.empty:
+            return
+        rewards = outcomes["reward"].to_numpy(float)
+        result = self.bandit.reward(outcomes["decision_id"].tolist(), rewards)
+        self.counts["rewards_applied"] += int(result["applied"])
+        self.counts["rewards_unknown"] += int(result["unknown"])
+        for r in rewards:
+            self.recent_pnl = (1 - PNL_EWMA_ALPHA) * self.recent_pnl + PNL_EWMA_ALPHA * float(r)
+
+    def on_market_shadows(self, frame: pd.DataFrame) -> None:
+        for shadow in self.shadows:
+            shadow.ledger.on_market(frame)
+
+    def shadow_report(self, live_equity: float) -> list[dict]:
+        return [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.snapshot()["equity"],
+                 "delta_pnl_vs_live": s.ledger.snapshot()["equity"] - live_equity} for s in self.shadows]
+
+    # -- checkpoint ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"bandit": self.bandit.state_dict(), "regimes": self.regimes.state_dict(),
+                "strategies": {s.name: s.state_dict() for s in self.strategies if hasattr(s, "state_dict")},
+                "recent_pnl": self.recent_pnl, "counts": dict(self.counts),
+                "edge_model": str(self.model_dir / "edge_model.joblib") if self.edge is not None else None,
+                # The warm-up rows are not checkpointed (they would make every checkpoint large): after a
+                # restart before the edge model exists, it is fitted on rows seen from then on.
+                "shadows": {s.cfg.name: s.ledger.state_dict() for s in self.shadows}}
+
+    def load_state(self, state: dict) -> None:
+        self.bandit = LinUCB.from_state(state["bandit"])
+        self.regimes = RegimeDetector.from_state(state["regimes"])
+        for s in self.strategies:
+            if s.name in state["strategies"]:
+                restored = type(s).from_state(state["strategies"][s.name])
+                self.strategies[self.strategies.index(s)] = restored
+        self.recent_pnl = state["recent_pnl"]
+        self.counts = dict(state["counts"])
+        if state["edge_model"]:
+            self.edge = EdgeModel.load(state["edge_model"])
+        for s in self.shadows:
+            if s.cfg.name in state["shadows"]:
+                s.ledger = PaperLedger.from_state(state["shadows"][s.cfg.name])
