@@ -11,24 +11,41 @@ from edgeray.config import LedgerConfig
 from edgeray.ledger import PaperLedger
 from edgeray.statefile import load_state, save_state
 
+CURVE_EVERY = 50  # steps between equity-curve saves
+
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # threads: the kill switch's halt must not queue behind a batch
 class ExecutorActor:
     def __init__(self, cfg: dict, state_path: str):
         c = LedgerConfig.model_validate(cfg)
         self.state_path = Path(state_path)
+        self.curve_path = self.state_path.with_suffix(".curve.parquet")
         state = load_state(self.state_path)
         if state:  # a restart resumes the ledger from its last checkpoint
+            if self.curve_path.exists():
+                curve = pd.read_parquet(self.curve_path)
+                state["ledger"]["curve_ts"] = pd.to_datetime(curve["ts"], utc=True).astype("int64").tolist()
+                state["ledger"]["curve_equity"] = curve["equity"].tolist()
             self.ledger = PaperLedger.from_state(state["ledger"])
             self._last_ts = {k: pd.Timestamp(v) for k, v in state["last_ts"].items()}
         else:
             self.ledger = PaperLedger(c.initial_cash, c.fee_bps, c.slippage_bps, c.default_spread_bps, c.reward_horizon_bars)
             self._last_ts: dict[str, pd.Timestamp] = {}
         self._lock = threading.Lock()
+        self._steps = 0
 
     def _checkpoint(self) -> None:
-        save_state(self.state_path, {"ledger": self.ledger.state_dict(),
+        # The equity curve (up to 100k points) would make every per-batch checkpoint megabytes, so
+        # it is saved every CURVE_EVERY steps beside the state; a restart loses at most that many
+        # chart points, never a position, fill or cash figure.
+        save_state(self.state_path, {"ledger": self.ledger.state_dict(include_curve=False),
                                      "last_ts": {k: v.isoformat() for k, v in self._last_ts.items()}})
+        self._steps += 1
+        if self._steps % CURVE_EVERY == 0:
+            self._save_curve()
+
+    def _save_curve(self) -> None:
+        self.ledger.equity_curve().to_parquet(self.curve_path, index=False)
 
     def step(self, orders: pd.DataFrame | None, market: pd.DataFrame) -> dict:
         """Submit the previous batch's approved orders, then fill them against this batch's bars
@@ -69,4 +86,5 @@ class ExecutorActor:
 
     def equity_curve(self) -> pd.DataFrame:
         with self._lock:
+            self._save_curve()
             return self.ledger.equity_curve()

@@ -372,7 +372,7 @@ class PaperLedger:
 
     # --- persistence -------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, include_curve: bool = True) -> dict[str, Any]:
         pending = self._pending
         return {
             "config": {"initial_cash": self.initial_cash, "fee_bps": self.fee_bps, "slippage_bps": self.slippage_bps,
@@ -394,7 +394,8 @@ class PaperLedger:
                                   else self._open_outcomes[c].astype(int).tolist() if c == "bars_remaining"
                                   else self._open_outcomes[c].tolist()) for c in _OPEN_OUTCOME_COLUMNS},
             "last_ts": dict(self._last_ts), "last_ts_any": self._last_ts_any,
-            "curve_ts": list(self._curve_ts), "curve_equity": list(self._curve_equity),
+            "curve_ts": list(self._curve_ts) if include_curve else [],
+            "curve_equity": list(self._curve_equity) if include_curve else [],
             "curve_stride": self._curve_stride, "rows_seen": self._rows_seen,
         }
 

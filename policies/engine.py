@@ -222,7 +222,7 @@ class DecisionEngine:
                 "edge_model": str(self.model_dir / "edge_model.joblib") if self.edge is not None else None,
                 # The warm-up rows are not checkpointed (they would make every checkpoint large): after a
                 # restart before the edge model exists, it is fitted on rows seen from then on.
-                "shadows": {s.cfg.name: s.ledger.state_dict() for s in self.shadows}}
+                "shadows": {s.cfg.name: s.ledger.state_dict(include_curve=False) for s in self.shadows}}
 
     def load_state(self, state: dict) -> None:
         self.bandit = LinUCB.from_state(state["bandit"])
