@@ -11,7 +11,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
 
@@ -19,7 +18,7 @@ from edgeray.config import PipelineConfig
 from edgeray.statefile import load_state, save_state
 from policies.engine import DecisionEngine
 
-LATENCY_SAMPLES = 200_000
+AUDIT_IN_FLIGHT = 2
 PASS_THROUGH = ("approve", "resize")
 
 
@@ -49,8 +48,7 @@ class MetaControllerActor:
         self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
         self._done_until: defaultdict[str, int] = defaultdict(lambda: -(2**63), (state or {}).get("done_until", {}))
         self.snapshot: dict = {}
-        self._latency_ms = np.zeros(LATENCY_SAMPLES)
-        self._latency_n = 0
+        self._audit_refs: list[ray.ObjectRef] = []
         self._busy_s = 0.0
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
@@ -73,13 +71,16 @@ class MetaControllerActor:
         records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
         if len(batch.orders):
             records += self._gate(batch)
-        ray.get(self.audit.append.remote(records))
+        # The audit write overlaps the next batch (another process); at most AUDIT_IN_FLIGHT are
+        # outstanding, and a failed write surfaces here on a later batch or at flush.
+        received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
+        self._audit_refs.append(self.audit.append.remote(records, received))
+        while len(self._audit_refs) > AUDIT_IN_FLIGHT:
+            done, self._audit_refs = ray.wait(self._audit_refs, num_returns=1)
+            ray.get(done)
         for sym, ts in frame.groupby("symbol")["event_ts"].max().items():
             self._done_until[sym] = pd.Timestamp(ts).value
         save_state(self.state_path, self._state())
-        done_ns = time.time_ns()
-        if "received_ns" in frame:
-            self._record_latency((done_ns - frame["received_ns"].to_numpy()) / 1e6)
         self._busy_s += time.perf_counter() - started
         return {"decisions": batch.n_decisions, "orders": len(batch.orders)}
 
@@ -116,13 +117,10 @@ class MetaControllerActor:
         return {"engine": self.engine.state_dict(), "pending_orders": pending, "verdicts": self.verdicts,
                 "done_until": dict(self._done_until)}
 
-    def _record_latency(self, latency_ms: np.ndarray) -> None:
-        idx = (self._latency_n + np.arange(len(latency_ms))) % LATENCY_SAMPLES
-        self._latency_ms[idx] = latency_ms
-        self._latency_n += len(latency_ms)
-
     def flush(self) -> dict:
-        """Submit the last approvals (they fill on the next bar that arrives)."""
+        """Wait for outstanding audit writes; submit the last approvals (they fill on the next bar)."""
+        ray.get(self._audit_refs)
+        self._audit_refs = []
         if self._pending_orders is not None:
             ray.get(self.executor.submit.remote(self._pending_orders))
             self._pending_orders = None
@@ -139,8 +137,7 @@ class MetaControllerActor:
         return self.engine.bandit.stats()
 
     def status(self) -> dict:
-        recent = self._latency_ms[: min(self._latency_n, LATENCY_SAMPLES)]
-        p50, p99 = (np.percentile(recent, [50, 99]).tolist() if len(recent) else (None, None))
+        latency = ray.get(self.audit.latency.remote())
         equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
-        return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": p50, "latency_ms_p99": p99,
+        return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
                 "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity)}

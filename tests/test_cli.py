@@ -39,3 +39,21 @@ def test_a_config_typo_names_the_field(tmp_path):
     result = CliRunner().invoke(app, ["run", "--config", str(bad)])
     assert result.exit_code == 2
     assert "ingestion.batch_sise: Extra inputs are not permitted" in " ".join(result.output.split())
+
+
+def test_edgeray_run_with_the_decision_loop_reports_and_plots(ray_session, tmp_path, unique_name):
+    cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "edge_model_warmup_rows": 600,
+                                                           "shadows": [{"name": "mom", "strategy": "momentum"}]})
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    try:
+        result = CliRunner().invoke(app, ["run", "--config", str(config_path), "--json", str(tmp_path / "summary.json")])
+        assert result.exit_code == 0, result.output
+        assert "decision loop" in result.output and "strategies (LinUCB arms)" in result.output
+        report = json.loads((tmp_path / "summary.json").read_text())["decision_report"]
+        assert report["points"] > 0 and report["max_drawdown"] >= 0
+        png = tmp_path / "run" / "equity_curve.png"
+        assert report["equity_png"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert {a["arm"] for a in report["arms"]} == {"momentum", "mean_reversion", "breakout", "market_making", "pairs"}
+    finally:
+        open_store(feast_settings(PipelineConfig.model_validate(cfg))).teardown()
