@@ -41,3 +41,93 @@ def remove_margin_multiplicative(prob_a, prob_b):
     pa_, pb_ = np.asarray(prob_a, dtype=float), np.asarray(prob_b, dtype=float)
     total = pa_ + pb_
     return pa_ / total, pb_ / total, total - 1.0
+
+
+def _as_books(probs) -> tuple[np.ndarray, bool]:
+    """Validate implied probabilities shaped (n, m) or (m,), m >= 2; returns a 2-D float copy and whether it was 1-D."""
+    p = np.array(probs, dtype=float)
+    one_row = p.ndim == 1
+    p = np.atleast_2d(p)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probs: expected shape (n, m) with m >= 2 outcomes, got shape {np.shape(probs)}")
+    bad = ~(np.isfinite(p) & (p > 0) & (p < 1))
+    if bad.any():
+        raise ValueError(f"probs: implied probabilities must be finite and in (0, 1), got {p[bad][:5].tolist()}")
+    return p, one_row
+
+
+def _solve_unique_rows(p: np.ndarray, solve_row) -> np.ndarray:
+    # brentq is scalar; real books repeat a lot (same prices), so solve once per distinct book and scatter back.
+    uniq, inverse = np.unique(p, axis=0, return_inverse=True)
+    roots = np.array([solve_row(row) for row in uniq], dtype=float)
+    return roots[inverse.reshape(-1)]
+
+
+def _power_k(row: np.ndarray) -> float:
+    from scipy.optimize import brentq
+
+    total = row.sum()
+    if abs(total - 1.0) < 1e-15:
+        return 1.0
+    # sum p^k is strictly decreasing in k (every p < 1): k > 1 for an overround book, k < 1 for an underround one.
+    lo, hi = (1.0, 2.0) if total > 1.0 else (0.5, 1.0)
+    while np.sum(row ** hi) > 1.0:
+        hi *= 2.0
+    while np.sum(row ** lo) < 1.0:
+        lo /= 2.0
+    return brentq(lambda k: np.sum(row ** k) - 1.0, lo, hi, xtol=1e-14, rtol=1e-14)
+
+
+def remove_margin_power(probs) -> np.ndarray:
+    """Power method: fair p_i = pi_i ** k with k chosen so the book sums to one.
+
+    probs: implied probabilities (1/decimal), shape (n, m) or (m,), m >= 2. Returns the same shape.
+    Shifts more of the margin onto long shots than the multiplicative method does.
+    """
+    p, one_row = _as_books(probs)
+    k = _solve_unique_rows(p, _power_k)
+    fair = p ** k[:, None]
+    return fair[0] if one_row else fair
+
+
+def _shin_probs(p: np.ndarray, z: np.ndarray) -> np.ndarray:
+    total = p.sum(axis=1, keepdims=True)
+    z = z[:, None]
+    return (np.sqrt(z ** 2 + 4.0 * (1.0 - z) * p ** 2 / total) - z) / (2.0 * (1.0 - z))
+
+
+def _shin_z(row: np.ndarray) -> float:
+    from scipy.optimize import brentq
+
+    row2 = row[None, :]
+    if abs(row.sum() - 1.0) < 1e-15:
+        return 0.0
+    excess = lambda z: _shin_probs(row2, np.array([z])).sum() - 1.0  # noqa: E731
+    # Overround -> insider share z in (0, 1); an underround book gives z < 0.
+    lo, hi = (0.0, 0.999) if row.sum() > 1.0 else (-0.999, 0.0)
+    return brentq(excess, lo, hi, xtol=1e-15, rtol=1e-14)
+
+
+def remove_margin_shin(probs) -> np.ndarray:
+    """Shin (1993) margin removal: fair p_i = (sqrt(z^2 + 4(1-z) pi_i^2 / S) - z) / (2(1-z)), S = sum pi.
+
+    z (the share of insider money) has a closed form for two outcomes (Jullien & Salanie 1994):
+    z = (S - 1)(D^2 - S) / (S (D^2 - 1)), D = pi_1 - pi_2; more outcomes solve sum p_i = 1 with brentq.
+    probs: shape (n, m) or (m,), m >= 2. Returns the same shape.
+    """
+    p, one_row = _as_books(probs)
+    if p.shape[1] == 2:
+        total, diff = p.sum(axis=1), p[:, 0] - p[:, 1]
+        z = (total - 1.0) * (diff ** 2 - total) / (total * (diff ** 2 - 1.0))
+    else:
+        z = _solve_unique_rows(p, _shin_z)
+    fair = _shin_probs(p, z)
+    fair = fair / fair.sum(axis=1, keepdims=True)  # removes float round-off only; the sum is 1 by construction
+    return fair[0] if one_row else fair
+
+
+def shin_z(probs) -> np.ndarray:
+    """Shin's z for each book (rows of implied probabilities), solved numerically for any m >= 2."""
+    p, one_row = _as_books(probs)
+    z = _solve_unique_rows(p, _shin_z)
+    return z[0] if one_row else z

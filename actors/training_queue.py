@@ -1,0 +1,220 @@
+"""GPU training queue: a scheduler actor over the durable JobStore, and the Ray task that runs one job.
+
+Cancel: a running job's runner sees the cancel flag in the reply to its per-epoch progress report and stops
+between epochs (cooperative). If it has not stopped `cancel_grace_s` after the request (a stuck epoch), the
+scheduler also calls ray.cancel on the task (KeyboardInterrupt in the worker) as a backstop.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import ray
+from ray.exceptions import TaskCancelledError
+
+from edgeray.gpu import gpu_stats as nvml_gpu_stats
+from edgeray.training.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION_S,
+    TRAINING_TASKS,
+    JobCancelled,
+    JobStore,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = {
+    "db_path": "runs/training/queue.sqlite",
+    "max_concurrent": 2,
+    "retention_s": DEFAULT_RETENTION_S,
+    "max_attempts": DEFAULT_MAX_ATTEMPTS,
+    "default_num_gpus": 1.0,  # what a submit without num_gpus asks for when the cluster has GPUs
+    "cpus_per_job": 1.0,
+    "cancel_grace_s": 30.0,
+    "poll_s": 0.2,  # how long the scheduler loop waits on running tasks before re-checking the queue
+    "start_paused": False,
+}
+
+
+@ray.remote(max_retries=0)  # the scheduler, not Ray, decides about retries (attempts / max_attempts)
+def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: dict) -> dict:
+    """Run one job attempt; report placement, then progress per epoch, to the scheduler."""
+    import torch
+
+    ctx = ray.get_runtime_context()
+    gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    placement = {"node_id": ctx.get_node_id(), "gpu_ids": gpu_ids, "device": device, "pid": os.getpid(),
+                 "landed_at": time.time()}
+    if ray.get(scheduler.job_started.remote(job_id, attempt, placement)):
+        return {"status": "cancelled", "error": "cancelled before the first epoch"}
+    started = time.perf_counter()
+    last_epoch = 0
+
+    def progress(epoch: int, total_epochs: int, metrics: dict) -> None:
+        nonlocal last_epoch
+        last_epoch = epoch
+        stop = ray.get(scheduler.report_progress.remote(job_id, attempt, epoch, total_epochs, metrics,
+                                                        time.perf_counter() - started))
+        if stop:
+            raise JobCancelled(f"cancel requested; stopped after epoch {epoch}/{total_epochs}")
+
+    try:
+        result = TRAINING_TASKS[task](params, progress, device)
+    except JobCancelled as exc:
+        return {"status": "cancelled", "error": str(exc), "epochs_run": last_epoch}
+    except Exception as exc:  # the job's own failure is data for the user, not a scheduler crash
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epochs_run": last_epoch}
+    return {"status": "completed", "result": result, "epochs_run": last_epoch}
+
+
+@ray.remote(num_cpus=0, max_concurrency=16)  # threads: runners report progress while the loop dispatches
+class TrainingQueueActor:
+    def __init__(self, config: dict | None = None):
+        cfg = {**DEFAULT_CONFIG, **(config or {})}
+        unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise ValueError(f"config.{unknown[0]}: unknown training-queue setting; known: {sorted(DEFAULT_CONFIG)}")
+        if not isinstance(cfg["max_concurrent"], int) or cfg["max_concurrent"] < 1:
+            raise ValueError(f"config.max_concurrent must be an integer >= 1, got {cfg['max_concurrent']!r}")
+        self.cfg = cfg
+        self.store = JobStore(cfg["db_path"], retention_s=cfg["retention_s"], max_attempts=cfg["max_attempts"])
+        self.recovered = self.store.recover()
+        self._running: dict[str, tuple[ray.ObjectRef, int]] = {}  # job_id -> (runner ref, attempt)
+        self._hard_cancelled: set[str] = set()
+        self._lock = threading.RLock()
+        self._paused = bool(cfg["start_paused"])
+        self._stop = threading.Event()
+        self._self = ray.get_runtime_context().current_actor
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._thread = threading.Thread(target=self._loop, name="training-queue", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ HTTP-facing API
+    def submit(self, user: str, task: str, params: dict | None = None, priority: int = 0,
+               num_gpus: float | None = None) -> dict:
+        num_gpus = self.cfg["default_num_gpus"] if num_gpus is None else num_gpus
+        largest = self._largest_node_gpus()
+        if isinstance(num_gpus, (int, float)) and largest > 0 and num_gpus > largest:  # Ray would never place it
+            raise ValueError(f"num_gpus {num_gpus!r} exceeds the largest node's {largest:g} GPUs")
+        job = self.store.submit(user, task, params, priority, num_gpus)  # ValueError names the bad field
+        self._dispatch()
+        return self.store.get(job["job_id"])
+
+    def queue(self) -> list[dict]:
+        """Running then queued jobs, queued ones in the order they will start."""
+        self.store.purge()
+        return self.store.list_jobs(states=["running", "queued"])
+
+    def jobs(self, states: list[str] | None = None) -> list[dict]:
+        self.store.purge()
+        return self.store.list_jobs(states=states)
+
+    def job(self, job_id: str) -> dict:
+        return self.store.get(job_id)  # KeyError for an unknown / purged id
+
+    def user_jobs(self, user: str) -> list[dict]:
+        self.store.purge()
+        return self.store.list_jobs(user=user)
+
+    def cancel(self, job_id: str) -> dict:
+        return self.store.cancel(job_id)
+
+    def gpu_stats(self) -> dict:
+        """NVML stats of this actor's node plus which running job holds which Ray GPU id."""
+        stats = nvml_gpu_stats()
+        assignments = []
+        for job in self.store.list_jobs(states=["running"]):
+            placement = job["placement"] or {}
+            if placement.get("gpu_ids"):
+                assignments.append({"job_id": job["job_id"], "user": job["user"], "node_id": placement.get("node_id"),
+                                    "gpu_ids": placement["gpu_ids"], "num_gpus": placement.get("num_gpus")})
+        for device in stats.get("devices", []):
+            # Ray's GPU ids are indices into the node's visible GPUs; NVML's are physical: equal unless the
+            # raylet was started with CUDA_VISIBLE_DEVICES restricting it
+            device["jobs"] = [a["job_id"] for a in assignments
+                              if a["node_id"] == self._node_id and str(device["index"]) in a["gpu_ids"]]
+        return {**stats, "node_id": self._node_id, "cluster_gpus": ray.cluster_resources().get("GPU", 0.0),
+                "assignments": assignments}
+
+    # ----------------------------------------------------------- admin / runner API
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._dispatch()
+
+    def recovery_report(self) -> dict:
+        return self.recovered
+
+    def job_started(self, job_id: str, attempt: int, placement: dict) -> bool:
+        """Runner landed; returns True when it must not start (superseded or already cancelled)."""
+        if not self.store.record_placement(job_id, attempt, placement):
+            return True
+        return self.store.get(job_id)["cancel_requested"]
+
+    def report_progress(self, job_id: str, attempt: int, epoch: int, total_epochs: int, metrics: dict,
+                        elapsed_s: float) -> bool:
+        return self.store.report_progress(job_id, attempt, epoch, total_epochs, metrics, elapsed_s)
+
+    def shutdown(self) -> None:
+        """Stop the scheduler loop (tests, orderly shutdown). Running tasks are left to finish."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # ----------------------------------------------------------------- internals
+    def _largest_node_gpus(self) -> float:
+        return max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            if self._paused:
+                return
+            cluster_has_gpus = ray.cluster_resources().get("GPU", 0.0) > 0
+            for job in self.store.claim_next(self.cfg["max_concurrent"]):
+                num_gpus = job["num_gpus"] if cluster_has_gpus else 0.0
+                resources = {"num_gpus": num_gpus, "num_cpus": float(self.cfg["cpus_per_job"])}
+                self.store.record_placement(job["job_id"], job["attempts"], dict(resources))
+                ref = run_training_job.options(**resources, name=f"train-{job['task']}-{job['job_id']}").remote(
+                    self._self, job["job_id"], job["attempts"], job["task"], job["params"])
+                self._running[job["job_id"]] = (ref, job["attempts"])
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        with self._lock:
+            job_id, attempt = next((j, a) for j, (r, a) in self._running.items() if r == ref)
+            del self._running[job_id]
+            self._hard_cancelled.discard(job_id)
+        try:
+            out = ray.get(ref)
+        except TaskCancelledError:
+            self.store.finish(job_id, attempt, "cancelled", error="cancelled: task interrupted by ray.cancel")
+        except Exception as exc:  # worker or node died: the attempt failed
+            self.store.finish(job_id, attempt, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        else:
+            self.store.finish(job_id, attempt, out["status"], result=out.get("result"), error=out.get("error"))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.store.purge()
+                for job in self.store.cancel_overdue(self.cfg["cancel_grace_s"]):
+                    with self._lock:
+                        entry = self._running.get(job["job_id"])
+                        if entry is not None and job["job_id"] not in self._hard_cancelled:
+                            ray.cancel(entry[0], force=False)
+                            self._hard_cancelled.add(job["job_id"])
+                self._dispatch()
+                with self._lock:
+                    refs = [ref for ref, _ in self._running.values()]
+                if refs:
+                    ready, _ = ray.wait(refs, num_returns=1, timeout=self.cfg["poll_s"])
+                    for ref in ready:
+                        self._collect(ref)
+                else:
+                    self._stop.wait(self.cfg["poll_s"])
+            except Exception:  # keep scheduling: one bad job must not stop the queue
+                log.exception("training-queue scheduler loop error")
+                self._stop.wait(self.cfg["poll_s"])

@@ -1,0 +1,17 @@
+"""Training-queue core (no Ray): job model, durable SQLite store, task registry."""
+from __future__ import annotations
+
+from edgeray.training.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION_S,
+    FINISHED_STATES,
+    JOB_STATES,
+    TRAINING_TASKS,
+    JobCancelled,
+    JobStore,
+    register_task,
+    validate_submission,
+)
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_RETENTION_S", "FINISHED_STATES", "JOB_STATES", "TRAINING_TASKS",
+           "JobCancelled", "JobStore", "register_task", "validate_submission"]
