@@ -168,6 +168,64 @@ def resume(config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
     console.print(f"[green]kill switch off[/] at {event['ts']}")
 
 
+def _seasons(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        console.print(f"[red]seasons: expected comma-separated years like 2019,2020, got {text!r}[/]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
+          model: Annotated[str, typer.Option(help="Model family: statistical, ensemble, neural, lstm")],
+          name: Annotated[Optional[str], typer.Option(help="Model within the family (default: the family's first)")] = None,
+          train_seasons: Annotated[Optional[str], typer.Option(help="e.g. 2018,2019,2020 (default: 3 before the test season)")] = None,
+          test_seasons: Annotated[Optional[str], typer.Option(help="e.g. 2021 (default: the latest season)")] = None,
+          data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the sports CSV files")] = None,
+          registry: Annotated[Path, typer.Option(help="Model registry folder")] = Path("runs/registry"),
+          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+          json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here")] = None) -> None:
+    """Train a sport model on earlier seasons, evaluate it against the market on later ones, register it."""
+    from edgeray.sports.train import train_sport_model
+
+    params = {"sport": sport.lower(), "family": model.lower(), "name": name, "train_seasons": _seasons(train_seasons),
+              "test_seasons": _seasons(test_seasons), "data_dir": str(data_dir) if data_dir else None,
+              "registry_dir": str(registry)}
+    with Progress(TextColumn("[bold]train {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"{params['sport']}/{params['family']}", total=None, info="")
+
+        def on_epoch(epoch: int, total: int, info: dict) -> None:
+            loss = info.get("loss")
+            progress.update(task, completed=epoch, total=total, info=f"loss {loss:.4f}" if isinstance(loss, float) else "")
+
+        try:
+            result = train_sport_model(params, on_epoch, device)
+        except ValueError as exc:
+            progress.stop()
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+    report, perf = result["report"], result["performance"]
+    table = Table(title=f"{report['sport']} {report['family']}/{report['name']}: test seasons {report['test_seasons']}",
+                  header_style="bold")
+    for col in ("metric", "model", "market"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for metric in ("log_loss", "brier", "accuracy", "auc"):
+        m, k = report["model"].get(metric), report["market"].get(metric)
+        table.add_row(metric, f"{m:.4f}" if m is not None else "-", f"{k:.4f}" if k is not None else "-")
+    table.add_row("bets / ROI (edge >= 2 pts, closing odds)", f"{perf['n_bets']:,} / {perf['roi']:.2%}", "")
+    console.print(table)
+    console.print(report["summary"])
+    console.print(f"registered as model {result['model_id']} (version {result['version']}) in {registry}")
+    if json_out:
+        from edgeray.audit import jsonable
+
+        json_out.write_text(json.dumps(jsonable(result), indent=2))
+
+
 @app.command()
 def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
     """Show the latest online feature vector for a symbol (the decision loop's read path)."""

@@ -98,6 +98,14 @@ class DecisionConfig(Strict):
     max_in_flight: int = Field(2, gt=0)  # feature batches between the streamer and the meta-controller
 
 
+class SportsConfig(Strict):
+    data_dir: str = "../shared/data/sports"  # the sports CSV archives (see README)
+    registry_dir: str = "runs/registry"
+    queue_db: str = "runs/training/queue.sqlite"
+    max_concurrent_jobs: int = Field(2, gt=0)
+    retention_days: float = Field(7.0, gt=0)
+
+
 class PipelineConfig(Strict):
     namespace: str = "edgeray"
     run_dir: str = "runs/latest"
@@ -110,6 +118,7 @@ class PipelineConfig(Strict):
     sources: list[SourceConfig]
     fallback: SourceConfig = SourceConfig(type="generator")
     decisions: DecisionConfig = DecisionConfig(enabled=False)
+    sports: SportsConfig = SportsConfig()
 
     @classmethod
     def load(cls, path: str | Path) -> "PipelineConfig":

@@ -57,6 +57,53 @@ class KillBody(BaseModel):
     reason: str = Field(min_length=1)
 
 
+class SubmitBody(BaseModel):
+    task: str = "sport_model"
+    params: dict[str, Any] = {}
+    priority: int = 0
+    num_gpus: float | None = Field(None, ge=0)
+    user: str | None = None  # defaults to the API key's identity
+
+
+class SportModelBody(BaseModel):
+    sport: str
+    model_type: str  # the model family: statistical, ensemble, neural, lstm
+    name: str | None = None
+    params: dict[str, Any] = {}
+    train_seasons: list[int] | None = None
+    test_seasons: list[int] | None = None
+    priority: int = 0
+
+
+class CompareBody(BaseModel):
+    model_ids: list[int] = Field(min_length=1)
+
+
+class PipelineRunBody(BaseModel):
+    sport: str
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The error raised inside an actor or task (RayTaskError wraps it)."""
+    return getattr(exc, "cause", None) or exc
+
+
+def _client_error(exc: Exception) -> HTTPException | None:
+    """Bad input raised by the core becomes 422 (ValueError) or 404 (KeyError), never a 500."""
+    cause = _unwrap(exc)
+    if isinstance(cause, KeyError):
+        return HTTPException(status_code=404, detail=str(cause.args[0]) if cause.args else str(cause))
+    if isinstance(cause, ValueError):
+        return HTTPException(status_code=422, detail=str(cause))
+    return None
+
+
+def _records(frame) -> list[dict]:
+    import json as _json
+
+    return _json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
 class MarketEventBatch(BaseModel):
     kind: EventKind
     events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
@@ -100,6 +147,8 @@ def build_deployment(app: FastAPI | None = None):
             self.cfg = PipelineConfig.model_validate(config)
             self.pipeline = Pipeline.start(self.cfg, detached=True)
             self._reader = None
+            self._training_queue = None
+            self._pipeline_status: dict = {"state": "idle"}
             app.state.api_keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get("EDGERAY_API_KEYS"))
 
         def _loop(self, name: str):
@@ -158,6 +207,168 @@ def build_deployment(app: FastAPI | None = None):
                     raise HTTPException(status_code=404, detail=str(exc.cause.args[0])) from None
                 raise
             return {k: v for k, v in record.items() if k != "order"}
+
+        # -- sports models, training queue, performance, data pipeline ----------------------
+        def _queue(self):
+            if self._training_queue is None:
+                from actors.training_queue import TrainingQueueActor
+
+                sc = self.cfg.sports
+                self._training_queue = TrainingQueueActor.options(
+                    name="training_queue", namespace=self.cfg.namespace, get_if_exists=True, lifetime="detached",
+                    max_restarts=self.cfg.max_restarts).remote(
+                    {"db_path": sc.queue_db, "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400})
+            return self._training_queue
+
+        async def _call(self, ref):
+            try:
+                return await ref
+            except Exception as exc:  # noqa: BLE001 - client errors are mapped, the rest re-raised
+                mapped = _client_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+        def _sport_params(self, params: dict) -> dict:
+            return {"data_dir": self.cfg.sports.data_dir, "registry_dir": self.cfg.sports.registry_dir, **params}
+
+        @app.get("/api/training/queue")
+        async def training_queue(self, who: str = require("viewer")) -> list[dict]:
+            return await self._call(self._queue().queue.remote())
+
+        @app.post("/api/training/submit")
+        async def training_submit(self, body: SubmitBody, who: str = require("trader")) -> dict:
+            params = self._sport_params(body.params) if body.task == "sport_model" else body.params
+            return await self._call(self._queue().submit.remote(body.user or who, body.task, params, body.priority, body.num_gpus))
+
+        @app.get("/api/training/job/{job_id}")
+        async def training_job(self, job_id: str, who: str = require("viewer")) -> dict:
+            return await self._call(self._queue().job.remote(job_id))
+
+        @app.post("/api/training/job/{job_id}/cancel")
+        async def training_cancel(self, job_id: str, who: str = require("trader")) -> dict:
+            try:
+                return await self._call(self._queue().cancel.remote(job_id))
+            except HTTPException as exc:
+                if exc.status_code == 422:  # cancelling a finished job conflicts with its state
+                    raise HTTPException(status_code=409, detail=exc.detail) from None
+                raise
+
+        @app.get("/api/training/user-jobs")
+        async def training_user_jobs(self, user: str | None = None, who: str = require("viewer")) -> list[dict]:
+            return await self._call(self._queue().user_jobs.remote(user or who))
+
+        @app.get("/api/training/gpu-stats")
+        async def training_gpu_stats(self, who: str = require("viewer")) -> dict:
+            return await self._call(self._queue().gpu_stats.remote())
+
+        @app.post("/api/models/create-sport-model")
+        async def create_sport_model(self, body: SportModelBody, who: str = require("trader")) -> dict:
+            params = self._sport_params({"sport": body.sport, "family": body.model_type, "name": body.name,
+                                         "model_params": body.params, "train_seasons": body.train_seasons,
+                                         "test_seasons": body.test_seasons})
+            return await self._call(self._queue().submit.remote(who, "sport_model", params, body.priority, None))
+
+        @app.get("/api/models/sport-features/{sport}/{model_type}")
+        async def sport_features(self, sport: str, model_type: str, who: str = require("viewer")) -> dict:
+            from edgeray.sports.features import feature_groups
+            from edgeray.sports.models import FAMILIES, PARAM_SCHEMAS
+            from edgeray.sports.registry import check_family, check_sport
+
+            try:
+                sport, family = check_sport(sport.lower()), check_family(model_type)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            return {"sport": sport, "model_type": family, "feature_groups": feature_groups(sport=sport),
+                    "models": {n: PARAM_SCHEMAS[n].model_json_schema() for n in FAMILIES[family] if n in PARAM_SCHEMAS}}
+
+        def _matrix(self):
+            from edgeray.sports.performance import PerformanceMatrix
+            from edgeray.sports.registry import ModelRegistry
+
+            return PerformanceMatrix(ModelRegistry(self.cfg.sports.registry_dir))
+
+        def _frame_call(self, fn, *args, **kwargs) -> list[dict]:
+            try:
+                return _records(fn(*args, **kwargs))
+            except (ValueError, KeyError) as exc:
+                raise _client_error(exc) from None
+
+        @app.get("/api/performance/matrix")
+        async def performance_matrix(self, sport: str | None = None, days_back: int | None = Query(None, ge=1),
+                                     sort_by: str | None = None, who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().matrix, sport=sport, days_back=days_back, sort_by=sort_by)
+
+        @app.post("/api/performance/compare")
+        async def performance_compare(self, body: CompareBody, who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().compare, body.model_ids)
+
+        @app.get("/api/performance/leaderboard/{sport}")
+        async def performance_leaderboard(self, sport: str, metric: str = "log_loss", who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().leaderboard, sport, metric=metric)
+
+        @app.get("/api/performance/model-types")
+        async def performance_model_types(self, sport: str | None = None, who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().by_model_type, sport=sport)
+
+        @app.get("/api/performance/parameters")
+        async def performance_parameters(self, family: str, metric: str = "log_loss", who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().parameter_effectiveness, family, metric=metric)
+
+        @app.get("/api/performance/trending")
+        async def performance_trending(self, metric: str = "log_loss", window: int = Query(3, ge=1),
+                                       who: str = require("viewer")) -> list[dict]:
+            return self._frame_call(self._matrix().trending, metric=metric, window=window)
+
+        @app.get("/api/data/pipeline/status")
+        async def data_pipeline_status(self, who: str = require("viewer")) -> dict:
+            return dict(self._pipeline_status)
+
+        @app.post("/api/data/pipeline/run")
+        async def data_pipeline_run(self, body: PipelineRunBody, who: str = require("trader")) -> dict:
+            import asyncio
+
+            from edgeray.sports.games import SPORTS
+            from edgeray.sports.pipeline import STAGES, run_pipeline
+
+            sport = body.sport.lower()
+            if sport not in SPORTS:
+                raise HTTPException(status_code=422, detail=f"sport: unknown sport {body.sport!r}; known: {list(SPORTS)}")
+            if self._pipeline_status.get("state") == "running":
+                raise HTTPException(status_code=409, detail="a data pipeline run is already in progress")
+            self._pipeline_status = {"state": "running", "sport": sport, "stage": None, "stages_done": 0,
+                                     "stages_total": len(STAGES), "progress": 0.0}
+
+            def progress(stage: str, index: int, total: int) -> None:
+                self._pipeline_status.update(stage=stage, stages_done=index, progress=index / total)
+
+            def work() -> None:
+                try:
+                    report = run_pipeline(sport, self.cfg.sports.data_dir, progress=progress)
+                    self._pipeline_status.update(state="finished", progress=1.0, report=report.to_dict())
+                except Exception as exc:  # noqa: BLE001 - the status shows why the run failed
+                    self._pipeline_status.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+
+            asyncio.get_running_loop().run_in_executor(None, work)  # the run goes on after this reply
+            return dict(self._pipeline_status)
+
+        @app.get("/api/data/preprocessing/config")
+        async def preprocessing_config(self, who: str = require("viewer")) -> dict:
+            from edgeray.sports.features import DEFAULT_CONFIG
+            from edgeray.sports.pipeline import Preprocessor
+
+            pre = Preprocessor()
+            return {"features": DEFAULT_CONFIG, "imputation": "median of the fit seasons' rows (0.0 for an all-missing column)",
+                    "clip_quantiles": list(pre.clip_quantiles), "fit_seasons": "every season except the last, unless given"}
+
+        @app.get("/api/data/features/explain")
+        async def features_explain(self, model_id: int, rows: int = Query(5, ge=1, le=50), who: str = require("viewer")) -> dict:
+            from edgeray.sports.explain import explain_sport_model
+
+            try:
+                return explain_sport_model(self.cfg.sports.registry_dir, self.cfg.sports.data_dir, model_id, rows)
+            except (ValueError, KeyError) as exc:
+                raise _client_error(exc) from None
 
         @app.get("/api/risk/status")
         async def risk_status(self, who: str = require("viewer")) -> dict:

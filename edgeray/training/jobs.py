@@ -428,3 +428,18 @@ def torch_mlp_demo(params: dict, progress: ProgressFn, device: str = "cpu") -> d
 
 
 register_task("torch_mlp_demo", torch_mlp_demo, _validate_demo)
+
+
+def _sport_model(params: dict, progress: ProgressFn, device: str = "cpu") -> dict:
+    from edgeray.sports.train import train_sport_model  # heavy imports only where a job runs
+
+    return train_sport_model(params, progress, device)
+
+
+def _validate_sport_model(params: dict) -> dict:
+    from edgeray.sports.train import validate_params
+
+    return validate_params(params)
+
+
+register_task("sport_model", _sport_model, _validate_sport_model)
