@@ -134,7 +134,9 @@ class PaperLedger:
         if self.halted:
             self.rejected_while_halted += len(orders)
             return 0
-        fresh = ~pd.Series(ids).duplicated().to_numpy() & ~pd.Series(ids).isin(self._seen).to_numpy()
+        # Set membership per id: Series.isin(set) would copy the whole (growing) seen-set every call.
+        seen = np.fromiter((i in self._seen for i in ids), dtype=bool, count=len(ids))
+        fresh = ~pd.Series(ids).duplicated().to_numpy() & ~seen
         if not fresh.any():
             return 0
         n_new = int(fresh.sum())

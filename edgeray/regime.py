@@ -87,7 +87,14 @@ def feature(frame: pd.DataFrame, name: str) -> np.ndarray:
 def event_times_ns(frame: pd.DataFrame) -> np.ndarray:
     if "event_ts" not in frame.columns:
         raise ValueError(f"feature frame lacks column 'event_ts'; it has {list(frame.columns)}")
-    ts = pd.to_datetime(frame["event_ts"], utc=True)
+    column = frame["event_ts"]
+    if isinstance(column.dtype, pd.DatetimeTZDtype) and column.notna().all():
+        ns = column.array.asi8  # epoch ns, whatever the zone: the common case needs no conversion
+        if len(ns) > 1 and np.any(np.diff(ns) < 0):
+            first = int(np.flatnonzero(np.diff(ns) < 0)[0]) + 1
+            raise ValueError(f"event_ts must be sorted ascending; row {first} ({column.iloc[first]}) precedes the row before it")
+        return ns
+    ts = pd.to_datetime(column, utc=True)
     if ts.isna().any():
         raise ValueError(f"event_ts has missing values at rows {np.flatnonzero(ts.isna().to_numpy())[:5].tolist()}")
     ns = ts.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
