@@ -131,3 +131,20 @@ def shin_z(probs) -> np.ndarray:
     p, one_row = _as_books(probs)
     z = _solve_unique_rows(p, _shin_z)
     return z[0] if one_row else z
+
+
+def kelly_fraction(p, decimal_odds):
+    """Full-Kelly share of bankroll for a binary bet, vectorised: (p*d - 1) / (d - 1), floored at 0 (no edge, no bet).
+
+    The fractional multiplier and the cap belong to the caller's sizing policy, not to the formula.
+    """
+    p_arr = np.asarray(p, dtype=float)
+    d_arr = np.asarray(decimal_odds, dtype=float)
+    bad_p = ~((p_arr >= 0) & (p_arr <= 1))
+    if np.any(bad_p):
+        raise ValueError(f"p must be a probability in [0, 1], got {np.atleast_1d(p_arr)[np.atleast_1d(bad_p)][:5].tolist()}")
+    bad_d = ~(np.isfinite(d_arr) & (d_arr > 1))
+    if np.any(bad_d):
+        raise ValueError(f"decimal_odds must be > 1.0, got {np.atleast_1d(d_arr)[np.atleast_1d(bad_d)][:5].tolist()}")
+    out = np.maximum((p_arr * d_arr - 1.0) / (d_arr - 1.0), 0.0)
+    return out if out.ndim else float(out)
