@@ -226,6 +226,127 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
         json_out.write_text(json.dumps(jsonable(result), indent=2))
 
 
+underdog_app = typer.Typer(help="The NCAAM underdog model: train, predict, backtest, compare.", no_args_is_help=True)
+app.add_typer(underdog_app, name="underdog")
+UnderdogDir = Annotated[Path, typer.Option("--model-dir", help="Artefacts of the trained run")]
+SportsData = Annotated[Path, typer.Option("--data-dir", help="Folder with ncaab_sbr_closing_2012_2022.csv")]
+DEFAULT_UNDERDOG_DIR = Path("runs/underdog")
+DEFAULT_SPORTS_DATA = Path("../shared/data/sports")
+
+
+def _underdog_call(fn, *args, **kwargs):
+    """Clear errors, not tracebacks: no trained model, too few games, a bad tier or date."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _tiers(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",")] if text else None
+
+
+@underdog_app.command("train")
+def underdog_train(tiers: Annotated[Optional[str], typer.Option(help="e.g. moderate,heavy")] = None,
+                   seasons: Annotated[Optional[str], typer.Option(help="e.g. 2018,2019,2020")] = None,
+                   model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA) -> None:
+    """Train the base and market-aware models on underdog games (chronological 70/30 validation)."""
+    from edgeray.underdog.model import train as train_underdog
+
+    with console.status("training the underdog models (two L2 logistic regressions, 1,500 steps each)"):
+        metrics = _underdog_call(train_underdog, data_dir, model_dir, tiers=_tiers(tiers), seasons=_seasons(seasons))
+    table = Table(title="underdog model: validation (latest 30%) vs the market", header_style="bold")
+    for col in ("tier", "games", "log loss", "market", "Brier", "market", "ECE"):
+        table.add_column(col, justify="right" if col != "tier" else "left")
+    for tier, m in (metrics.get("validation_by_tier") or {"all": metrics.get("validation", {})}).items():
+        model, market = m.get("model", m), m.get("market", {})
+        table.add_row(tier, f"{m.get('n', 0):,}", f"{model.get('log_loss', float('nan')):.4f}", f"{market.get('log_loss', float('nan')):.4f}",
+                      f"{model.get('brier', float('nan')):.4f}", f"{market.get('brier', float('nan')):.4f}", f"{model.get('ece', float('nan')):.3f}")
+    console.print(table)
+    console.print(f"artefacts in {model_dir}")
+
+
+@underdog_app.command("predict")
+def underdog_predict(date: Annotated[Optional[str], typer.Option(help="YYYYMMDD (default: the latest date in the data)")] = None,
+                     min_odds: Annotated[int, typer.Option(help="American odds, e.g. 110")] = 100,
+                     max_odds: Annotated[Optional[int], typer.Option(help="American odds, e.g. 299")] = None,
+                     model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA) -> None:
+    """Underdog picks for a date with edge, EV per $10, fractional Kelly and a confidence class."""
+    from edgeray.underdog.model import predict
+
+    picks = _underdog_call(predict, model_dir, data_dir, date=date, min_odds=min_odds, max_odds=max_odds)
+    table = Table(title=f"underdog picks ({len(picks)} games)", header_style="bold")
+    for col in ("date", "team", "opponent", "odds", "model p", "market p", "edge", "EV/$10", "Kelly", "confidence"):
+        table.add_column(col, justify="left" if col in ("date", "team", "opponent", "confidence") else "right")
+    for _, r in picks.iterrows():
+        table.add_row(str(pd_date(r["date"])), str(r["team"]), str(r["opponent"]), f"{r['american_odds']:+.0f}", f"{r['model_prob']:.3f}",
+                      f"{r['market_prob']:.3f}", f"{r['edge']:+.3f}", f"{r['ev_per_10']:+.2f}", f"{r['kelly']:.3f}", str(r["confidence"]))
+    console.print(table)
+
+
+def pd_date(value) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(value).strftime("%Y-%m-%d")
+
+
+@underdog_app.command("backtest")
+def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 2020,2021")] = None,
+                      tiers: Annotated[Optional[str], typer.Option(help="e.g. moderate,heavy")] = None,
+                      min_edge: Annotated[float, typer.Option(help="Minimum model - market probability")] = 0.03,
+                      bankroll: Annotated[float, typer.Option(help="Initial bankroll")] = 1000.0,
+                      model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA,
+                      json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON")] = None) -> None:
+    """Backtest the underdog model's bets (quarter Kelly, capped at 10%) on games after its training window."""
+    from edgeray.backtest.engine import SizingSpec, run_bets
+    from edgeray.backtest.metrics import by_odds_range_frame
+    from edgeray.backtest.plots import plot_equity, plot_reliability, plot_roi_by_odds
+    from edgeray.underdog.model import backtest_opportunities
+
+    opportunities = _underdog_call(backtest_opportunities, model_dir, data_dir, seasons=_seasons(seasons), tiers=_tiers(tiers))
+    spec = SizingSpec(method="kelly", kelly_fraction=0.25, kelly_cap=0.10, min_edge=min_edge)
+    result = _underdog_call(run_bets, opportunities, spec, bankroll)
+    m = result.metrics
+    out = model_dir / "backtest"
+    pngs = [plot_equity({"underdog quarter Kelly": result.equity}, out / "equity.png"), plot_roi_by_odds(m, out / "roi_by_odds.png")]
+    placed = result.bets[result.bets["placed"]]
+    if len(placed):
+        pngs.append(plot_reliability(placed["model_prob"].to_numpy(), placed["won"].to_numpy(), out / "reliability.png"))
+    summary = Table(title=f"underdog backtest: {m['total_bets']:,} bets", header_style="bold")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key, fmt in (("win_rate", "{:.1%}"), ("profit", "{:,.2f}"), ("roi", "{:.2%}"), ("max_drawdown", "{:.1%}"),
+                     ("sharpe", "{:.2f}"), ("clv_mean_points", "{:.2f}"), ("ece", "{:.3f}"), ("brier", "{:.4f}")):
+        value = m.get(key)
+        summary.add_row(key, fmt.format(value) if isinstance(value, (int, float)) and value == value else "-")
+    lo, hi = m.get("roi_ci95", [float("nan")] * 2)
+    summary.add_row("ROI 95% CI (bootstrap by date)", f"[{lo:.2%}, {hi:.2%}]")
+    console.print(summary)
+    buckets = by_odds_range_frame(m)
+    table = Table(title="by odds range", header_style="bold")
+    for col in ("range", "bets", "win rate", "profit", "ROI", "ROI 95% CI"):
+        table.add_column(col, justify="left" if col == "range" else "right")
+    for label, r in buckets.iterrows():
+        if r.get("bets", 0):
+            table.add_row(str(label), f"{int(r['bets']):,}", f"{r['win_rate']:.1%}", f"{r['profit']:,.2f}", f"{r['roi']:.1%}",
+                          f"[{r['roi_ci_low']:.1%}, {r['roi_ci_high']:.1%}]")
+    console.print(table)
+    console.print("plots: " + ", ".join(str(p) for p in pngs))
+    if json_out:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+
+
+@underdog_app.command("compare")
+def underdog_compare(seasons: Annotated[Optional[str], typer.Option(help="e.g. 2020,2021")] = None,
+                     model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA) -> None:
+    """The underdog model vs the general model on the same underdog games."""
+    from edgeray.underdog.model import compare
+
+    result = _underdog_call(compare, model_dir, data_dir, seasons=_seasons(seasons))
+    console.print_json(data=json.loads(json.dumps(result, default=str)))
+
+
 @app.command()
 def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
     """Show the latest online feature vector for a symbol (the decision loop's read path)."""

@@ -57,3 +57,24 @@ def test_edgeray_run_with_the_decision_loop_reports_and_plots(ray_session, tmp_p
         assert {a["arm"] for a in report["arms"]} == {"momentum", "mean_reversion", "breakout", "market_making", "pairs"}
     finally:
         open_store(feast_settings(PipelineConfig.model_validate(cfg))).teardown()
+
+
+def test_underdog_cli_trains_backtests_and_names_a_missing_model(tmp_path):
+    from tests.conftest import shared_file
+
+    data_dir = shared_file("sports/ncaab_sbr_closing_2012_2022.csv").parent
+    runner = CliRunner()
+    model_dir = tmp_path / "underdog"
+    missing = runner.invoke(app, ["underdog", "predict", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
+    assert missing.exit_code == 2 and "underdog" in missing.output  # the missing artefact path is named
+    trained = runner.invoke(app, ["underdog", "train", "--seasons", "2012,2013", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
+    assert trained.exit_code == 0, trained.output
+    assert "moderate" in trained.output and (model_dir / "metrics.json").exists()
+    backtest = runner.invoke(app, ["underdog", "backtest", "--model-dir", str(model_dir), "--data-dir", str(data_dir),
+                                   "--min-edge", "0.0", "--json", str(tmp_path / "bt.json")])
+    assert backtest.exit_code == 0, backtest.output
+    result = json.loads((tmp_path / "bt.json").read_text())
+    assert result["metrics"]["total_bets"] > 0 and "by odds range" in backtest.output
+    assert (model_dir / "backtest" / "roi_by_odds.png").read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["underdog", "train", "--tiers", "gigantic", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
+    assert bad.exit_code == 2 and "gigantic" in bad.output
