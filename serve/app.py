@@ -7,8 +7,9 @@ pipeline's named actors, starting them (detached) if they are not running yet.
 # views, and the WebSocket route then fails with close code 1008 on string annotations.
 
 import os
+from pathlib import Path
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import ray
@@ -83,6 +84,61 @@ class PipelineRunBody(BaseModel):
     sport: str
 
 
+class SizingBody(BaseModel):
+    initial_bankroll: float = Field(1000.0, gt=0)
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    min_edge: float = Field(0.0, ge=0, le=1)
+    kelly_fraction: float = Field(0.25, gt=0, le=1)
+    kelly_cap: float = Field(0.10, gt=0, le=1)
+    amount: float = Field(10.0, gt=0)
+    percentage: float = Field(0.02, gt=0, le=1)
+
+    def spec(self, method: str) -> dict:
+        return {"method": method, "amount": self.amount, "percentage": self.percentage, "kelly_fraction": self.kelly_fraction,
+                "kelly_cap": self.kelly_cap, "min_edge": self.min_edge, "min_confidence": self.min_confidence}
+
+
+class BacktestBody(SizingBody):
+    model_id: int
+    sport: str
+    start_date: str | None = None
+    end_date: str | None = None
+    betting_strategy: Literal["fixed", "percentage", "kelly", "confidence"] = "kelly"
+
+
+class CompareStrategiesBody(BacktestBody):
+    strategies: list[Literal["fixed", "percentage", "kelly", "confidence"]] = ["fixed", "percentage", "kelly", "confidence"]
+
+
+class MonteCarloBody(BacktestBody):
+    n_paths: int = Field(1000, ge=1, le=100_000)
+    method: Literal["bootstrap", "model"] = "bootstrap"
+    seed: int = 0
+    ruin_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class WalkForwardBody(SizingBody):
+    sport: str
+    model_type: str
+    name: str | None = None
+    params: dict[str, Any] = {}
+    mode: Literal["expanding", "rolling"] = "expanding"
+    min_train_seasons: int = Field(2, ge=1)
+    seasons: list[int] | None = None  # restrict to these seasons (all when None)
+    betting_strategy: Literal["fixed", "percentage", "kelly", "confidence"] = "kelly"
+
+
+class UnderdogTrainBody(BaseModel):
+    tiers: list[str] | None = None
+    seasons: list[int] | None = None
+
+
+class UnderdogBacktestBody(SizingBody):
+    seasons: list[int] | None = None
+    tiers: list[str] | None = None
+    min_edge: float = Field(0.03, ge=0, le=1)
+
+
 def _unwrap(exc: Exception) -> Exception:
     """The error raised inside an actor or task (RayTaskError wraps it)."""
     return getattr(exc, "cause", None) or exc
@@ -149,6 +205,7 @@ def build_deployment(app: FastAPI | None = None):
             self._reader = None
             self._training_queue = None
             self._pipeline_status: dict = {"state": "idle"}
+            self._frames: dict = {}  # feature frames per sport, built on first use
             app.state.api_keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get("EDGERAY_API_KEYS"))
 
         def _loop(self, name: str):
@@ -369,6 +426,125 @@ def build_deployment(app: FastAPI | None = None):
                 return explain_sport_model(self.cfg.sports.registry_dir, self.cfg.sports.data_dir, model_id, rows)
             except (ValueError, KeyError) as exc:
                 raise _client_error(exc) from None
+
+        # -- backtests and the underdog model ------------------------------------------------
+        def _sport_frame(self, sport: str):
+            from edgeray.sports.features import build_features
+            from edgeray.sports.games import SPORTS, load_sport
+
+            sport = sport.lower()
+            if sport not in SPORTS:
+                raise HTTPException(status_code=422, detail=f"sport: unknown sport {sport!r}; known: {list(SPORTS)}")
+            if sport not in self._frames:
+                self._frames[sport] = build_features(load_sport(sport, self.cfg.sports.data_dir))
+            return self._frames[sport]
+
+        def _opportunities(self, body: BacktestBody):
+            from edgeray.backtest.opportunities import model_opportunities
+            from edgeray.sports.registry import ModelRegistry
+
+            registry = ModelRegistry(self.cfg.sports.registry_dir)
+            try:
+                record = registry.get(body.model_id)
+            except KeyError as exc:
+                raise HTTPException(status_code=404, detail=str(exc.args[0]) if exc.args else str(exc)) from None
+            if record["sport"] != body.sport.lower():
+                raise HTTPException(status_code=422, detail=f"sport: model {body.model_id} is a {record['sport']} model, not {body.sport!r}")
+            try:
+                return model_opportunities(registry, body.model_id, self._sport_frame(body.sport), body.start_date, body.end_date)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+
+        @app.post("/api/backtest/run")
+        async def backtest_run(self, body: BacktestBody, who: str = require("viewer")) -> dict:
+            from actors.backtest_tasks import backtest_task
+
+            opportunities = self._opportunities(body)
+            return await self._call(backtest_task.remote(opportunities, body.spec(body.betting_strategy), body.initial_bankroll))
+
+        @app.post("/api/backtest/compare-strategies")
+        async def backtest_compare(self, body: CompareStrategiesBody, who: str = require("viewer")) -> dict:
+            from actors.backtest_tasks import backtest_task
+
+            opportunities = ray.put(self._opportunities(body))
+            refs = {name: backtest_task.remote(opportunities, body.spec(name), body.initial_bankroll) for name in body.strategies}
+            return {name: (await self._call(ref))["metrics"] for name, ref in refs.items()}
+
+        @app.post("/api/backtest/monte-carlo")
+        async def backtest_monte_carlo(self, body: MonteCarloBody, who: str = require("viewer")) -> dict:
+            from actors.backtest_tasks import monte_carlo_parallel
+            from edgeray.backtest.engine import SizingSpec, run_bets
+
+            result = run_bets(self._opportunities(body), SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+            if not result.bets["placed"].any():
+                raise HTTPException(status_code=422, detail="no bets were placed with these filters: nothing to resample")
+            import asyncio
+
+            summary = await asyncio.get_running_loop().run_in_executor(None, lambda: monte_carlo_parallel(
+                result.bets, body.n_paths, body.method, body.seed, body.initial_bankroll, body.ruin_fraction))
+            return {"method": body.method, "seed": body.seed, **summary}
+
+        @app.post("/api/backtest/walk-forward")
+        async def backtest_walk_forward(self, body: WalkForwardBody, who: str = require("viewer")) -> dict:
+            from edgeray.backtest.engine import SizingSpec, run_bets
+            from edgeray.backtest.opportunities import game_opportunities
+            from edgeray.backtest.walkforward import season_folds, walk_forward
+            from edgeray.sports.models import make_model
+
+            frame = self._sport_frame(body.sport)
+            if body.seasons:
+                frame = frame[frame["season"].isin(body.seasons)].reset_index(drop=True)
+            frame = frame[frame["home_win"].notna()].reset_index(drop=True)
+
+            def fit_predict(train, test):
+                return make_model(body.model_type, body.sport.lower(), body.name, body.params).fit(train).predict_proba(test)
+
+            try:
+                folds = season_folds(frame, mode=body.mode, min_train_seasons=body.min_train_seasons)
+                wf = walk_forward(frame, fit_predict, folds, result_cols=["home_win", "home_score", "away_score"],
+                                  prediction_col="p_home")
+                predicted = wf.predictions.reset_index(drop=True)  # every fold's test rows, predicted by that fold's model
+                opportunities = game_opportunities(predicted, predicted["p_home"].to_numpy())
+                result = run_bets(opportunities, SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            return {"folds": [f.to_dict() for f in wf.folds], "fold_summary": _records(wf.fold_summary), **result.to_dict()}
+
+        def _underdog_dir(self) -> str:
+            return str(Path(self.cfg.sports.registry_dir) / "underdog")
+
+        @app.post("/api/underdog/train")
+        async def underdog_train(self, body: UnderdogTrainBody, who: str = require("trader")) -> dict:
+            import asyncio
+
+            from edgeray.underdog.model import train
+
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, lambda: train(
+                    self.cfg.sports.data_dir, self._underdog_dir(), tiers=body.tiers, seasons=body.seasons))
+            except (ValueError, FileNotFoundError) as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+
+        @app.get("/api/underdog/predict")
+        async def underdog_predict(self, date: str | None = None, min_odds: int = Query(100, ge=100),
+                                   max_odds: int | None = Query(None, ge=100), who: str = require("viewer")) -> list[dict]:
+            from edgeray.underdog.model import predict
+
+            try:
+                return _records(predict(self._underdog_dir(), self.cfg.sports.data_dir, date=date, min_odds=min_odds, max_odds=max_odds))
+            except (ValueError, FileNotFoundError) as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+
+        @app.post("/api/underdog/backtest")
+        async def underdog_backtest(self, body: UnderdogBacktestBody, who: str = require("viewer")) -> dict:
+            from actors.backtest_tasks import backtest_task
+            from edgeray.underdog.model import backtest_opportunities
+
+            try:
+                opportunities = backtest_opportunities(self._underdog_dir(), self.cfg.sports.data_dir, seasons=body.seasons, tiers=body.tiers)
+            except (ValueError, FileNotFoundError) as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            return await self._call(backtest_task.remote(opportunities, body.spec("kelly"), body.initial_bankroll))
 
         @app.get("/api/risk/status")
         async def risk_status(self, who: str = require("viewer")) -> dict:

@@ -1,0 +1,35 @@
+"""Backtests and Monte Carlo paths fanned out as Ray tasks (the work is in edgeray.backtest)."""
+from __future__ import annotations
+
+import pandas as pd
+import ray
+
+from edgeray.backtest.engine import SizingSpec, run_bets
+from edgeray.backtest.montecarlo import MonteCarloInputs, chunk_seeds, paths_chunk, summarise
+
+
+@ray.remote(num_cpus=1)
+def backtest_task(opportunities: pd.DataFrame, spec: dict, initial_bankroll: float) -> dict:
+    return run_bets(opportunities, SizingSpec(**spec), initial_bankroll).to_dict()
+
+
+@ray.remote(num_cpus=1)
+def monte_carlo_chunk(inputs: dict, n_paths: int, seed: int, method: str, ruin_fraction: float) -> dict:
+    return paths_chunk(MonteCarloInputs.from_dict(inputs), n_paths, seed, method, ruin_fraction)
+
+
+def compare_parallel(opportunities: pd.DataFrame, specs: dict[str, dict], initial_bankroll: float) -> dict[str, dict]:
+    """One task per sizing strategy on the same opportunities (put in the object store once)."""
+    ref = ray.put(opportunities)
+    results = ray.get([backtest_task.remote(ref, spec, initial_bankroll) for spec in specs.values()])
+    return dict(zip(specs, results))
+
+
+def monte_carlo_parallel(bets: pd.DataFrame, n_paths: int, method: str = "bootstrap", seed: int = 0,
+                         initial_bankroll: float = 1000.0, ruin_fraction: float = 0.5, chunk: int = 250) -> dict:
+    """Paths in chunks across tasks; per-chunk seeds make the result independent of scheduling."""
+    inputs = MonteCarloInputs.from_bets(bets).to_dict()
+    sizes = [min(chunk, n_paths - i) for i in range(0, n_paths, chunk)]
+    seeds = chunk_seeds(seed, len(sizes))
+    chunks = ray.get([monte_carlo_chunk.remote(inputs, n, s, method, ruin_fraction) for n, s in zip(sizes, seeds)])
+    return summarise(chunks, initial_bankroll, ruin_fraction)

@@ -1,0 +1,107 @@
+"""Ray Tune sweeps over betting-strategy parameters (Kelly fraction, minimum edge, minimum
+confidence), scored on walk-forward season folds; the held-out test season is scored once, by
+the best configuration only, after the sweep.
+
+    python -m tune.backtest --underdog-dir runs/underdog --samples 40
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ray import tune as ray_tune
+
+from edgeray.backtest.engine import SizingSpec, run_bets
+
+METRIC = "val_log_growth"  # mean log(final / initial bankroll) over the validation folds
+SEARCH_SPACE = {
+    "kelly_fraction": ray_tune.uniform(0.05, 0.5),
+    "kelly_cap": ray_tune.uniform(0.02, 0.2),
+    "min_edge": ray_tune.uniform(0.0, 0.12),
+    "min_confidence": ray_tune.uniform(0.0, 0.5),
+}
+
+
+def _log_growth(opportunities: pd.DataFrame, config: dict, bankroll: float) -> float:
+    result = run_bets(opportunities, SizingSpec(method="kelly", **config), bankroll, metrics=False)
+    final = float(result.equity["bankroll"].iloc[-1]) if len(result.equity) else bankroll
+    return float(np.log(max(final, 1e-9) / bankroll))
+
+
+def _trial(config: dict, *, folds: list[pd.DataFrame], bankroll: float) -> None:
+    growth = [_log_growth(fold, config, bankroll) for fold in folds]
+    ray_tune.report({METRIC: float(np.mean(growth)), "fold_growth": growth})
+
+
+def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, search: str = "optuna",
+          bankroll: float = 1000.0, max_concurrent: int = 2, storage_path: str | Path | None = None, seed: int = 0) -> dict:
+    """Validation folds are the seasons before `test_season` (each scored on its own); the test
+    season never reaches a trial."""
+    if "season" not in opportunities:
+        raise ValueError("opportunities: needs a 'season' column to build walk-forward folds")
+    seasons = sorted(int(s) for s in opportunities["season"].unique())
+    if test_season not in seasons:
+        raise ValueError(f"test_season: {test_season} is not among the seasons {seasons}")
+    val_seasons = [s for s in seasons if s < test_season]
+    if not val_seasons:
+        raise ValueError(f"test_season: {test_season} leaves no earlier season to validate on")
+    folds = [opportunities[opportunities["season"] == s].reset_index(drop=True) for s in val_seasons]
+    if search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(seed=seed)
+    elif search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        searcher = BasicVariantGenerator(random_state=seed)
+    else:
+        raise ValueError(f"search: expected 'optuna' or 'random', got {search!r}")
+    storage = Path(storage_path or Path(tempfile.gettempdir()) / "edgeray_tune").resolve()
+    name = f"strategy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tuner = ray_tune.Tuner(
+        ray_tune.with_resources(ray_tune.with_parameters(_trial, folds=folds, bankroll=bankroll), {"cpu": 1}),
+        param_space=SEARCH_SPACE,
+        tune_config=ray_tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, num_samples=num_samples,
+                                        max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=ray_tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
+    grid = tuner.fit()
+    trials = [{"config": r.config, METRIC: (r.metrics or {}).get(METRIC)} for r in grid if r.error is None]
+    if not trials:
+        raise RuntimeError(f"no trial of sweep {name} completed")
+    best = max(trials, key=lambda t: t[METRIC])
+    test = opportunities[opportunities["season"] == test_season].reset_index(drop=True)
+    held_out = run_bets(test, SizingSpec(method="kelly", **best["config"]), bankroll)
+    return {"experiment": name, "val_seasons": val_seasons, "test_season": test_season, "trials": trials,
+            "best_config": best["config"], f"best_{METRIC}": best[METRIC],
+            "test": {k: held_out.metrics.get(k) for k in ("total_bets", "roi", "profit", "max_drawdown", "roi_ci95")}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import ray
+
+    from edgeray.underdog.model import backtest_opportunities
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--underdog-dir", default="runs/underdog")
+    parser.add_argument("--data-dir", default="../shared/data/sports")
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--test-season", type=int, default=None)
+    args = parser.parse_args(argv)
+    ray.init(ignore_reinit_error=True)
+    opportunities = backtest_opportunities(args.underdog_dir, args.data_dir)
+    opportunities["season"] = np.where(opportunities["date"].dt.month >= 8, opportunities["date"].dt.year,
+                                       opportunities["date"].dt.year - 1)
+    test_season = args.test_season or int(opportunities["season"].max())
+    result = sweep(opportunities, test_season, args.samples)
+    print(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()
