@@ -203,7 +203,8 @@ def test_predict_and_backtest_opportunities(trained, data_dir):
 
     opp = backtest_opportunities(out, data_dir, seasons=[2013], tiers=["moderate", "heavy"])
     assert list(opp.columns) == ["date", "game_id", "side", "team", "decimal_odds", "model_prob", "won", "confidence",
-                                 "closing_decimal_odds", "market_prob", "tier", "american_odds"]
+                                 "closing_decimal_odds", "market_prob", "tier", "american_odds", "base_prob", "market_model_prob"]
+    assert np.allclose(opp["model_prob"], 0.5 * opp["base_prob"] + 0.5 * opp["market_model_prob"])  # the 50/50 blend
     assert len(opp) > 0 and (opp["date"] > pd.Timestamp(metrics["train_to"], tz="UTC")).all()
     assert opp["tier"].isin(["moderate", "heavy"]).all() and opp.attrs["n_in_sample_excluded"] > 0
     assert np.array_equal(opp["closing_decimal_odds"], opp["decimal_odds"])

@@ -28,8 +28,38 @@ SEARCH_SPACE = {
 }
 
 
+TIER_CHOICES = [["moderate"], ["heavy"], ["extreme"], ["moderate", "heavy"], ["moderate", "heavy", "extreme"]]
+SIZING_KEYS = ("kelly_fraction", "kelly_cap", "min_edge", "min_confidence")
+
+
+def search_space(opportunities: pd.DataFrame) -> dict:
+    """Sizing parameters always; the underdog blend weight and tiers when the opportunities carry
+    the two component probabilities and a tier (no refit needed: the blend is linear)."""
+    space = dict(SEARCH_SPACE)
+    if {"base_prob", "market_model_prob"} <= set(opportunities.columns):
+        space["blend_weight"] = ray_tune.uniform(0.0, 1.0)
+    if "tier" in opportunities.columns:
+        space["tiers"] = ray_tune.choice(TIER_CHOICES)
+    return space
+
+
+def apply_config(opportunities: pd.DataFrame, config: dict) -> pd.DataFrame:
+    out = opportunities
+    if "tiers" in config:
+        out = out[out["tier"].isin(config["tiers"])]
+    if "blend_weight" in config:
+        w = config["blend_weight"]
+        out = out.assign(model_prob=w * out["base_prob"] + (1 - w) * out["market_model_prob"])
+        out = out.assign(confidence=out["model_prob"])
+    return out.reset_index(drop=True)
+
+
 def _log_growth(opportunities: pd.DataFrame, config: dict, bankroll: float) -> float:
-    result = run_bets(opportunities, SizingSpec(method="kelly", **config), bankroll, metrics=False)
+    chosen = apply_config(opportunities, config)
+    if chosen.empty:
+        return 0.0
+    sizing = {k: config[k] for k in SIZING_KEYS}
+    result = run_bets(chosen, SizingSpec(method="kelly", **sizing), bankroll, metrics=False)
     final = float(result.equity["bankroll"].iloc[-1]) if len(result.equity) else bankroll
     return float(np.log(max(final, 1e-9) / bankroll))
 
@@ -66,7 +96,7 @@ def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, 
     name = f"strategy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = ray_tune.Tuner(
         ray_tune.with_resources(ray_tune.with_parameters(_trial, folds=folds, bankroll=bankroll), {"cpu": 1}),
-        param_space=SEARCH_SPACE,
+        param_space=search_space(opportunities),
         tune_config=ray_tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, num_samples=num_samples,
                                         max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
@@ -76,7 +106,8 @@ def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, 
         raise RuntimeError(f"no trial of sweep {name} completed")
     best = max(trials, key=lambda t: t[METRIC])
     test = opportunities[opportunities["season"] == test_season].reset_index(drop=True)
-    held_out = run_bets(test, SizingSpec(method="kelly", **best["config"]), bankroll)
+    held_out = run_bets(apply_config(test, best["config"]),
+                        SizingSpec(method="kelly", **{k: best["config"][k] for k in SIZING_KEYS}), bankroll)
     return {"experiment": name, "val_seasons": val_seasons, "test_season": test_season, "trials": trials,
             "best_config": best["config"], f"best_{METRIC}": best[METRIC],
             "test": {k: held_out.metrics.get(k) for k in ("total_bets", "roi", "profit", "max_drawdown", "roi_ci95")}}

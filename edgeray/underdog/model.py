@@ -29,7 +29,7 @@ PREDICTION_COLUMNS = ["date", "game_id", "team", "opponent", "side", "tier", "am
                       "model_prob", "base_prob", "market_model_prob", "market_prob", "edge", "ev_per_10", "kelly",
                       "confidence", "recommended"]
 OPPORTUNITY_COLUMNS = ["date", "game_id", "side", "team", "decimal_odds", "model_prob", "won", "confidence",
-                       "closing_decimal_odds", "market_prob", "tier", "american_odds"]
+                       "closing_decimal_odds", "market_prob", "tier", "american_odds", "base_prob", "market_model_prob"]
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -488,8 +488,10 @@ def backtest_opportunities(out_dir, data_dir, seasons=None, tiers=None) -> pd.Da
     attrs["n_in_sample_excluded"]; ineligible rows are counted in attrs["n_ineligible_excluded"].
     """
     ens, rows = _out_of_sample(out_dir, data_dir, seasons, tiers)
-    p = ens.predict_proba(rows) if len(rows) else np.empty(0)
-    out = pd.DataFrame({"date": rows["date"], "game_id": rows["game_id"], "side": rows["side"], "team": rows["team"],
+    parts = ens.predict_components(rows) if len(rows) else {k: np.empty(0) for k in ("base", "market", "blend")}
+    p = parts["blend"]
+    # The two component probabilities travel along so a sweep can tune the blend weight without refitting.
+    out = pd.DataFrame({"base_prob": parts["base"], "market_model_prob": parts["market"],"date": rows["date"], "game_id": rows["game_id"], "side": rows["side"], "team": rows["team"],
                         "decimal_odds": rows["decimal_odds"], "model_prob": p, "won": rows["won"], "confidence": p,
                         "closing_decimal_odds": rows["decimal_odds"], "market_prob": rows["market_prob"],
                         "tier": rows["tier"], "american_odds": rows["american_odds"]})[OPPORTUNITY_COLUMNS]
