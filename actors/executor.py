@@ -10,6 +10,7 @@ import ray
 from edgeray.config import LedgerConfig
 from edgeray.ledger import PaperLedger
 from edgeray.statefile import load_state, save_state
+from edgeray.watermark import SymbolWatermark
 
 CURVE_EVERY = 50  # steps between equity-curve saves
 
@@ -27,10 +28,9 @@ class ExecutorActor:
                 state["ledger"]["curve_ts"] = pd.to_datetime(curve["ts"], utc=True).astype("int64").tolist()
                 state["ledger"]["curve_equity"] = curve["equity"].tolist()
             self.ledger = PaperLedger.from_state(state["ledger"])
-            self._last_ts = {k: pd.Timestamp(v) for k, v in state["last_ts"].items()}
         else:
             self.ledger = PaperLedger(c.initial_cash, c.fee_bps, c.slippage_bps, c.default_spread_bps, c.reward_horizon_bars)
-            self._last_ts: dict[str, pd.Timestamp] = {}
+        self._done = SymbolWatermark((state or {}).get("done_until"))
         self._lock = threading.Lock()
         self._steps = 0
 
@@ -39,7 +39,7 @@ class ExecutorActor:
         # it is saved every CURVE_EVERY steps beside the state; a restart loses at most that many
         # chart points, never a position, fill or cash figure.
         save_state(self.state_path, {"ledger": self.ledger.state_dict(include_curve=False),
-                                     "last_ts": {k: v.isoformat() for k, v in self._last_ts.items()}})
+                                     "done_until": self._done.state_dict()})
         self._steps += 1
         if self._steps % CURVE_EVERY == 0:
             self._save_curve()
@@ -53,11 +53,9 @@ class ExecutorActor:
         restart are skipped, so a retried call neither refills nor double-counts."""
         with self._lock:
             submitted = self.ledger.submit(orders) if orders is not None and len(orders) else 0
-            last = market["symbol"].map(lambda s: self._last_ts.get(s, pd.Timestamp.min.tz_localize("UTC")))
-            fresh = market[pd.to_datetime(market["event_ts"], utc=True) > last]
+            fresh = self._done.fresh(market)
             result = self.ledger.on_market(fresh) if len(fresh) else {"fills": pd.DataFrame(), "outcomes": pd.DataFrame()}
-            if len(fresh):
-                self._last_ts.update(fresh.groupby("symbol")["event_ts"].max().map(lambda t: pd.Timestamp(t)).to_dict())
+            self._done.advance(fresh)
             self._checkpoint()
             return {**result, "submitted": submitted, "snapshot": self.ledger.snapshot()}
 

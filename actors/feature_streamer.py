@@ -10,14 +10,15 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
+from actors.window import InFlightWindow
 from edgeray.config import PipelineConfig
 from edgeray.events import EventKind, batch_kind
 from edgeray.feature_repo.definitions import MARKET_VIEW, ODDS_VIEW
 from edgeray.featurestore import FeastSettings, FeastSink, open_store
 from edgeray.features.market import MarketFeatureState
 from edgeray.features.odds import OddsFeatureState
+from edgeray.latency import LatencyRing
 
-LATENCY_SAMPLES = 200_000  # ring buffer of recent per-event latencies for p50/p99
 
 
 def feast_settings(cfg: PipelineConfig) -> FeastSettings:
@@ -40,7 +41,7 @@ class FeatureStreamerActor:
         self.cfg = PipelineConfig.model_validate(config)
         # Market feature rows go on to the decision loop under their own bounded in-flight window.
         self.meta = meta_controller
-        self._decisions_in_flight: list[ray.ObjectRef] = []
+        self._decisions = InFlightWindow(self.cfg.decisions.max_in_flight)
         settings = feast_settings(self.cfg)
         self.sink = FeastSink(open_store(settings), settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
@@ -50,8 +51,7 @@ class FeatureStreamerActor:
         self.process_delay_s = process_delay_s
         self.events_by_kind: dict[str, int] = {}
         self.feature_rows = 0
-        self._latency_ms = np.zeros(LATENCY_SAMPLES)
-        self._latency_n = 0
+        self._latency = LatencyRing()
         self._first_ns: int | None = None
         self._last_ns = 0
         self.metrics = PipelineMetrics()
@@ -74,18 +74,16 @@ class FeatureStreamerActor:
             self.sink.write(view, features)
             self.feature_rows += len(features)
             if self.meta is not None and view == MARKET_VIEW:
-                self._decide(decision_frame(frame, features))
+                rows = decision_frame(frame, features)
+                self._decisions.submit(lambda: self.meta.decide_batch.remote(rows))
         now = time.time_ns()
-        self._record_latency((now - batch.column("received_ns").to_numpy()) / 1e6)
+        self._record_latency(self._latency.record_since(batch.column("received_ns").to_numpy(), now))
         self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + batch.num_rows
         self._first_ns = self._first_ns or now
         self._last_ns = now
         return batch.num_rows
 
     def _record_latency(self, latency_ms: np.ndarray) -> None:
-        idx = (self._latency_n + np.arange(len(latency_ms))) % LATENCY_SAMPLES
-        self._latency_ms[idx] = latency_ms
-        self._latency_n += len(latency_ms)
         # A sample per batch keeps the metrics call cheap while the histogram stays representative.
         for value in latency_ms[:: max(1, len(latency_ms) // 16)]:
             self.metrics.latency_ms.observe(float(value))
@@ -97,21 +95,13 @@ class FeatureStreamerActor:
     def events_processed(self) -> int:
         return sum(self.events_by_kind.values())
 
-    def _decide(self, frame) -> None:
-        while len(self._decisions_in_flight) >= self.cfg.decisions.max_in_flight:
-            done, self._decisions_in_flight = ray.wait(self._decisions_in_flight, num_returns=1)
-            ray.get(done)  # a failed decision batch surfaces here instead of vanishing
-        self._decisions_in_flight.append(self.meta.decide_batch.remote(frame))
-
     def flush(self) -> int:
-        ray.get(self._decisions_in_flight)
-        self._decisions_in_flight = []
+        self._decisions.drain()
         return self.sink.flush()
 
     def status(self) -> dict:
-        recent = self._latency_ms[: min(self._latency_n, LATENCY_SAMPLES)]
-        p50, p99 = (np.percentile(recent, [50, 99]).tolist() if len(recent) else (None, None))
+        latency = self._latency.percentiles()
         return {"events_processed": self.events_processed, "events_by_kind": dict(self.events_by_kind),
                 "feature_rows": self.feature_rows, "online_rows_written": self.sink.online_rows_written,
                 "offline_rows_written": self.sink.offline_rows_written,
-                "latency_ms_p50": p50, "latency_ms_p99": p99}
+                "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"]}

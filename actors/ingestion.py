@@ -12,6 +12,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
+from actors.window import InFlightWindow
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.ingest import IngestCore
@@ -35,9 +36,8 @@ class IngestionActor:
         self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds),
                                ing.dedup_capacity, set(ing.sports))
         self.streamer = streamer
-        self.max_in_flight = ing.max_in_flight
-        self._in_flight: list[ray.ObjectRef] = []
-        self.max_in_flight_seen = 0
+        # A slow streamer blocks submission, which blocks our callers: slower, never lossy.
+        self._in_flight = InFlightWindow(ing.max_in_flight)
         # One lock for validate -> reorder -> forward, so batches reach the streamer in release order.
         self._lock = threading.Lock()
         self._progress: dict = {"state": "idle"}
@@ -90,20 +90,14 @@ class IngestionActor:
     # -- forwarding ---------------------------------------------------------------------------
     def _forward(self, batches: list[pa.RecordBatch]) -> None:
         for batch in batches:
-            while len(self._in_flight) >= self.max_in_flight:
-                # A slow streamer blocks us here, which blocks our callers: nothing is dropped.
-                done, self._in_flight = ray.wait(self._in_flight, num_returns=1)
-                ray.get(done)  # surface streamer failures to the caller
-            self._in_flight.append(self.streamer.process.remote(batch))
-            self.max_in_flight_seen = max(self.max_in_flight_seen, len(self._in_flight))
+            self._in_flight.submit(lambda: self.streamer.process.remote(batch))
             self.metrics.in_flight.set(len(self._in_flight))
 
     def flush(self) -> dict:
         """Release the reorder buffer and wait until the streamer has every event."""
         with self._lock:
             self._forward(self.core.flush())
-            ray.get(self._in_flight)
-            self._in_flight = []
+            self._in_flight.drain()
         return self.status()
 
     def _record_metrics(self, kind: str, report) -> None:
@@ -119,7 +113,7 @@ class IngestionActor:
     # -- reads --------------------------------------------------------------------------------
     def status(self) -> dict:
         return {**self.core.counters.as_dict(), "in_flight": len(self._in_flight),
-                "max_in_flight": self.max_in_flight, "max_in_flight_seen": self.max_in_flight_seen,
+                "max_in_flight": self._in_flight.limit, "max_in_flight_seen": self._in_flight.max_seen,
                 "replay": dict(self._progress)}
 
     def dead_letters(self, limit: int = 100) -> list[dict]:

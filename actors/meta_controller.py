@@ -7,15 +7,17 @@ Approved orders ride on the next executor.step, so they fill on a later bar, nev
 from __future__ import annotations
 
 import gc
+import io
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 import ray
 
 from edgeray.config import PipelineConfig
+from actors.window import InFlightWindow
 from edgeray.statefile import load_state, save_state
+from edgeray.watermark import SymbolWatermark
 from policies.engine import DecisionEngine
 
 AUDIT_IN_FLIGHT = 2
@@ -43,12 +45,13 @@ class MetaControllerActor:
         if state:  # restart: learned state and not-yet-submitted approvals come back
             self.engine.load_state(state["engine"])
             if state["pending_orders"]:
-                self._pending_orders = pd.read_json(__import__("io").StringIO(state["pending_orders"]), orient="table")
+                self._pending_orders = pd.read_json(io.StringIO(state["pending_orders"]), orient="table")
         self.executor, self.risk, self.veto, self.audit = executor, risk, veto, audit
         self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
-        self._done_until: defaultdict[str, int] = defaultdict(lambda: -(2**63), (state or {}).get("done_until", {}))
+        self._done = SymbolWatermark((state or {}).get("done_until"))
         self.snapshot: dict = {}
-        self._audit_refs: list[ray.ObjectRef] = []
+        # The audit write overlaps the next batch (another process), at most AUDIT_IN_FLIGHT outstanding.
+        self._audit = InFlightWindow(AUDIT_IN_FLIGHT)
         self._busy_s = 0.0
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
@@ -56,8 +59,7 @@ class MetaControllerActor:
         started = time.perf_counter()
         # A batch retried after a restart may already be in the checkpoint (the actor died after
         # saving, before answering): its rows are skipped, so nothing is decided twice.
-        last = frame["symbol"].map(self._done_until).astype("int64").to_numpy()
-        frame = frame[frame["event_ts"].astype("int64").to_numpy() > last].reset_index(drop=True)
+        frame = self._done.fresh(frame)
         if frame.empty:
             return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
         step = ray.get(self.executor.step.remote(self._pending_orders, frame))
@@ -71,15 +73,9 @@ class MetaControllerActor:
         records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
         if len(batch.orders):
             records += self._gate(batch)
-        # The audit write overlaps the next batch (another process); at most AUDIT_IN_FLIGHT are
-        # outstanding, and a failed write surfaces here on a later batch or at flush.
         received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
-        self._audit_refs.append(self.audit.append.remote(records, received))
-        while len(self._audit_refs) > AUDIT_IN_FLIGHT:
-            done, self._audit_refs = ray.wait(self._audit_refs, num_returns=1)
-            ray.get(done)
-        for sym, ts in frame.groupby("symbol")["event_ts"].max().items():
-            self._done_until[sym] = pd.Timestamp(ts).value
+        self._audit.submit(lambda: self.audit.append.remote(records, received))
+        self._done.advance(frame)
         save_state(self.state_path, self._state())
         self._busy_s += time.perf_counter() - started
         return {"decisions": batch.n_decisions, "orders": len(batch.orders)}
@@ -115,12 +111,11 @@ class MetaControllerActor:
     def _state(self) -> dict:
         pending = self._pending_orders.to_json(orient="table", date_unit="ns") if self._pending_orders is not None else None
         return {"engine": self.engine.state_dict(), "pending_orders": pending, "verdicts": self.verdicts,
-                "done_until": dict(self._done_until)}
+                "done_until": self._done.state_dict()}
 
     def flush(self) -> dict:
         """Wait for outstanding audit writes; submit the last approvals (they fill on the next bar)."""
-        ray.get(self._audit_refs)
-        self._audit_refs = []
+        self._audit.drain()
         if self._pending_orders is not None:
             ray.get(self.executor.submit.remote(self._pending_orders))
             self._pending_orders = None

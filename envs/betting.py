@@ -18,12 +18,14 @@ Table sources start each episode at a random game drawn from the reset seed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
+
+from envs.config import from_env_config
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,7 @@ class BettingEnvConfig:
 
     @classmethod
     def from_dict(cls, env_config: dict | None) -> BettingEnvConfig:
-        env_config = dict(env_config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(env_config) - known)
-        if unknown:
-            raise ValueError(f"env_config has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**env_config)
+        return from_env_config(cls, env_config)
 
 
 def validate_games(games: pd.DataFrame) -> pd.DataFrame:

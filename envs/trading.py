@@ -23,7 +23,7 @@ Invalid actions (NaN -> 0, out of range -> clipped) never crash; they are counte
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -35,6 +35,7 @@ from edgeray.features.market import MarketFeatureSpec, MarketFeatureState
 from edgeray.generator import generate_bars
 from edgeray.loaders.markets import load_ohlcv_bars
 from edgeray.regime import N_REGIMES, RegimeDetector
+from envs.config import from_env_config
 
 FEATURE_SPEC = MarketFeatureSpec()
 FEATURE_NAMES = FEATURE_SPEC.names
@@ -86,12 +87,7 @@ class TradingEnvConfig:
 
     @classmethod
     def from_dict(cls, env_config: dict | None) -> TradingEnvConfig:
-        env_config = dict(env_config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(env_config) - known)
-        if unknown:
-            raise ValueError(f"env_config has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**env_config)
+        return from_env_config(cls, env_config)
 
 
 def load_bars(cfg: TradingEnvConfig) -> pd.DataFrame:

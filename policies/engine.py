@@ -211,8 +211,8 @@ class DecisionEngine:
             shadow.ledger.on_market(frame)
 
     def shadow_report(self, live_equity: float) -> list[dict]:
-        return [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.snapshot()["equity"],
-                 "delta_pnl_vs_live": s.ledger.snapshot()["equity"] - live_equity} for s in self.shadows]
+        return [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.equity,
+                 "delta_pnl_vs_live": s.ledger.equity - live_equity} for s in self.shadows]
 
     # -- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -223,9 +223,10 @@ def build_deployment(app: FastAPI | None = None):
                        if n not in r.features]
             if missing:
                 raise HTTPException(status_code=422, detail=[{"field": m, "reason": "missing_field"} for m in missing[:50]])
-            frame = pd.DataFrame([{"symbol": r.symbol, "event_ts": pd.Timestamp(r.event_ts).tz_convert("UTC") if pd.Timestamp(r.event_ts).tzinfo else pd.Timestamp(r.event_ts, tz="UTC"),
+            frame = pd.DataFrame([{"symbol": r.symbol, "event_ts": r.event_ts,
                                    "open": r.open or r.close, "close": r.close, "bid": r.bid, "ask": r.ask,
                                    **{k: (float("nan") if v is None else v) for k, v in r.features.items()}} for r in body.rows])
+            frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)  # naive times are read as UTC
             frame = frame.astype({"bid": float, "ask": float}).sort_values("event_ts", kind="stable").reset_index(drop=True)
             await self._loop("meta_controller").decide_batch.remote(frame)
             ids = decision_ids(self.cfg.namespace, frame["symbol"].to_numpy(), frame["event_ts"])
@@ -255,14 +256,8 @@ def build_deployment(app: FastAPI | None = None):
             return await self._review("reject", decision_id, who)
 
         async def _review(self, action: str, decision_id: str, who: str) -> dict:
-            try:
-                record = await getattr(self._loop("veto_gate"), action).remote(decision_id, who)
-            except KeyError as exc:  # raised inside the actor: unknown, already decided or expired
-                raise HTTPException(status_code=404, detail=str(exc.args[0]) if exc.args else str(exc)) from None
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, KeyError):
-                    raise HTTPException(status_code=404, detail=str(exc.cause.args[0])) from None
-                raise
+            # Unknown, already decided or expired: the gate's KeyError becomes a 404.
+            record = await self._call(getattr(self._loop("veto_gate"), action).remote(decision_id, who))
             return {k: v for k, v in record.items() if k != "order"}
 
         # -- sports models, training queue, performance, data pipeline ----------------------
@@ -566,12 +561,7 @@ def build_deployment(app: FastAPI | None = None):
         async def set_arm(self, arm: str, action: str, who: str = require("admin")) -> list[dict]:
             if action not in ("enable", "disable"):
                 raise HTTPException(status_code=404, detail=f"action {action!r}: use enable or disable")
-            try:
-                return await self._loop("meta_controller").set_arm.remote(arm, action == "enable")
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, ValueError):
-                    raise HTTPException(status_code=422, detail=str(exc.cause)) from None
-                raise
+            return await self._call(self._loop("meta_controller").set_arm.remote(arm, action == "enable"))
 
         @app.get("/healthz")
         async def healthz(self) -> dict:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,25 @@ def pipeline_config(tmp_path: Path, name: str, online_store: str = "sqlite", **o
         else:
             cfg[key] = value
     return cfg
+
+
+@contextmanager
+def serve_api(cfg: dict, name: str, port: int, api_keys: dict[str, str] | None = None, timeout: float = 60):
+    """The Serve app over real HTTP on `port`, built fresh for this module; on exit Serve and the
+    pipeline's actors are shut down."""
+    import httpx
+    from ray import serve
+
+    from actors.pipeline import Pipeline
+    from edgeray.config import PipelineConfig
+    from serve.app import build_deployment
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_deployment().bind(cfg, api_keys) if api_keys is not None else build_deployment().bind(cfg)
+    serve.run(app, name=name, route_prefix="/")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
+            yield client
+    finally:
+        serve.shutdown()
+        Pipeline.attach(PipelineConfig.model_validate(cfg)).shutdown()

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 import ray
-from ray import serve
 from websockets.sync.client import connect
 
 from actors.feature_streamer import feast_settings
 from actors.pipeline import Pipeline
 from edgeray.config import PipelineConfig
 from edgeray.featurestore import open_store
-from serve.app import build_deployment
-from tests.conftest import pipeline_config
+from tests.conftest import pipeline_config, serve_api
 
 PORT = 8123
 
@@ -23,14 +20,9 @@ PORT = 8123
 def api(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     cfg = pipeline_config(tmp, "serve_test", ingestion={"lateness_seconds": 0})
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_deployment().bind(cfg), name="edgeray-test", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
+    with serve_api(cfg, "edgeray-test", PORT, timeout=30) as client:
         yield client, cfg
-    serve.shutdown()
-    pipeline = Pipeline.attach(PipelineConfig.model_validate(cfg))
-    pipeline.shutdown()
-    open_store(feast_settings(pipeline.cfg)).teardown()
+    open_store(feast_settings(PipelineConfig.model_validate(cfg))).teardown()
 
 
 def bars(minutes, symbol="SYN-A", **override):

@@ -1,15 +1,10 @@
 """Backtest and underdog HTTP routes over real HTTP, on a model trained on real NBA seasons."""
 from __future__ import annotations
 
-import httpx
 import pytest
-from ray import serve
 
-from actors.pipeline import Pipeline
-from edgeray.config import PipelineConfig
 from edgeray.sports.train import train_sport_model
-from serve.app import build_deployment
-from tests.conftest import SHARED, pipeline_config, shared_file
+from tests.conftest import SHARED, pipeline_config, serve_api, shared_file
 
 PORT = 8126
 VIEWER, TRADER = {"X-API-Key": "v-key"}, {"X-API-Key": "t-key"}
@@ -24,12 +19,8 @@ def api(ray_session, tmp_path_factory):
                                  "test_seasons": [2021], "data_dir": str(SHARED / "sports"), "registry_dir": str(registry)})
     cfg = pipeline_config(tmp, "serve_backtest", sports={"data_dir": str(SHARED / "sports"), "registry_dir": str(registry),
                                                          "queue_db": str(tmp / "queue.sqlite")})
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_deployment().bind(cfg, {"v-key": "viewer", "t-key": "trader"}), name="edgeray-backtest", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=300) as client:
+    with serve_api(cfg, "edgeray-backtest", PORT, {"v-key": "viewer", "t-key": "trader"}, timeout=300) as client:
         yield client, trained["model_id"]
-    serve.shutdown()
-    Pipeline.attach(PipelineConfig.model_validate(cfg)).shutdown()
 
 
 def test_backtest_run_compare_and_monte_carlo(api):

@@ -1,15 +1,11 @@
 """Decision-loop HTTP routes over real HTTP: roles, kill switch, decisions with their audit trail."""
 from __future__ import annotations
 
-import httpx
 import pytest
-from ray import serve
 
-from actors.pipeline import Pipeline
-from edgeray.config import PipelineConfig
 from edgeray.features.market import MarketFeatureSpec
-from serve.app import build_deployment, parse_api_keys
-from tests.conftest import pipeline_config
+from serve.app import parse_api_keys
+from tests.conftest import pipeline_config, serve_api
 
 PORT = 8124
 KEYS = {"v-key": "viewer", "t-key": "trader", "a-key": "admin"}
@@ -20,12 +16,8 @@ VIEWER, TRADER, ADMIN = ({"X-API-Key": k} for k in KEYS)
 def api(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_decisions")
     cfg = pipeline_config(tmp, "serve_decisions", decisions={"enabled": True, "shadows": []})
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_deployment().bind(cfg, KEYS), name="edgeray-decisions", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60) as client:
+    with serve_api(cfg, "edgeray-decisions", PORT, KEYS) as client:
         yield client
-    serve.shutdown()
-    Pipeline.attach(PipelineConfig.model_validate(cfg)).shutdown()
 
 
 def feature_row(minute: int, **features):

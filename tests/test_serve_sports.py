@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
-from ray import serve
 
-from actors.pipeline import Pipeline
-from edgeray.config import PipelineConfig
-from serve.app import build_deployment
-from tests.conftest import SHARED, pipeline_config, shared_file
+from tests.conftest import SHARED, pipeline_config, serve_api, shared_file
 
 PORT = 8125
 KEYS = {"v-key": "viewer", "t-key": "trader"}
@@ -25,12 +20,8 @@ def api(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_sports")
     cfg = pipeline_config(tmp, "serve_sports", sports={"data_dir": str(SHARED / "sports"), "registry_dir": str(tmp / "registry"),
                                                        "queue_db": str(tmp / "queue.sqlite")})
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_deployment().bind(cfg, KEYS), name="edgeray-sports", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
+    with serve_api(cfg, "edgeray-sports", PORT, KEYS, timeout=120) as client:
         yield client
-    serve.shutdown()
-    Pipeline.attach(PipelineConfig.model_validate(cfg)).shutdown()
 
 
 def wait_for(fetch, done, what: str):

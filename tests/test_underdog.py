@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from edgeray.sports.games import load_games
-from edgeray.underdog import (GDLogisticRegression, UnderdogConfig, UnderdogEnsemble, backtest_opportunities,
+from edgeray.underdog import (GDLogisticRegression, UnderdogEnsemble, backtest_opportunities,
                               build_underdog_features, compare, expected_calibration_error, feature_sets,
                               load_config, predict, price_bets, train, underdog_games)
 from edgeray.underdog.model import _sample_weights

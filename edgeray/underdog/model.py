@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn.metrics import brier_score_loss, log_loss
 
 from edgeray.sports.games import load_sport
