@@ -18,7 +18,9 @@ from edgeray.config import PipelineConfig
 from actors.window import InFlightWindow
 from edgeray.statefile import load_state, save_state
 from edgeray.watermark import SymbolWatermark
+from envs.trading import TradingEnvConfig
 from policies.engine import DecisionEngine
+from policies.rl_policy import load_meta
 
 AUDIT_IN_FLIGHT = 2
 PASS_THROUGH = ("approve", "resize")
@@ -31,15 +33,27 @@ def _stage_records(frame: pd.DataFrame, stage: str, columns: list[str]) -> list[
     return [{"decision_id": r.pop("decision_id"), "stage": stage, "event_ts": r.pop("event_ts"), "payload": r} for r in rows]
 
 
+def policy_window(checkpoint: str | None) -> int:
+    """The trading env's feature window the served policy was trained with (from its policy.json)."""
+    if not checkpoint:
+        return TradingEnvConfig.window
+    meta = load_meta(checkpoint)
+    if meta.env != "trading":
+        raise ValueError(f"decisions.sizer.checkpoint: the loop sizes with a trading-env policy, got env {meta.env!r}")
+    return int(meta.env_config.get("window", TradingEnvConfig.window))
+
+
 # One thread on purpose: batches must be decided in the order they arrive; reads queue behind a batch.
 @ray.remote(num_cpus=0)
 class MetaControllerActor:
-    def __init__(self, config: dict, executor, risk, veto, audit):
+    def __init__(self, config: dict, executor, risk, veto, audit, policy=None):
         self.cfg = PipelineConfig.model_validate(config)
         run_dir = Path(self.cfg.run_dir)
         self.state_path = run_dir / "state" / "meta_controller.json"
+        self.policy = policy  # PolicyServerActor when decisions.sizer.name is "rl_policy"
         self.engine = DecisionEngine(self.cfg.decisions, self.cfg.ingestion.symbols, self.cfg.namespace,
-                                     self.cfg.features.spec(), run_dir / "models")
+                                     self.cfg.features.spec(), run_dir / "models",
+                                     policy_window=policy_window(self.cfg.decisions.sizer.checkpoint))
         state = load_state(self.state_path)
         self._pending_orders: pd.DataFrame | None = None
         if state:  # restart: learned state and not-yet-submitted approvals come back
@@ -67,7 +81,8 @@ class MetaControllerActor:
         self.snapshot = step["snapshot"]
         self.engine.on_outcomes(step["outcomes"])
         self.engine.on_market_shadows(frame)
-        batch = self.engine.decide(frame, self.snapshot)
+        act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
+        batch = self.engine.decide(frame, self.snapshot, act=act)
         records = list(batch.records)
         records += _stage_records(step["fills"], "fill", ["symbol", "strategy", "quantity", "price", "fee"])
         records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])

@@ -14,6 +14,7 @@ from actors.executor import ExecutorActor
 from actors.feature_streamer import FeatureStreamerActor, feast_settings
 from actors.ingestion import IngestionActor
 from actors.meta_controller import MetaControllerActor
+from actors.policy_server import PolicyServerActor
 from actors.risk_monitor import RiskMonitorActor
 from actors.veto_gate import VetoGateActor
 from edgeray.config import PipelineConfig, SourceConfig
@@ -27,6 +28,7 @@ RISK_MONITOR = "risk_monitor"
 VETO_GATE = "veto_gate"
 EXECUTOR = "executor"
 AUDIT = "audit"
+POLICY_SERVER = "policy_server"
 DECISION_ACTORS = (META_CONTROLLER, RISK_MONITOR, VETO_GATE, EXECUTOR, AUDIT)
 
 
@@ -91,14 +93,22 @@ class Pipeline:
         risk = RiskMonitorActor.options(name=RISK_MONITOR, **common).remote(
             d.risk_config, d.ledger.initial_cash, str(state / "risk_monitor.json"), executor, audit)
         veto = VetoGateActor.options(name=VETO_GATE, **common).remote(d.veto_config, str(state / "veto_gate.json"), executor, audit)
-        meta = MetaControllerActor.options(name=META_CONTROLLER, **common).remote(cfg.model_dump(), executor, risk, veto, audit)
-        return {META_CONTROLLER: meta, RISK_MONITOR: risk, VETO_GATE: veto, EXECUTOR: executor, AUDIT: audit}
+        actors = {RISK_MONITOR: risk, VETO_GATE: veto, EXECUTOR: executor, AUDIT: audit}
+        policy = None
+        if d.sizer.name == "rl_policy":
+            retrain = d.sizer.retrain_on_drift.model_dump() if d.sizer.retrain_on_drift else None
+            policy = actors[POLICY_SERVER] = PolicyServerActor.options(name=POLICY_SERVER, **common).remote(
+                d.sizer.checkpoint, d.sizer.shadow_checkpoint, retrain, audit)
+        actors[META_CONTROLLER] = MetaControllerActor.options(name=META_CONTROLLER, **common).remote(
+            cfg.model_dump(), executor, risk, veto, audit, policy)
+        return actors
 
     @classmethod
     def attach(cls, cfg: PipelineConfig) -> "Pipeline":
         ensure_ray(cfg)
         get = lambda name: ray.get_actor(name, namespace=cfg.namespace)  # noqa: E731
-        decision = {name: get(name) for name in DECISION_ACTORS} if cfg.decisions.enabled else None
+        names = DECISION_ACTORS + ((POLICY_SERVER,) if cfg.decisions.sizer.name == "rl_policy" else ())
+        decision = {name: get(name) for name in names} if cfg.decisions.enabled else None
         return cls(cfg, get(FEATURE_STREAMER), get(INGESTION), decision)
 
     def replay_async(self, sources: list[SourceConfig] | None = None, rate: float | None = None) -> ray.ObjectRef:
@@ -120,6 +130,8 @@ class Pipeline:
         if self.decision:
             status["decisions"], status["risk"] = ray.get([self.decision[META_CONTROLLER].status.remote(),
                                                            self.decision[RISK_MONITOR].status.remote()])
+            if POLICY_SERVER in self.decision:
+                status["policy"] = ray.get(self.decision[POLICY_SERVER].status.remote())
         return status
 
     def shutdown(self) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeray.features.market import MarketFeatureSpec
 
@@ -59,9 +59,28 @@ class SourceConfig(Strict):
     seed: int = 7
 
 
+class RetrainConfig(Strict):
+    """What the policy server trains when the drift detector alerts (python -m tune.rl arguments)."""
+    algo: Literal["ppo", "ddpg"] = "ddpg"
+    env: Literal["trading", "betting"] = "trading"
+    steps: int = Field(20_000, gt=0)
+    env_config: dict = {}
+    out_dir: str = "runs/rl/retrain"
+
+
 class SizerConfig(Strict):
-    name: Literal["kelly", "fixed_fraction", "vol_target"] = "kelly"
+    name: Literal["kelly", "fixed_fraction", "vol_target", "rl_policy"] = "kelly"
     params: dict[str, float] = {}
+    # rl_policy: a `python -m tune.rl` checkpoint served by the policy-server actor; optional shadow candidate.
+    checkpoint: str | None = None
+    shadow_checkpoint: str | None = None
+    retrain_on_drift: RetrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _policy_needs_checkpoint(self):
+        if self.name == "rl_policy" and not self.checkpoint:
+            raise ValueError("sizer.checkpoint: required when sizer.name is 'rl_policy', got None")
+        return self
 
 
 class LedgerConfig(Strict):

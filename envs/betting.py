@@ -111,6 +111,9 @@ def sport_games(cfg: BettingEnvConfig) -> pd.DataFrame:
     return table
 
 
+OBS_NAMES = ("model_prob", "implied_prob", "log_odds", "edge", "kelly_fraction", "log_bankroll_ratio", "remaining")
+
+
 def observation(model_prob: float, odds: float, bankroll_ratio: float, remaining: float) -> np.ndarray:
     implied = 1.0 / odds
     edge = model_prob * odds - 1.0
@@ -156,6 +159,10 @@ class BettingEnv(gym.Env):
         self.bankroll = self.cfg.initial_bankroll
         self.invalid_actions = 0
         return self._obs(), {"bankroll": self.bankroll}
+
+    @staticmethod
+    def observation_names() -> list[str]:
+        return list(OBS_NAMES)
 
     def _obs(self) -> np.ndarray:
         i = min(self.i, len(self._probs) - 1)  # after the last game the observation repeats it (episode is over)

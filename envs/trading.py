@@ -116,15 +116,63 @@ def load_bars(cfg: TradingEnvConfig) -> pd.DataFrame:
     return bars
 
 
+def normalise_features(raw: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        scaled = (raw - FEATURE_OFFSETS) / FEATURE_SCALES
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)  # NaN feature = neutral
+    return np.clip(scaled, -OBS_CLIP, OBS_CLIP).astype(np.float32)
+
+
 def market_observations(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Normalised feature matrix (n, 10) and regime codes (n,), each row from bars at or before it."""
     feats = MarketFeatureState(FEATURE_SPEC).update(bars, kind="bar")
     regimes = RegimeDetector().classify(feats)
-    raw = feats[FEATURE_NAMES].to_numpy(float)
-    with np.errstate(invalid="ignore"):
-        scaled = (raw - FEATURE_OFFSETS) / FEATURE_SCALES
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)  # NaN feature = neutral
-    return np.clip(scaled, -OBS_CLIP, OBS_CLIP).astype(np.float32), regimes.astype(np.int64)
+    return normalise_features(feats[FEATURE_NAMES].to_numpy(float)), regimes.astype(np.int64)
+
+
+class LiveObservations:
+    """TradingEnv observations built from the decision loop's feature rows, so a policy trained on the env can
+    size live orders. Keeps the last `window - 1` normalised rows per symbol (zeros before a symbol's first row,
+    i.e. neutral features); the account part comes from the ledger snapshot taken before the batch."""
+
+    def __init__(self, window: int):
+        if int(window) < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+        self.window = int(window)
+        self.obs_dim = self.window * len(FEATURE_NAMES) + N_ACCOUNT + N_REGIMES
+        self._history: dict[str, np.ndarray] = {}
+
+    def build(self, frame: pd.DataFrame, regimes: np.ndarray, snapshot: dict) -> np.ndarray:
+        missing = [c for c in FEATURE_NAMES if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks the policy's feature columns {missing}")
+        feats = normalise_features(frame[FEATURE_NAMES].to_numpy(float))
+        symbols = frame["symbol"].to_numpy()
+        n, k = feats.shape
+        out = np.zeros((n, self.obs_dim), dtype=np.float32)
+        for symbol in pd.unique(symbols):
+            rows = np.flatnonzero(symbols == symbol)
+            past = self._history.get(symbol, np.zeros((self.window - 1, k), dtype=np.float32))
+            stacked = np.concatenate([past, feats[rows]])
+            windows = np.lib.stride_tricks.sliding_window_view(stacked, (self.window, k))[:, 0]
+            out[rows, : self.window * k] = windows.reshape(len(rows), -1)
+            self._history[symbol] = stacked[len(stacked) - (self.window - 1):]
+        equity = float(snapshot.get("equity", 0.0))
+        if equity > 0:
+            positions, prices = snapshot.get("positions", {}), snapshot.get("prices", {})
+            price = frame["close"].to_numpy(float)
+            held = np.array([positions.get(s, 0.0) * prices.get(s, p) for s, p in zip(symbols, price)])
+            out[:, self.window * k] = held / equity
+            out[:, self.window * k + 1] = float(snapshot.get("cash", equity)) / equity
+            out[:, self.window * k + 2] = float(snapshot.get("unrealised_pnl", 0.0)) / equity
+        out[np.arange(n), self.window * k + N_ACCOUNT + np.asarray(regimes, dtype=np.int64)] = 1.0
+        return np.clip(out, -OBS_CLIP, OBS_CLIP)
+
+    def state_dict(self) -> dict:
+        return {"window": self.window, "history": {s: h.tolist() for s, h in self._history.items()}}
+
+    def load_state(self, state: dict) -> None:
+        self._history = {s: np.asarray(h, dtype=np.float32) for s, h in state["history"].items()}
 
 
 def limit_price(side: float, factor: float, close: float, bar_range: float) -> float:
@@ -173,6 +221,10 @@ class TradingEnv(gym.Env):
 
     def equity(self, t: int | None = None) -> float:
         return self.cash + self.qty * self._close[self.t if t is None else t]
+
+    def observation_names(self) -> list[str]:
+        lags = [f"{name}_lag{lag}" for lag in range(self.cfg.window - 1, -1, -1) for name in FEATURE_NAMES]
+        return lags + ["position", "cash_fraction", "unrealised_pnl"] + [f"regime_{r}" for r in range(N_REGIMES)]
 
     def _obs(self) -> np.ndarray:
         t, eq = self.t, self.equity()

@@ -19,9 +19,10 @@ from edgeray.explain import EdgeModel
 from edgeray.features.market import MarketFeatureSpec
 from edgeray.ledger import PaperLedger
 from edgeray.regime import Regime, RegimeDetector
+from envs.trading import LiveObservations
 from policies.context import CONTEXT_DIM, build_context
 from policies.linucb import LinUCB
-from policies.sizing import make_sizer
+from policies.sizing import make_sizer, policy_sizing
 from policies.strategies import default_market_strategies
 
 REGIME_NAMES = np.array([r.name.lower() for r in sorted(Regime, key=int)])
@@ -84,9 +85,39 @@ class ShadowRunner:
                  "payload": {"strategy": self.strategy.name, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
 
 
+class PolicyShadow:
+    """A candidate RL policy sizing the same strategy signals on its own paper ledger (delta PnL vs live).
+    A new candidate version starts a fresh ledger; the comparison is not checkpointed."""
+
+    def __init__(self, ledger_cfg):
+        self.ledger_cfg = ledger_cfg
+        self.version: str | None = None
+        self.ledger: PaperLedger | None = None
+
+    def trade(self, version: str, frame: pd.DataFrame, ids: list[str], direction: np.ndarray,
+              target_position: np.ndarray) -> list[dict]:
+        if version != self.version:
+            c = self.ledger_cfg
+            self.version = version
+            self.ledger = PaperLedger(c.initial_cash, c.fee_bps, c.slippage_bps, c.default_spread_bps, c.reward_horizon_bars)
+        snap = self.ledger.snapshot()
+        price = frame["close"].to_numpy(float)
+        symbols = frame["symbol"].to_numpy()
+        sized = policy_sizing(direction, target_position, price, snap["equity"])
+        qty = targets_to_orders(symbols, direction, sized.quantity, snap["positions"])
+        rows = np.flatnonzero(qty != 0)
+        if not len(rows):
+            return []
+        self.ledger.submit(pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
+                                         "symbol": symbols[rows], "strategy": "policy_shadow", "quantity": qty[rows]}))
+        stamps = frame["event_ts"].tolist()
+        return [{"decision_id": ids[i], "stage": "shadow:policy", "event_ts": stamps[i],
+                 "payload": {"policy_version": version, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
+
+
 class DecisionEngine:
     def __init__(self, cfg: DecisionConfig, symbols: list[str], namespace: str, feature_spec: MarketFeatureSpec,
-                 model_dir: Path):
+                 model_dir: Path, policy_window: int = 8):
         self.cfg = cfg
         self.namespace = namespace
         self.feature_names = feature_spec.names
@@ -100,7 +131,12 @@ class DecisionEngine:
         # Pending rewards are bounded: a held decision nobody approves is evicted, not kept for ever.
         self.bandit = LinUCB([s.name for s in self.strategies], CONTEXT_DIM, alpha=cfg.alpha, epsilon=cfg.epsilon,
                              seed=cfg.seed, max_pending=MAX_PENDING_REWARDS)
-        self.sizer = make_sizer(cfg.sizer.name, **cfg.sizer.params)
+        # "rl_policy": sizes come from a served RL policy (the `act` callable given to decide) on TradingEnv
+        # observations built from the feature rows; `policy_window` is that env's feature window.
+        self.uses_policy = cfg.sizer.name == "rl_policy"
+        self.sizer = None if self.uses_policy else make_sizer(cfg.sizer.name, **cfg.sizer.params)
+        self.observations = LiveObservations(policy_window) if self.uses_policy else None
+        self.policy_shadow = PolicyShadow(cfg.ledger)
         self.recent_pnl = 0.0
         self.model_dir = Path(model_dir)
         self.edge: EdgeModel | None = None
@@ -120,7 +156,9 @@ class DecisionEngine:
         return catalogue[name]
 
     # -- the hot path -------------------------------------------------------------------------
-    def decide(self, frame: pd.DataFrame, snapshot: dict) -> DecisionBatch:
+    def decide(self, frame: pd.DataFrame, snapshot: dict, act=None) -> DecisionBatch:
+        """`act(obs) -> {"actions", "version"[, "shadow_actions", "shadow_version"]}` serves the RL policy
+        when the sizer is "rl_policy"."""
         n = len(frame)
         symbols = frame["symbol"].to_numpy()
         ids = decision_ids(self.namespace, symbols, frame["event_ts"])
@@ -136,7 +174,14 @@ class DecisionEngine:
         price = frame["close"].to_numpy(float)
         vol = frame["rv_30"].to_numpy(float)
         horizons = np.array([s.horizon_bars for s in self.strategies])[arm]  # each strategy's expected return is over its own horizon
-        sized = self.sizer.size(direction, strength, expected, vol, price, float(snapshot["equity"]), horizon_bars=horizons)
+        served = None
+        if self.uses_policy:
+            if act is None:
+                raise RuntimeError("decisions.sizer.name is 'rl_policy' but no policy server was given to decide()")
+            served = act(self.observations.build(frame, regimes, snapshot))
+            sized = policy_sizing(direction, served["actions"][:, 0], price, float(snapshot["equity"]))
+        else:
+            sized = self.sizer.size(direction, strength, expected, vol, price, float(snapshot["equity"]), horizon_bars=horizons)
         target = sized.quantity * selection.size_scale
         qty = targets_to_orders(symbols, direction, target, snapshot.get("positions", {}))
         qty[np.abs(qty * price) < self.cfg.min_order_notional] = 0.0
@@ -162,14 +207,16 @@ class DecisionEngine:
         orders["notional"] = (orders["quantity"] * orders["price"]).abs()
         feats = frame[self.feature_names].to_numpy(float).tolist()
         stamps = frame["event_ts"].tolist()
+        sizing_meta = ({"method": "rl_policy", "policy_version": served["version"]} if served is not None
+                       else {"method": self.sizer.name})
         records = []
         for i in range(n):
             records.append({"decision_id": ids[i], "stage": "decision", "event_ts": stamps[i], "payload": {
                 "symbol": symbols[i], "regime": regime_names[i], "strategy": names[arm[i]], "explored": bool(selection.explored[i]),
                 "ucb": float(selection.ucb[i, arm[i]]),
                 "signal": {"direction": int(direction[i]), "strength": float(strength[i]), "expected_return": float(expected[i])},
-                "sizing": {"method": self.sizer.name, "fraction": float(sized.fraction[i]), "target": float(target[i]),
-                           "quantity": float(qty[i])},
+                "sizing": sizing_meta | {"fraction": float(sized.fraction[i]), "target": float(target[i]),
+                                         "quantity": float(qty[i])},
                 "confidence": float(confidence[i]), "price": float(price[i]),
                 "features": {k: (v if v == v else None) for k, v in zip(self.feature_names, feats[i])},  # NaN -> null
                 "explanation": [{"feature": f, "shap": float(v)} for f, v in explanations.get(i, [])]}})
@@ -177,6 +224,9 @@ class DecisionEngine:
         self.counts["orders"] += len(order_rows)
         for shadow in self.shadows:
             records.extend(shadow.decide(frame, regimes, ids))
+        if served is not None and "shadow_actions" in served:
+            records.extend(self.policy_shadow.trade(served["shadow_version"], frame, ids, direction,
+                                                    served["shadow_actions"][:, 0]))
         return DecisionBatch(orders, records, contexts[order_rows], arm[order_rows], n)
 
     def _learn_edge(self, frame: pd.DataFrame) -> None:
@@ -209,10 +259,17 @@ class DecisionEngine:
     def on_market_shadows(self, frame: pd.DataFrame) -> None:
         for shadow in self.shadows:
             shadow.ledger.on_market(frame)
+        if self.policy_shadow.ledger is not None:
+            self.policy_shadow.ledger.on_market(frame)
 
     def shadow_report(self, live_equity: float) -> list[dict]:
-        return [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.equity,
-                 "delta_pnl_vs_live": s.ledger.equity - live_equity} for s in self.shadows]
+        report = [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.equity,
+                   "delta_pnl_vs_live": s.ledger.equity - live_equity} for s in self.shadows]
+        if self.policy_shadow.ledger is not None:
+            equity = self.policy_shadow.ledger.equity
+            report.append({"name": "policy_shadow", "policy_version": self.policy_shadow.version, "equity": equity,
+                           "delta_pnl_vs_live": equity - live_equity})
+        return report
 
     # -- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -222,7 +279,8 @@ class DecisionEngine:
                 "edge_model": str(self.model_dir / "edge_model.joblib") if self.edge is not None else None,
                 # The warm-up rows are not checkpointed (they would make every checkpoint large): after a
                 # restart before the edge model exists, it is fitted on rows seen from then on.
-                "shadows": {s.cfg.name: s.ledger.state_dict(include_curve=False) for s in self.shadows}}
+                "shadows": {s.cfg.name: s.ledger.state_dict(include_curve=False) for s in self.shadows},
+                "observations": self.observations.state_dict() if self.observations else None}
 
     def load_state(self, state: dict) -> None:
         self.bandit = LinUCB.from_state(state["bandit"])
@@ -238,3 +296,5 @@ class DecisionEngine:
         for s in self.shadows:
             if s.cfg.name in state["shadows"]:
                 s.ledger = PaperLedger.from_state(state["shadows"][s.cfg.name])
+        if self.observations is not None and state.get("observations"):
+            self.observations.load_state(state["observations"])

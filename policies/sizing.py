@@ -145,6 +145,19 @@ def kelly_bet_fraction(p, decimal_odds, fraction: float = 0.25, cap: float = 0.1
     return out if out.ndim else float(out)
 
 
+def policy_sizing(direction, target_position, price, equity: float) -> SizingResult:
+    """Size from an RL policy's target position in [-1, 1] (share of equity). The policy sizes or vetoes the
+    selected strategy's trade but never reverses it: a target on the other side of `direction` sizes 0."""
+    direction = np.asarray(direction, dtype=float)
+    target = np.clip(np.nan_to_num(np.asarray(target_position, dtype=float)), -1.0, 1.0)
+    if target.shape != direction.shape:
+        raise ValueError(f"target_position must have {direction.shape[0]} rows like direction, got shape {target.shape}")
+    fraction = direction * np.maximum(direction * target, 0.0)
+    price = np.asarray(price, dtype=float)
+    quantity = np.where(fraction != 0, fraction * equity / np.where(price > 0, price, 1.0), 0.0)
+    return SizingResult(fraction, quantity)
+
+
 SIZERS: dict[str, type[Sizer]] = {cls.name: cls for cls in (KellySizer, FixedFractionSizer, VolTargetSizer)}
 
 

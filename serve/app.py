@@ -54,6 +54,10 @@ class ReviewBody(BaseModel):
     note: str = ""
 
 
+class PolicyCheckpointBody(BaseModel):
+    checkpoint: str | None = Field(None, description="a `python -m tune.rl` checkpoint dir; null clears the shadow")
+
+
 class KillBody(BaseModel):
     reason: str = Field(min_length=1)
 
@@ -259,6 +263,30 @@ def build_deployment(app: FastAPI | None = None):
             # Unknown, already decided or expired: the gate's KeyError becomes a 404.
             record = await self._call(getattr(self._loop("veto_gate"), action).remote(decision_id, who))
             return {k: v for k, v in record.items() if k != "order"}
+
+        # -- RL sizing policy: status, hot swap, shadow candidate ------------------------------
+        def _policy(self):
+            if "policy_server" not in (self.pipeline.decision or {}):
+                raise HTTPException(status_code=409, detail="decisions.sizer.name is not 'rl_policy': no policy is served")
+            return self.pipeline.decision["policy_server"]
+
+        @app.get("/api/policy")
+        async def policy_status(self, who: str = require("viewer")) -> dict:
+            return await self._policy().status.remote()
+
+        @app.post("/api/policy/swap")
+        async def policy_swap(self, body: PolicyCheckpointBody, who: str = require("admin")) -> dict:
+            if not body.checkpoint:
+                raise HTTPException(status_code=422, detail="checkpoint: required for a swap, got null")
+            return await self._call(self._policy().swap.remote(body.checkpoint))
+
+        @app.post("/api/policy/shadow")
+        async def policy_shadow(self, body: PolicyCheckpointBody, who: str = require("admin")) -> dict:
+            return await self._call(self._policy().set_shadow.remote(body.checkpoint))
+
+        @app.post("/api/policy/promote")
+        async def policy_promote(self, who: str = require("admin")) -> dict:
+            return await self._call(self._policy().promote_shadow.remote())
 
         # -- sports models, training queue, performance, data pipeline ----------------------
         def _queue(self):

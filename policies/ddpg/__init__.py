@@ -1,0 +1,3 @@
+from policies.ddpg.algorithm import DDPG, DDPGConfig
+
+__all__ = ["DDPG", "DDPGConfig"]
