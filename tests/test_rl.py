@@ -143,3 +143,66 @@ def test_policy_hot_swap_under_a_running_loop_loses_no_decision(ray_session, tmp
         assert ray.get(pipeline.decision[META_CONTROLLER].status.remote())["decisions"] == 2 * N_BARS
     finally:
         pipeline.shutdown()
+
+
+def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_path, trading_checkpoints):
+    from actors.policy_server import PolicyServerActor
+
+    first, _ = trading_checkpoints
+    retrain = {"algo": "ddpg", "env": "trading", "steps": 1, "out_dir": str(tmp_path / "retrain"),
+               "env_config": {"generator_bars": 1200, "episode_len": 100}}
+    server = PolicyServerActor.remote(first, None, retrain, None)
+    try:
+        obs_dim = 90  # window 8 x 10 features + 3 account + 7 regimes
+        in_range = np.zeros((300, obs_dim), np.float32)
+        shifted = np.full((300, obs_dim), 9.0, np.float32)  # every feature far outside training
+        reply = ray.get(server.act.remote(in_range[:10]))
+        assert reply["actions"].shape == (10, 3) and "shadow_actions" not in reply
+        ray.get(server.act.remote(shifted))
+        status = ray.get(server.status.remote())
+        assert status["alerts_total"] > 0 and status["retraining"] is True
+        assert {a["kind"] for a in status["alerts"]} == {"feature"}
+        # Persistent drift raises no second alert for the same feature (hysteresis).
+        ray.get(server.act.remote(shifted))
+        assert ray.get(server.status.remote())["alerts_total"] == status["alerts_total"]
+        # Rewards far from the training rewards raise a reward alert.
+        reward_alerts = ray.get(server.observe_rewards.remote(np.full(400, 5.0)))
+        assert [a["kind"] for a in reward_alerts] == ["reward"] and reward_alerts[0]["p_value"] < 1e-3
+        retrained = ray.get(server.wait_retrained.remote(300))
+        assert retrained is not None
+        after = ray.get(server.status.remote())
+        assert after["retraining"] is False and after["shadow_version"] is not None
+        assert after["version"] == status["version"]  # a retrained policy is a candidate, never auto-promoted
+        promoted = ray.get(server.promote_shadow.remote())
+        assert promoted["to"] == after["shadow_version"] and ray.get(server.status.remote())["shadow_version"] is None
+    finally:
+        ray.kill(server)
+
+
+def test_policy_routes_over_http(ray_session, tmp_path, unique_name, trading_checkpoints):
+    from tests.conftest import pipeline_config, serve_api
+    from tests.test_serve_decisions import feature_row
+
+    first, second = trading_checkpoints
+    keys = {"v": "viewer", "t": "trader", "a": "admin"}
+    viewer, trader, admin = ({"X-API-Key": k} for k in keys)
+    cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "shadows": [],
+                                                            "sizer": {"name": "rl_policy", "checkpoint": first}})
+    with serve_api(cfg, f"edgeray-{unique_name}", 8131, keys) as api:
+        status = api.get("/api/policy", headers=viewer)
+        assert status.status_code == 200 and status.json()["algo"] == "ddpg"
+        assert api.post("/api/policy/swap", json={"checkpoint": second}, headers=trader).status_code == 403
+        bad = api.post("/api/policy/swap", json={"checkpoint": str(tmp_path)}, headers=admin)
+        assert bad.status_code == 422 and "policy.json" in bad.json()["detail"]
+        assert api.post("/api/policy/swap", json={}, headers=admin).status_code == 422
+        assert api.post("/api/policy/promote", headers=admin).status_code == 422  # no shadow yet
+        swapped = api.post("/api/policy/swap", json={"checkpoint": second}, headers=admin)
+        assert swapped.status_code == 200 and swapped.json()["from"] == status.json()["version"]
+        shadow = api.post("/api/policy/shadow", json={"checkpoint": first}, headers=admin)
+        assert shadow.status_code == 200 and shadow.json()["shadow_version"] == status.json()["version"]
+        decided = api.post("/api/decisions", json={"rows": [feature_row(0), feature_row(1)]}, headers=trader)
+        assert decided.status_code == 200, decided.text
+        sizing = [r["payload"]["sizing"] for d in decided.json()["decisions"] for r in d["audit"] if r["stage"] == "decision"]
+        assert [s["method"] for s in sizing] == ["rl_policy", "rl_policy"]
+        assert {s["policy_version"] for s in sizing} == {swapped.json()["to"]}
+        assert api.get("/api/policy", headers=viewer).json()["rows_served"] == 2

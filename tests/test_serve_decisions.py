@@ -44,6 +44,8 @@ def test_roles_gate_the_mutating_routes(api):
     assert api.post("/api/risk/resume", headers=ADMIN).status_code == 200
     assert api.get("/api/risk/status", headers=VIEWER).json()["killed"] is False
     assert api.post("/api/meta/arms/momentum/disable", headers=TRADER).status_code == 403
+    no_policy = api.get("/api/policy", headers=VIEWER)  # this loop sizes with Kelly: no RL policy is served
+    assert no_policy.status_code == 409 and "rl_policy" in no_policy.json()["detail"]
     assert api.get("/api/meta/arms").status_code == 401
 
 
