@@ -1,0 +1,82 @@
+"""RL policy inference latency on CPU (issue target: < 2 ms p99 per micro-batch).
+
+Builds an untrained DDPG and PPO policy for the trading env (inference cost does not depend on training), saves
+them as `tune.rl` checkpoints, and times per micro-batch of 1, 100 and 1,000 observations:
+- in process: `RLPolicy.act` (bare RLModule forward_inference + unsquash);
+- through the policy-server actor: one `act.remote` round trip as the meta-controller does it (with the drift
+  detector observing every batch).
+
+    python bench/policy_inference.py [--iterations 500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BATCHES = (1, 100, 1000)
+
+
+def _summary(samples_s: list[float]) -> dict:
+    ms = np.asarray(samples_s) * 1e3
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "iterations": len(ms)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=500)
+    args = parser.parse_args(argv)
+
+    import ray
+    import torch
+
+    from actors.policy_server import PolicyServerActor
+    from policies.rl_policy import RLPolicy
+    from tune import rl
+
+    ray.init(num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=False)
+    results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                           "torch_threads": torch.get_num_threads()}, "iterations": args.iterations, "policies": {}}
+    rng = np.random.default_rng(0)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for algo in ("ddpg", "ppo"):
+                checkpoint = rl.train(algo, "trading", 1, Path(tmp) / algo, eval_episodes=2,
+                                      env_config={"generator_bars": 1200, "episode_len": 100})["checkpoint"]
+                policy = RLPolicy.load(checkpoint)
+                server = PolicyServerActor.remote(checkpoint)
+                figures = {}
+                for rows in BATCHES:
+                    obs = rng.uniform(-1, 1, size=(rows, policy.meta.obs_dim)).astype(np.float32)
+                    local, remote = [], []
+                    for _ in range(20):  # warm-up
+                        policy.act(obs)
+                        ray.get(server.act.remote(obs))
+                    for _ in range(args.iterations):
+                        started = time.perf_counter()
+                        policy.act(obs)
+                        local.append(time.perf_counter() - started)
+                    for _ in range(args.iterations):
+                        started = time.perf_counter()
+                        ray.get(server.act.remote(obs))
+                        remote.append(time.perf_counter() - started)
+                    figures[f"batch_{rows}"] = {"in_process": _summary(local), "actor_round_trip": _summary(remote)}
+                results["policies"][algo] = figures
+                ray.kill(server)
+    finally:
+        ray.shutdown()
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
