@@ -3,7 +3,7 @@
     python -m tune.rl --algo ddpg --env trading --steps 20000 --out runs/rl/ddpg-trading
     python -m tune.rl --algo ppo --env betting --steps 50000 --out runs/rl/ppo-betting
     python -m tune.rl --algo ddpg --env pendulum --tune --samples 4 --steps 10000   # Tune sweep over learning rates
-    ray job submit --working-dir . -- python -m tune.rl --algo ppo --env trading --address auto
+    ray job submit --working-dir . -- python -m tune.rl --algo ppo --env trading    # joins the job's cluster
 
 Writes an RLlib checkpoint (`algo.save_to_path`) plus `policy.json` (what serving needs: algo, env, action bounds,
 evaluation return) and `drift_reference.json` (observation and reward distributions the drift detector compares
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -188,7 +189,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--tune", action="store_true", help="run a Ray Tune sweep over learning rates instead")
     parser.add_argument("--samples", type=int, default=4, help="Tune trials")
-    parser.add_argument("--address", default=None, help="Ray address ('auto' under ray job submit); default local")
+    parser.add_argument("--address", default=None, help="Ray address; default RAY_ADDRESS (set by ray job submit), else a local Ray")
     args = parser.parse_args(argv)
     try:
         env_config = json.loads(args.env_config)
@@ -201,8 +202,9 @@ def main(argv=None) -> dict:
     import ray
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if args.address:
-        ray.init(address=args.address)
+    address = args.address or os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
+    if address:
+        ray.init(address=address)
     else:
         ray.init(num_cpus=2, object_store_memory=256 * 1024**2, ignore_reinit_error=True)
     try:
