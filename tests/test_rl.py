@@ -78,8 +78,10 @@ def test_ppo_entry_point_trains_on_the_trading_env_and_writes_a_servable_checkpo
     assert ((actions >= env.action_space.low) & (actions <= env.action_space.high)).all()
 
 
-def test_ddpg_trains_on_the_betting_env(ray_session, tmp_path):
-    result = rl.train("ddpg", "betting", 1500, tmp_path / "ddpg-betting", eval_episodes=3, num_steps_sampled_before_learning_starts=500)
+def test_ddpg_trains_on_the_betting_env(ray_session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative output dir, as the CLI default runs/rl/<algo>-<env> is
+    result = rl.train("ddpg", "betting", 1500, "runs/ddpg-betting", eval_episodes=3, num_steps_sampled_before_learning_starts=500)
+    assert result["checkpoint"] == str(tmp_path / "runs" / "ddpg-betting" / "checkpoint")
     actions = RLPolicy.load(result["checkpoint"]).act(np.zeros((5, 7), np.float32))
     assert actions.shape == (5, 1) and ((actions >= 0) & (actions <= 0.25 + 1e-9)).all()
     assert np.isfinite(result["eval"]["return_mean"])
@@ -206,3 +208,28 @@ def test_policy_routes_over_http(ray_session, tmp_path, unique_name, trading_che
         assert [s["method"] for s in sizing] == ["rl_policy", "rl_policy"]
         assert {s["policy_version"] for s in sizing} == {swapped.json()["to"]}
         assert api.get("/api/policy", headers=viewer).json()["rows_served"] == 2
+
+
+def test_ddpg_runs_under_ray_tune_like_a_built_in_algorithm(ray_session, tmp_path):
+    result = rl.sweep("ddpg", "pendulum", steps=1, samples=2, storage_path=tmp_path / "tune", seed=0)
+    assert len(result["trials"]) == 2
+    assert all(1e-4 <= t["actor_lr"] <= 3e-3 and 1e-4 <= t["critic_lr"] <= 3e-3 for t in result["trials"])
+    assert result["trials"][0]["actor_lr"] != result["trials"][1]["actor_lr"]  # sampled, not fixed
+    assert result["best_checkpoint"] and np.isfinite(result["best_return"])
+    # The Tune checkpoint is a normal DDPG checkpoint: it restores into the algorithm.
+    from policies.ddpg import DDPG
+
+    restored = DDPG.from_checkpoint(result["best_checkpoint"])
+    try:
+        assert restored.config.actor_lr == pytest.approx(result["best_config"]["actor_lr"])
+    finally:
+        restored.stop()
+
+
+def test_learners_ask_for_a_gpu_only_when_one_is_there():
+    assert rl.build_config("ppo", "trading", gpu=True).num_gpus_per_learner == 1
+    assert rl.build_config("ddpg", "trading", gpu=False).num_gpus_per_learner == 0
+    ppo = rl.build_config("ppo", "trading")
+    assert ppo.num_env_runners == 0  # PPO's default of 2 EnvRunners never starts on 2 cores
+    with pytest.raises(ValueError, match="algo must be one of"):
+        rl.build_config("sac", "trading")

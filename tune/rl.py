@@ -97,7 +97,7 @@ def train(algo: str, env: str, steps: int, out: str | Path, *, seed: int = 0, en
     """Train until `steps` env steps are sampled; save checkpoint + policy.json + drift reference; evaluate."""
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
-    out = Path(out)
+    out = Path(out).resolve()  # RLlib's save_to_path reads a relative path as a URI without a scheme and fails
     out.mkdir(parents=True, exist_ok=True)
     algorithm = build_config(algo, env, seed=seed, env_config=env_config, **training).build_algo()
     curve, started = [], time.perf_counter()
