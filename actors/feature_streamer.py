@@ -21,6 +21,12 @@ from edgeray.latency import LatencyRing
 
 
 
+# One decision batch outstanding at a time. With two, a meta-controller restart re-ran both queued calls and
+# could run the later one first; its per-symbol "decided until" watermark then skipped the earlier batch as
+# already decided (seen: 1,000 of 3,000 rows lost). The streamer keeps computing features while one is out.
+DECISIONS_IN_FLIGHT = 1
+
+
 def feast_settings(cfg: PipelineConfig) -> FeastSettings:
     return FeastSettings.from_env(cfg.feast.directory, cfg.feast.project, cfg.feast.online_store)
 
@@ -41,7 +47,7 @@ class FeatureStreamerActor:
         self.cfg = PipelineConfig.model_validate(config)
         # Market feature rows go on to the decision loop under their own bounded in-flight window.
         self.meta = meta_controller
-        self._decisions = InFlightWindow(self.cfg.decisions.max_in_flight)
+        self._decisions = InFlightWindow(DECISIONS_IN_FLIGHT)
         settings = feast_settings(self.cfg)
         self.sink = FeastSink(open_store(settings), settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())

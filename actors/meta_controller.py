@@ -15,14 +15,12 @@ import pandas as pd
 import ray
 
 from edgeray.config import PipelineConfig
-from actors.window import InFlightWindow
 from edgeray.statefile import load_state, save_state
 from edgeray.watermark import SymbolWatermark
 from envs.trading import TradingEnvConfig
 from policies.engine import DecisionEngine
 from policies.rl_policy import load_meta
 
-AUDIT_IN_FLIGHT = 2
 PASS_THROUGH = ("approve", "resize")
 
 
@@ -64,8 +62,6 @@ class MetaControllerActor:
         self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
         self._done = SymbolWatermark((state or {}).get("done_until"))
         self.snapshot: dict = {}
-        # The audit write overlaps the next batch (another process), at most AUDIT_IN_FLIGHT outstanding.
-        self._audit = InFlightWindow(AUDIT_IN_FLIGHT)
         self._busy_s = 0.0
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
@@ -89,7 +85,9 @@ class MetaControllerActor:
         if len(batch.orders):
             records += self._gate(batch)
         received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
-        self._audit.submit(lambda: self.audit.append.remote(records, received))
+        # The audit write must be durable before the checkpoint says this batch is done: a write still in
+        # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
+        ray.get(self.audit.append.remote(records, received))
         self._done.advance(frame)
         save_state(self.state_path, self._state())
         self._busy_s += time.perf_counter() - started
@@ -129,8 +127,7 @@ class MetaControllerActor:
                 "done_until": self._done.state_dict()}
 
     def flush(self) -> dict:
-        """Wait for outstanding audit writes; submit the last approvals (they fill on the next bar)."""
-        self._audit.drain()
+        """Submit the last approvals (they fill on the next bar)."""
         if self._pending_orders is not None:
             ray.get(self.executor.submit.remote(self._pending_orders))
             self._pending_orders = None

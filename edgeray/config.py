@@ -114,7 +114,6 @@ class DecisionConfig(Strict):
     audit_url: str | None = None  # None: sqlite:///<run_dir>/audit.db; postgresql+psycopg://... for PostgreSQL
     ledger: LedgerConfig = LedgerConfig()
     shadows: list[ShadowConfig] = []
-    max_in_flight: int = Field(2, gt=0)  # feature batches between the streamer and the meta-controller
 
 
 class SportsConfig(Strict):

@@ -148,17 +148,17 @@ def test_reward_mean_shift_raises_one_reward_alert(reference):
     assert len(alerts) == 1
     alert = alerts[0]
     assert (alert.kind, alert.name, alert.statistic) == ("reward", "reward", "ks")
-    assert alert.p_value < 0.01 and alert.threshold == 0.01 and 0 < alert.value <= 1
+    assert alert.p_value < 1e-3 and alert.threshold == 1e-3 and 0 < alert.value <= 1  # the default ks_alpha
     status = detector.status()
     assert status["reward"]["drifting"] and status["n_live_rewards"] == 2000
     assert not any(f["drifting"] for f in status["features"].values())
 
 
 def test_same_distribution_rewards_raise_no_alert_and_match_scipy(reference):
-    # ks_alpha 1e-3 rather than the default: the test is repeated on every batch, so at 0.01 a run this long
-    # from the reference distribution raises a false alarm about a quarter of the time (see the module docstring).
+    # The default ks_alpha is 1e-3: the test is repeated on every batch, so at 0.01 a run this long from the
+    # reference distribution raises a false alarm about a quarter of the time (see the module docstring).
     rng = np.random.default_rng(8)
-    detector = DriftDetector(reference, ks_alpha=1e-3)
+    detector = DriftDetector(reference)
     rewards = rng.normal(size=5000)
     alerts = []
     for start in range(0, rewards.size, 100):

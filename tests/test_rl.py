@@ -4,6 +4,7 @@ and the policy server hot-swaps under a running decision loop without losing a d
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -78,9 +79,11 @@ def test_ppo_entry_point_trains_on_the_trading_env_and_writes_a_servable_checkpo
     assert ((actions >= env.action_space.low) & (actions <= env.action_space.high)).all()
 
 
-def test_ddpg_trains_on_the_betting_env(ray_session, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a relative output dir, as the CLI default runs/rl/<algo>-<env> is
-    result = rl.train("ddpg", "betting", 1500, "runs/ddpg-betting", eval_episodes=3, num_steps_sampled_before_learning_starts=500)
+def test_ddpg_trains_on_the_betting_env(ray_session, tmp_path):
+    # A relative output dir, as the CLI default runs/rl/<algo>-<env> is. (No chdir: Ray workers started
+    # afterwards would inherit the changed directory and lose the relative configs/ paths.)
+    relative = os.path.relpath(tmp_path / "runs" / "ddpg-betting")
+    result = rl.train("ddpg", "betting", 1500, relative, eval_episodes=3, num_steps_sampled_before_learning_starts=500)
     assert result["checkpoint"] == str(tmp_path / "runs" / "ddpg-betting" / "checkpoint")
     actions = RLPolicy.load(result["checkpoint"]).act(np.zeros((5, 7), np.float32))
     assert actions.shape == (5, 1) and ((actions >= 0) & (actions <= 0.25 + 1e-9)).all()
