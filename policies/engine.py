@@ -58,6 +58,11 @@ def targets_to_orders(symbols: np.ndarray, direction: np.ndarray, target: np.nda
     return np.where(direction != 0, current - previous, 0.0)
 
 
+def paper_ledger(cfg) -> PaperLedger:
+    """A fresh paper ledger with the loop's costs (`decisions.ledger`), for shadows that never execute."""
+    return PaperLedger(cfg.initial_cash, cfg.fee_bps, cfg.slippage_bps, cfg.default_spread_bps, cfg.reward_horizon_bars)
+
+
 class ShadowRunner:
     """One strategy traded on a paper ledger of its own: no risk, no veto, never executed."""
 
@@ -97,9 +102,8 @@ class PolicyShadow:
     def trade(self, version: str, frame: pd.DataFrame, ids: list[str], direction: np.ndarray,
               target_position: np.ndarray) -> list[dict]:
         if version != self.version:
-            c = self.ledger_cfg
             self.version = version
-            self.ledger = PaperLedger(c.initial_cash, c.fee_bps, c.slippage_bps, c.default_spread_bps, c.reward_horizon_bars)
+            self.ledger = paper_ledger(self.ledger_cfg)
         snap = self.ledger.snapshot()
         price = frame["close"].to_numpy(float)
         symbols = frame["symbol"].to_numpy()
@@ -142,11 +146,9 @@ class DecisionEngine:
         self.edge: EdgeModel | None = None
         self._warmup: list[pd.DataFrame] = []
         self._warmup_rows = 0
-        led = cfg.ledger
         # Shadows get their own strategy instances: stateful ones (pairs) must see each row once.
         self.shadows = [ShadowRunner(sc, self._strategy(sc.strategy, {s.name: s for s in default_market_strategies(symbols)}),
-                                     PaperLedger(led.initial_cash, led.fee_bps, led.slippage_bps, led.default_spread_bps,
-                                                 led.reward_horizon_bars)) for sc in cfg.shadows]
+                                     paper_ledger(cfg.ledger)) for sc in cfg.shadows]
         self.counts = {"decisions": 0, "orders": 0, "rewards_applied": 0, "rewards_unknown": 0}
 
     @staticmethod

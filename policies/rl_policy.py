@@ -92,19 +92,31 @@ class RLPolicy:
         return unsquash(raw.astype(np.float64), self.low, self.high)
 
 
-def evaluate(act, env: gym.Env, episodes: int, seed: int) -> dict:
-    """Mean/std return of `act(obs[None]) -> action[None]` over seeded episodes (seed, seed+1, ...)."""
-    returns, lengths = [], []
+def rollout(act, env: gym.Env, episodes: int, seed: int) -> dict:
+    """Run `act(obs[None]) -> action[None]` deterministically over seeded episodes (seed, seed+1, ...).
+
+    Returns per-episode returns and lengths plus every observation seen and every reward paid, row by row."""
+    returns, lengths, observations, rewards = [], [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         total, n, done = 0.0, 0, False
         while not done:
+            observations.append(obs)
             action = np.asarray(act(obs[None, :]))[0]
             obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+            rewards.append(float(reward))
             total += float(reward)
             n += 1
             done = terminated or truncated
         returns.append(total)
         lengths.append(n)
+    return {"returns": returns, "lengths": lengths, "observations": np.asarray(observations),
+            "rewards": np.asarray(rewards)}
+
+
+def evaluate(act, env: gym.Env, episodes: int, seed: int) -> dict:
+    """Mean/std return of `act` over seeded episodes (see `rollout`)."""
+    run = rollout(act, env, episodes, seed)
+    returns = run["returns"]
     return {"episodes": episodes, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-            "length_mean": float(np.mean(lengths)), "returns": [float(r) for r in returns]}
+            "length_mean": float(np.mean(run["lengths"])), "returns": [float(r) for r in returns]}

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeray.drift import DriftReference
 from envs import make_betting_env, make_trading_env, register_rllib_envs
-from policies.rl_policy import PolicyMeta, RLPolicy, evaluate, write_meta
+from policies.rl_policy import PolicyMeta, RLPolicy, evaluate, rollout, write_meta
 
 ALGOS = ("ppo", "ddpg")
 ENVS = {"trading": make_trading_env, "betting": make_betting_env,
@@ -80,16 +80,8 @@ def observation_names(env: gym.Env) -> list[str]:
 
 def drift_reference(policy: RLPolicy, env: gym.Env, episodes: int, seed: int) -> DriftReference:
     """Observation and reward distributions of the trained policy acting on the training env."""
-    obs_rows, rewards = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            obs_rows.append(obs)
-            obs, reward, terminated, truncated, _ = env.step(policy.act(obs[None, :])[0].astype(env.action_space.dtype))
-            rewards.append(reward)
-            done = terminated or truncated
-    return DriftReference.from_samples(np.asarray(obs_rows), observation_names(env), np.asarray(rewards))
+    run = rollout(policy.act, env, episodes, seed)
+    return DriftReference.from_samples(run["observations"], observation_names(env), run["rewards"])
 
 
 def train(algo: str, env: str, steps: int, out: str | Path, *, seed: int = 0, env_config: dict | None = None,
