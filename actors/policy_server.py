@@ -18,9 +18,7 @@ import ray
 
 from edgeray.drift import DriftDetector, DriftReference
 from edgeray.latency import LatencyRing
-from policies.rl_policy import RLPolicy
-
-DRIFT_REFERENCE = "drift_reference.json"
+from policies.rl_policy import DRIFT_REFERENCE, RLPolicy
 
 
 @ray.remote(num_cpus=0)

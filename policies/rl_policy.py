@@ -21,6 +21,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
 POLICY_META = "policy.json"
+DRIFT_REFERENCE = "drift_reference.json"  # the training distributions the policy server's drift detector uses
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / DEFAULT_MODULE_ID
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeray.drift import DriftReference
 from envs import make_betting_env, make_trading_env, register_rllib_envs
-from policies.rl_policy import PolicyMeta, RLPolicy, evaluate, rollout, write_meta
+from policies.rl_policy import DRIFT_REFERENCE, PolicyMeta, RLPolicy, evaluate, rollout, write_meta
 
 ALGOS = ("ppo", "ddpg")
 ENVS = {"trading": make_trading_env, "betting": make_betting_env,
@@ -114,7 +114,7 @@ def train(algo: str, env: str, steps: int, out: str | Path, *, seed: int = 0, en
     meta.eval_return_mean = scores["return_mean"]
     write_meta(checkpoint, meta)
     reference = drift_reference(policy, eval_env, max(2, eval_episodes // 2), seed=seed + 20_000)
-    (checkpoint / "drift_reference.json").write_text(json.dumps(reference.to_dict()))
+    (checkpoint / DRIFT_REFERENCE).write_text(json.dumps(reference.to_dict()))
     _plot_curve(curve, out / "learning_curve.png", f"{algo.upper()} on {env}")
     summary = {"algo": algo, "env": env, "checkpoint": str(checkpoint), "train_wall_s": round(wall_s, 2),
                "env_steps": curve[-1]["env_steps"], "eval": scores, "curve": curve}
