@@ -37,6 +37,13 @@ def records(cfg: PipelineConfig, stage: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def poll_until(ref: ray.ObjectRef, progress, threshold: int) -> None:
+    """Poll while the replay `ref` runs until `progress()` passes `threshold` (or the replay ends first)."""
+    while not ray.wait([ref], timeout=0.05)[0]:
+        if progress() > threshold:
+            return
+
+
 def test_loop_decides_every_feature_row_once_and_fills_only_later_bars(ray_session, tmp_path, unique_name):
     cfg = loop_config(tmp_path, unique_name)
     pipeline = Pipeline.start(cfg, fresh=True)
@@ -78,9 +85,8 @@ def test_kill_switch_stops_decisions_in_flight(ray_session, tmp_path, unique_nam
     try:
         # Paced replay (250 bar-minutes per second: ~6 s in all) so the kill lands mid-stream.
         ref = pipeline.replay_async(generator(cfg), rate=60 * 250)
-        while not ray.wait([ref], timeout=0.05)[0]:  # poll: kill about a third of the way in
-            if ray.get(pipeline.decision[META_CONTROLLER].status.remote())["decisions"] > 1000:
-                break
+        meta = pipeline.decision[META_CONTROLLER]
+        poll_until(ref, lambda: ray.get(meta.status.remote())["decisions"], 1000)  # kill about a third of the way in
         assert not ray.wait([ref], timeout=0)[0], "the replay finished before the kill"
         event = ray.get(pipeline.decision[RISK_MONITOR].kill.remote("test: stop everything", "pytest"))
         ray.get(ref)
@@ -134,9 +140,8 @@ def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplica
     pipeline = Pipeline.start(cfg, fresh=True)
     try:
         ref = pipeline.replay_async(generator(cfg), rate=60 * 3000)
-        while not ray.wait([ref], timeout=0.05)[0]:
-            if ray.get(pipeline.decision[META_CONTROLLER].status.remote())["decisions"] > 600:
-                break
+        meta = pipeline.decision[META_CONTROLLER]
+        poll_until(ref, lambda: ray.get(meta.status.remote())["decisions"], 600)
         ray.kill(pipeline.decision[META_CONTROLLER], no_restart=False)
         ray.get(ref)
         status = pipeline.finish()

@@ -13,7 +13,7 @@ import ray
 
 from actors.pipeline import META_CONTROLLER, POLICY_SERVER, Pipeline
 from policies.rl_policy import RLPolicy, evaluate
-from tests.test_decision_loop import N_BARS, generator, loop_config, records
+from tests.test_decision_loop import N_BARS, generator, loop_config, poll_until, records
 from tune import rl
 
 # Pendulum: random actions score about -1,200 to -1,500. One gradient update per env step, 64x64 nets.
@@ -118,9 +118,7 @@ def test_policy_hot_swap_under_a_running_loop_loses_no_decision(ray_session, tmp
         policy = pipeline.decision[POLICY_SERVER]
         version_a = ray.get(policy.status.remote())["version"]
         ref = pipeline.replay_async(generator(cfg), rate=60 * 500)
-        while not ray.wait([ref], timeout=0.05)[0]:
-            if ray.get(policy.status.remote())["rows_served"] > 800:
-                break
+        poll_until(ref, lambda: ray.get(policy.status.remote())["rows_served"], 800)
         assert not ray.wait([ref], timeout=0)[0], "the replay finished before the swap"
         swap = ray.get(policy.swap.remote(second))
         ray.get(ref)
