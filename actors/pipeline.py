@@ -98,7 +98,7 @@ class Pipeline:
         if d.sizer.name == "rl_policy":
             retrain = d.sizer.retrain_on_drift.model_dump() if d.sizer.retrain_on_drift else None
             policy = actors[POLICY_SERVER] = PolicyServerActor.options(name=POLICY_SERVER, **common).remote(
-                d.sizer.checkpoint, d.sizer.shadow_checkpoint, retrain, audit)
+                d.sizer.checkpoint, d.sizer.shadow_checkpoint, retrain, audit, d.sizer.checkpoint_roots)
         actors[META_CONTROLLER] = MetaControllerActor.options(name=META_CONTROLLER, **common).remote(
             cfg.model_dump(), executor, risk, veto, audit, policy)
         return actors

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -74,6 +74,9 @@ class SizerConfig(Strict):
     # rl_policy: a `python -m tune.rl` checkpoint served by the policy-server actor; optional shadow candidate.
     checkpoint: str | None = None
     shadow_checkpoint: str | None = None
+    # Every policy checkpoint (configured, shadow, swapped in over HTTP, retrained) must resolve inside one of
+    # these directories (edgeray.paths.resolve_checkpoint); relative ones are read from the working directory.
+    checkpoint_roots: list[Annotated[str, Field(min_length=1)]] = Field(["runs/rl"], min_length=1)
     retrain_on_drift: RetrainConfig | None = None
 
     @model_validator(mode="after")

@@ -4,6 +4,14 @@ Works for edgeray's DDPG (the module returns [-1, 1] actions) and RLlib PPO (the
 distribution inputs: the deterministic action is the mean, clipped to [-1, 1]). Both are then unsquashed to the
 env's Box bounds exactly as RLlib's `normalize_actions` connector does while training, so a served action equals
 the deterministic action RLlib's own EnvRunner would send.
+
+Loading never unpickles. RLlib's checkpoint files (class_and_ctor_args.pkl, module_state.pkl) are cloudpickle,
+and unpickling a crafted one runs arbitrary code, so serving reads none of them: `tune.rl` also writes the
+module's weights as plain numpy arrays (`policy_weights.npz`, read with allow_pickle=False) and the module's
+construction spec (model_config, spaces) into policy.json; `load` builds the module from a fixed class per
+algo (edgeray's DDPG module, RLlib's default PPO torch module) and copies the arrays in. A crafted checkpoint
+can then at worst fail to load or give bad actions, never run code. The pickles stay in the checkpoint for
+RLlib itself (Algorithm.from_checkpoint, continued training), which only the operator does.
 """
 from __future__ import annotations
 
@@ -20,9 +28,13 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+from edgeray.paths import member, resolve_checkpoint
+
 POLICY_META = "policy.json"
 DRIFT_REFERENCE = "drift_reference.json"  # the training distributions the policy server's drift detector uses
-MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / DEFAULT_MODULE_ID
+WEIGHTS_FILE = "policy_weights.npz"  # the module's state_dict as numpy arrays: what serving loads (no pickle)
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / DEFAULT_MODULE_ID  # RLlib's (pickled) module
+MAX_LAYER_WIDTH = 65_536  # a crafted model_config must not make module construction allocate without bound
 
 
 @dataclass
@@ -36,6 +48,9 @@ class PolicyMeta:
     env_steps: int = 0
     eval_return_mean: float | None = None
     extra: dict = field(default_factory=dict)
+    # how to rebuild the RLModule without RLlib's pickles: {"model_config", "observation_low",
+    # "observation_high", "weights"}; written by tune.rl.export_weights
+    module: dict = field(default_factory=dict)
 
 
 def write_meta(checkpoint_dir: str | Path, meta: PolicyMeta) -> None:
@@ -43,10 +58,74 @@ def write_meta(checkpoint_dir: str | Path, meta: PolicyMeta) -> None:
 
 
 def load_meta(checkpoint_dir: str | Path) -> PolicyMeta:
-    path = Path(checkpoint_dir) / POLICY_META
+    root = Path(checkpoint_dir).resolve()
+    path = member(root, POLICY_META)
     if not path.is_file():
         raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} has no {POLICY_META}; is it an edgeray RL checkpoint?")
-    return PolicyMeta(**json.loads(path.read_text()))
+    try:
+        raw = json.loads(path.read_text())
+        return PolicyMeta(**raw)
+    except (ValueError, TypeError) as exc:  # bad JSON, unknown or missing fields
+        raise ValueError(f"checkpoint {str(checkpoint_dir)!r}: {POLICY_META} is not valid policy metadata: {exc}") from None
+
+
+def _module_class(algo: str):
+    """The only classes a served module can be: fixed here, never read from the checkpoint."""
+    if algo == "ddpg":
+        from policies.ddpg.module import DDPGTorchRLModule
+
+        return DDPGTorchRLModule, None
+    if algo == "ppo":
+        from ray.rllib.algorithms.ppo.ppo_catalog import PPOCatalog
+        from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+
+        return DefaultPPOTorchRLModule, PPOCatalog
+    raise ValueError(f"policy.json algo must be 'ddpg' or 'ppo', got {algo!r}")
+
+
+def _check_widths(value, where: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_widths(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_widths(v, f"{where}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_LAYER_WIDTH:
+        raise ValueError(f"policy.json {where} must be at most {MAX_LAYER_WIDTH}, got {value!r}")
+
+
+def build_module(checkpoint_dir: Path, meta: PolicyMeta) -> RLModule:
+    """Construct the module from policy.json and load its numpy weights: no pickle is read."""
+    spec = meta.module
+    if not spec:
+        raise ValueError(f"checkpoint {str(checkpoint_dir)!r} has no pickle-free weights ({WEIGHTS_FILE} and "
+                         f"policy.json 'module'); it predates safe loading: re-export it where it was written with "
+                         f"`python -c 'from tune.rl import export_weights; export_weights(\"<dir>\")'`")
+    cls, catalog = _module_class(meta.algo)
+    model_config = spec.get("model_config") or {}
+    if not isinstance(model_config, dict):
+        raise ValueError(f"policy.json module.model_config must be an object, got {model_config!r}")
+    _check_widths(model_config, "module.model_config")
+    if not isinstance(meta.obs_dim, int) or not 1 <= meta.obs_dim <= MAX_LAYER_WIDTH:
+        raise ValueError(f"policy.json obs_dim must be an integer in [1, {MAX_LAYER_WIDTH}], got {meta.obs_dim!r}")
+    try:
+        obs_space = gym.spaces.Box(np.asarray(spec["observation_low"], np.float32),
+                                   np.asarray(spec["observation_high"], np.float32), (meta.obs_dim,), np.float32)
+        act_space = gym.spaces.Box(np.asarray(meta.action_low, np.float32), np.asarray(meta.action_high, np.float32),
+                                   dtype=np.float32)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {str(checkpoint_dir)!r}: policy.json spaces are invalid: {exc}") from None
+    module = cls(observation_space=obs_space, action_space=act_space, inference_only=False,
+                 model_config=model_config, catalog_class=catalog)
+    path = member(checkpoint_dir, spec.get("weights", WEIGHTS_FILE))
+    try:
+        with np.load(path, allow_pickle=False) as arrays:  # allow_pickle=False: an object array raises, never loads
+            state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
+        module.load_state_dict(state, strict=True)  # every weight present, shapes equal: no silent partial load
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ValueError(f"checkpoint {str(checkpoint_dir)!r}: weights {path.name} do not load into the "
+                         f"{meta.algo} module: {exc}") from None
+    return module
 
 
 def unsquash(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -64,17 +143,19 @@ class RLPolicy:
         self.module.eval()
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path) -> RLPolicy:
-        root = Path(checkpoint_dir)
+    def load(cls, checkpoint_dir: str | Path, roots=None) -> RLPolicy:
+        """Load a policy without unpickling anything. With `roots`, the directory must also resolve inside
+        one of them (`edgeray.paths.resolve_checkpoint`): the policy server passes its configured roots."""
+        root = resolve_checkpoint(checkpoint_dir, roots) if roots is not None else Path(checkpoint_dir).resolve()
         meta = load_meta(root)
-        module = RLModule.from_checkpoint(root / MODULE_SUBDIR)
+        module = build_module(root, meta)
         # The version is the checkpoint's directory name plus a digest of its weights: two runs written to the
         # same path are still told apart.
         digest = hashlib.blake2b(digest_size=4)
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().numpy().tobytes())
-        return cls(module, meta, version=f"{root.resolve().parent.name}-{digest.hexdigest()}", checkpoint_dir=root.resolve())
+        return cls(module, meta, version=f"{root.parent.name}-{digest.hexdigest()}", checkpoint_dir=root)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scaled actions (rows, action_dim) for observations (rows, obs_dim)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,16 +104,22 @@ def test_bad_entry_point_arguments_are_named(ray_session, tmp_path):
 
 @pytest.fixture(scope="module")
 def trading_checkpoints(ray_session, tmp_path_factory):
-    """Two different (barely trained) DDPG trading policies: enough to prove serving, not to trade."""
+    """Two different (barely trained) DDPG trading policies: enough to prove serving, not to trade. Both lie
+    under one directory, which the servers below are given as their checkpoint root."""
     root = tmp_path_factory.mktemp("trading-policies")
     return [rl.train("ddpg", "trading", 1, root / f"v{seed}", seed=seed, eval_episodes=1,
                      env_config={"generator_bars": 1200, "episode_len": 100})["checkpoint"] for seed in (1, 2)]
 
 
+def checkpoint_root(checkpoint: str) -> str:
+    return str(Path(checkpoint).parents[1])  # <root>/v<seed>/checkpoint
+
+
 def test_policy_hot_swap_under_a_running_loop_loses_no_decision(ray_session, tmp_path, unique_name, trading_checkpoints):
     first, second = trading_checkpoints
     cfg = loop_config(tmp_path, unique_name, sizer={"name": "rl_policy", "checkpoint": first,
-                                                    "shadow_checkpoint": second})
+                                                    "shadow_checkpoint": second,
+                                                    "checkpoint_roots": [checkpoint_root(first)]})
     pipeline = Pipeline.start(cfg, fresh=True)
     try:
         policy = pipeline.decision[POLICY_SERVER]
@@ -140,8 +147,10 @@ def test_policy_hot_swap_under_a_running_loop_loses_no_decision(ray_session, tmp
         assert set(records(cfg, "shadow:policy")["decision_id"]) <= set(decisions["decision_id"])
         assert status["policy"]["swaps"][0]["to"] == swap["to"]
         # A bad checkpoint is refused before anything changes.
-        with pytest.raises(ray.exceptions.RayTaskError, match="has no policy.json"):
+        with pytest.raises(ray.exceptions.RayTaskError, match="outside the allowed roots"):
             ray.get(policy.swap.remote(str(tmp_path)))
+        with pytest.raises(ray.exceptions.RayTaskError, match="has no policy.json"):
+            ray.get(policy.swap.remote(checkpoint_root(first)))
         assert ray.get(policy.status.remote())["version"] == swap["to"]
         assert ray.get(pipeline.decision[META_CONTROLLER].status.remote())["decisions"] == 2 * N_BARS
     finally:
@@ -154,7 +163,7 @@ def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_p
     first, _ = trading_checkpoints
     retrain = {"algo": "ddpg", "env": "trading", "steps": 1, "out_dir": str(tmp_path / "retrain"),
                "env_config": {"generator_bars": 1200, "episode_len": 100}}
-    server = PolicyServerActor.remote(first, None, retrain, None)
+    server = PolicyServerActor.remote(first, None, retrain, None, [checkpoint_root(first), str(tmp_path)])
     try:
         obs_dim = 90  # window 8 x 10 features + 3 account + 7 regimes
         in_range = np.zeros((300, obs_dim), np.float32)
@@ -190,7 +199,8 @@ def test_policy_routes_over_http(ray_session, tmp_path, unique_name, trading_che
     keys = {"v": "viewer", "t": "trader", "a": "admin"}
     viewer, trader, admin = ({"X-API-Key": k} for k in keys)
     cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "shadows": [],
-                                                            "sizer": {"name": "rl_policy", "checkpoint": first}})
+                                                            "sizer": {"name": "rl_policy", "checkpoint": first,
+                                                                      "checkpoint_roots": [checkpoint_root(first)]}})
     with serve_api(cfg, f"edgeray-{unique_name}", 8131, keys) as api:
         status = api.get("/api/policy", headers=viewer)
         assert status.status_code == 200 and status.json()["algo"] == "ddpg"

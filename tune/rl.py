@@ -6,7 +6,8 @@
     ray job submit --working-dir . -- python -m tune.rl --algo ppo --env trading    # joins the job's cluster
 
 Writes an RLlib checkpoint (`algo.save_to_path`) plus `policy.json` (what serving needs: algo, env, action bounds,
-evaluation return) and `drift_reference.json` (observation and reward distributions the drift detector compares
+evaluation return, the module's construction spec), `policy_weights.npz` (the module's weights as plain arrays, so
+serving never unpickles; see policies.rl_policy) and `drift_reference.json` (observation and reward distributions the drift detector compares
 live data against). Learning curves go to stdout/the Ray job log as JSON lines, and to `learning_curve.png`.
 """
 from __future__ import annotations
@@ -23,7 +24,18 @@ import numpy as np
 
 from edgeray.drift import DriftReference
 from envs import make_betting_env, make_trading_env, register_rllib_envs
-from policies.rl_policy import DRIFT_REFERENCE, PolicyMeta, RLPolicy, evaluate, rollout, write_meta
+from policies.rl_policy import (
+    DRIFT_REFERENCE,
+    MODULE_SUBDIR,
+    POLICY_META,
+    WEIGHTS_FILE,
+    PolicyMeta,
+    RLPolicy,
+    evaluate,
+    load_meta,
+    rollout,
+    write_meta,
+)
 
 ALGOS = ("ppo", "ddpg")
 ENVS = {"trading": make_trading_env, "betting": make_betting_env,
@@ -84,6 +96,27 @@ def drift_reference(policy: RLPolicy, env: gym.Env, episodes: int, seed: int) ->
     return DriftReference.from_samples(run["observations"], observation_names(env), run["rewards"])
 
 
+def export_weights(checkpoint: str | Path) -> dict:
+    """Write the checkpoint's module weights as `policy_weights.npz` and return the module spec for policy.json
+    (also merged into an existing policy.json, which upgrades a checkpoint written before pickle-free serving).
+
+    This reads RLlib's pickled module files, so run it only on checkpoints you wrote yourself (it is the
+    writer's side: `train` calls it on the checkpoint it just saved)."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    checkpoint = Path(checkpoint).resolve()
+    module = RLModule.from_checkpoint(checkpoint / MODULE_SUBDIR)
+    np.savez(checkpoint / WEIGHTS_FILE, **{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+    spec = {"weights": WEIGHTS_FILE, "model_config": dict(module.model_config or {}),
+            "observation_low": module.observation_space.low.tolist(),
+            "observation_high": module.observation_space.high.tolist()}
+    if (checkpoint / POLICY_META).is_file():
+        meta = load_meta(checkpoint)
+        meta.module = spec
+        write_meta(checkpoint, meta)
+    return spec
+
+
 def train(algo: str, env: str, steps: int, out: str | Path, *, seed: int = 0, env_config: dict | None = None,
           eval_episodes: int = 10, on_progress: Callable[[dict], None] | None = None, **training) -> dict:
     """Train until `steps` env steps are sampled; save checkpoint + policy.json + drift reference; evaluate."""
@@ -103,10 +136,12 @@ def train(algo: str, env: str, steps: int, out: str | Path, *, seed: int = 0, en
         algorithm.save_to_path(str(checkpoint))
     finally:
         algorithm.stop()
+    module_spec = export_weights(checkpoint)
     eval_env = ENVS[env](env_config)
     meta = PolicyMeta(algo=algo, env=env, env_config=dict(env_config or {}),
                       action_low=eval_env.action_space.low.tolist(), action_high=eval_env.action_space.high.tolist(),
-                      obs_dim=int(np.prod(eval_env.observation_space.shape)), env_steps=curve[-1]["env_steps"])
+                      obs_dim=int(np.prod(eval_env.observation_space.shape)), env_steps=curve[-1]["env_steps"],
+                      module=module_spec)
     write_meta(checkpoint, meta)
     policy = RLPolicy.load(checkpoint)
     # Evaluation seeds are disjoint from the training seed's episode seeds by construction (offset 10_000).
