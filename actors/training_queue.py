@@ -1,5 +1,9 @@
 """GPU training queue: a scheduler actor over the durable JobStore, and the Ray task that runs one job.
 
+Identity: every HTTP-facing method takes the authenticated caller (`user`, `is_admin`) from the route; the
+rules (own jobs only unless admin, no caller-chosen paths, bounded parameters) live in edgeray.training.jobs.
+PermissionError means forbidden (HTTP 403), KeyError unknown or not yours (404), ValueError bad input (422).
+
 Cancel: a running job's runner sees the cancel flag in the reply to its per-epoch progress report and stops
 between epochs (cooperative). If it has not stopped `cancel_grace_s` after the request (a stuck epoch), the
 scheduler also calls ray.cancel on the task (KeyboardInterrupt in the worker) as a backstop.
@@ -94,42 +98,57 @@ class TrainingQueueActor:
 
     # ------------------------------------------------------------ HTTP-facing API
     def submit(self, user: str, task: str, params: dict | None = None, priority: int = 0,
-               num_gpus: float | None = None) -> dict:
+               num_gpus: float | None = None, server_params: dict | None = None) -> dict:
+        """Queue a job owned by `user`, the authenticated caller. `params` are the caller's (no path-like keys,
+        bounded); `server_params` are the server's own (data_dir, registry_dir), merged after that check."""
         num_gpus = self.cfg["default_num_gpus"] if num_gpus is None else num_gpus
         largest = self._largest_node_gpus()
         if isinstance(num_gpus, (int, float)) and largest > 0 and num_gpus > largest:  # Ray would never place it
             raise ValueError(f"num_gpus {num_gpus!r} exceeds the largest node's {largest:g} GPUs")
-        job = self.store.submit(user, task, params, priority, num_gpus)  # ValueError names the bad field
+        job = self.store.submit(user, task, params, priority, num_gpus,  # ValueError names the bad field
+                                server_params=server_params)
         self._dispatch()
         return self.store.get(job["job_id"])
 
-    def queue(self) -> list[dict]:
-        """Running then queued jobs, queued ones in the order they will start."""
+    def queue(self, user: str, is_admin: bool) -> list[dict]:
+        """Running then queued jobs, queued ones in the order they will start; a non-admin sees only their own.
+        Each queued job carries `queue_position` (1 = next to start) counted over everyone's queued jobs, so a
+        user learns how long their wait is without seeing whose jobs are ahead."""
         self.store.purge()
-        return self.store.list_jobs(states=["running", "queued"])
+        everyone = self.store.list_jobs(states=["running", "queued"])
+        position = {j["job_id"]: i for i, j in enumerate((j for j in everyone if j["state"] == "queued"), 1)}
+        visible = {j["job_id"] for j in self.store.visible_jobs(user, is_admin, states=["running", "queued"])}
+        return [{**j, "queue_position": position.get(j["job_id"])} for j in everyone if j["job_id"] in visible]
 
-    def jobs(self, states: list[str] | None = None) -> list[dict]:
+    def jobs(self, user: str, is_admin: bool, states: list[str] | None = None) -> list[dict]:
+        """The caller's jobs (an admin: everyone's), optionally only those in `states`."""
         self.store.purge()
-        return self.store.list_jobs(states=states)
+        return self.store.visible_jobs(user, is_admin, states=states)
 
-    def job(self, job_id: str) -> dict:
-        return self.store.get(job_id)  # KeyError for an unknown / purged id
+    def job(self, job_id: str, user: str, is_admin: bool) -> dict:
+        """One job. KeyError for an unknown or purged id and, for a non-admin, for another user's job too
+        (the same message), so ids cannot be probed."""
+        return self.store.visible_job(job_id, user, is_admin)
 
-    def user_jobs(self, user: str) -> list[dict]:
+    def user_jobs(self, user: str, is_admin: bool, of_user: str | None = None) -> list[dict]:
+        """Jobs of `of_user` (default: the caller). A non-admin asking for someone else: PermissionError."""
         self.store.purge()
-        return self.store.list_jobs(user=user)
+        return self.store.visible_jobs(user, is_admin, of_user=user if of_user is None else of_user)
 
-    def cancel(self, job_id: str) -> dict:
-        return self.store.cancel(job_id)
+    def cancel(self, job_id: str, user: str, is_admin: bool) -> dict:
+        """Cancel as the caller: the owner or an admin, else PermissionError (the owner is not named)."""
+        return self.store.cancel(job_id, user, is_admin)
 
-    def gpu_stats(self) -> dict:
-        """NVML stats of this actor's node plus which running job holds which Ray GPU id."""
+    def gpu_stats(self, user: str | None = None, is_admin: bool = False) -> dict:
+        """NVML stats of this actor's node plus which running job holds which Ray GPU id. The job's user is
+        shown only to its owner and to admins (None otherwise)."""
         stats = nvml_gpu_stats()
         assignments = []
         for job in self.store.list_jobs(states=["running"]):
             placement = job["placement"] or {}
             if placement.get("gpu_ids"):
-                assignments.append({"job_id": job["job_id"], "user": job["user"], "node_id": placement.get("node_id"),
+                shown = job["user"] if is_admin is True or (user is not None and job["user"] == user) else None
+                assignments.append({"job_id": job["job_id"], "user": shown, "node_id": placement.get("node_id"),
                                     "gpu_ids": placement["gpu_ids"], "num_gpus": placement.get("num_gpus")})
         for device in stats.get("devices", []):
             # Ray's GPU ids are indices into the node's visible GPUs; NVML's are physical: equal unless the

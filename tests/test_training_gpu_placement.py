@@ -49,17 +49,17 @@ def simulated_gpu_scenario(db_path: str) -> dict:
             too_big = str(exc)
 
         def halves_training():
-            jobs = {i: ray.get(q.job.remote(i)) for i in (*halves, whole)}
+            jobs = {i: ray.get(q.job.remote(i, "ops", True)) for i in (*halves, whole)}
             ok = all((jobs[i]["progress"] or {}).get("epoch", 0) >= 1 for i in halves)
             return ok and jobs
 
         sharing = _wait(halves_training, 120, "both 0.5-GPU jobs to train")
         stats = ray.get(q.gpu_stats.remote())
         for job_id in halves:
-            ray.get(q.cancel.remote(job_id))
-        finished = _wait(lambda: (j := ray.get(q.job.remote(whole)))["state"] == "completed" and j, 120,
+            ray.get(q.cancel.remote(job_id, "ops", True))
+        finished = _wait(lambda: (j := ray.get(q.job.remote(whole, "ops", True)))["state"] == "completed" and j, 120,
                          "the 1-GPU job to complete")
-        after = {i: ray.get(q.job.remote(i)) for i in halves}
+        after = {i: ray.get(q.job.remote(i, "ops", True)) for i in halves}
         return {"gpu_node_id": gpu_node.node_id, "sharing": sharing, "whole": finished, "halves_after": after,
                 "assignments": stats["assignments"], "cluster_gpus": stats["cluster_gpus"], "too_big": too_big}
     finally:

@@ -12,6 +12,7 @@ from edgeray.gpu import gpu_stats
 from edgeray.training.jobs import RESTART_REASON, JobStore, torch_mlp_demo
 
 DAY = 24 * 3600.0
+ADMIN = ("ops", True)  # (user, is_admin) as the HTTP layer passes the authenticated caller
 
 
 class Clock:
@@ -235,10 +236,10 @@ def test_actor_runs_jobs_by_priority_with_progress_on_cpu_cluster(ray_session, m
     low = ray_session.get(q.submit.remote("ann", "torch_mlp_demo", _demo(3), 0))
     high = ray_session.get(q.submit.remote("bob", "torch_mlp_demo", _demo(3), 5))
     low2 = ray_session.get(q.submit.remote("ann", "torch_mlp_demo", _demo(3), 0))
-    assert [j["job_id"] for j in ray_session.get(q.queue.remote())] == [high["job_id"], low["job_id"], low2["job_id"]]
+    assert [j["job_id"] for j in ray_session.get(q.queue.remote(*ADMIN))] == [high["job_id"], low["job_id"], low2["job_id"]]
     ray_session.get(q.resume.remote())
     ids = [high["job_id"], low["job_id"], low2["job_id"]]
-    jobs = _wait(lambda: (js := [ray_session.get(q.job.remote(i)) for i in ids])
+    jobs = _wait(lambda: (js := [ray_session.get(q.job.remote(i, *ADMIN)) for i in ids])
                  and all(j["state"] == "completed" for j in js) and js, what="three jobs to complete")
     for before, after in zip(jobs, jobs[1:]):  # max_concurrent=1: strictly one after another, in priority order
         assert after["started_at"] >= before["finished_at"]
@@ -246,7 +247,7 @@ def test_actor_runs_jobs_by_priority_with_progress_on_cpu_cluster(ray_session, m
         assert job["progress"]["epoch"] == 3 and len(job["progress"]["history"]) == 3 and job["eta_s"] == 0.0
         assert job["placement"]["num_gpus"] == 0.0 and job["placement"]["gpu_ids"] == []  # no GPUs: CPU task
         assert job["result"]["final_loss"] == pytest.approx(job["progress"]["history"][-1]["loss"])
-    assert [j["job_id"] for j in ray_session.get(q.user_jobs.remote("ann"))] == [low2["job_id"], low["job_id"]]
+    assert [j["job_id"] for j in ray_session.get(q.user_jobs.remote("ann", False))] == [low2["job_id"], low["job_id"]]
     stats = ray_session.get(q.gpu_stats.remote())
     assert stats["cluster_gpus"] == 0.0 and stats["assignments"] == [] and "available" in stats
 
@@ -257,24 +258,24 @@ def test_actor_cancels_queued_and_running_jobs_and_caps_concurrency(ray_session,
                                for _ in range(3))
 
     def both_training():
-        js = {j["job_id"]: j for j in ray_session.get(q.jobs.remote())}
+        js = {j["job_id"]: j for j in ray_session.get(q.jobs.remote(*ADMIN))}
         ok = all((js[i]["progress"] or {}).get("epoch", 0) >= 2 for i in (long_a, long_b))
         return ok and js
 
     snapshot = _wait(both_training, what="two long jobs to report progress")
     assert snapshot[waiting]["state"] == "queued"  # max_concurrent=2
     assert snapshot[long_a]["eta_s"] > 0
-    assert ray_session.get(q.cancel.remote(waiting))["state"] == "cancelled"
+    assert ray_session.get(q.cancel.remote(waiting, "ann", False))["state"] == "cancelled"
     for job_id in (long_a, long_b):
-        assert ray_session.get(q.cancel.remote(job_id))["cancel_requested"]
-    final = _wait(lambda: (js := [ray_session.get(q.job.remote(i)) for i in (long_a, long_b)])
+        assert ray_session.get(q.cancel.remote(job_id, "ann", False))["cancel_requested"]
+    final = _wait(lambda: (js := [ray_session.get(q.job.remote(i, *ADMIN)) for i in (long_a, long_b)])
                   and all(j["state"] == "cancelled" for j in js) and js, what="running jobs to stop")
     for job in final:
         assert job["progress"]["epoch"] < 100_000 and "cancel requested" in job["error"]
-    never = ray_session.get(q.job.remote(waiting))
+    never = ray_session.get(q.job.remote(waiting, *ADMIN))
     assert never["attempts"] == 0 and never["started_at"] is None and never["placement"] is None
     with pytest.raises(KeyError, match="unknown job_id"):
-        ray_session.get(q.job.remote("missing"))
+        ray_session.get(q.job.remote("missing", *ADMIN))
     with pytest.raises(ValueError, match="epochs"):
         ray_session.get(q.submit.remote("ann", "torch_mlp_demo", {"epochs": -1}, 0))
     with pytest.raises(ValueError, match="priority"):
@@ -285,20 +286,20 @@ def test_restarted_scheduler_keeps_queue_and_requeues_running_job(ray_session, m
     first = make_queue(max_concurrent=1)
     running = ray_session.get(first.submit.remote("ann", "torch_mlp_demo", _demo(100_000), 1))["job_id"]
     queued = ray_session.get(first.submit.remote("bob", "torch_mlp_demo", _demo(2), 0))["job_id"]
-    _wait(lambda: (ray_session.get(first.job.remote(running))["progress"] or {}).get("epoch", 0) >= 1,
+    _wait(lambda: (ray_session.get(first.job.remote(running, *ADMIN))["progress"] or {}).get("epoch", 0) >= 1,
           what="the long job to start training")
     ray_session.kill(first)
 
     second = make_queue(max_concurrent=1, start_paused=True)  # same SQLite file
     assert ray_session.get(second.recovery_report.remote()) == {"requeued": [running], "failed": []}
-    assert [(j["job_id"], j["state"]) for j in ray_session.get(second.queue.remote())] == [
+    assert [(j["job_id"], j["state"]) for j in ray_session.get(second.queue.remote(*ADMIN))] == [
         (running, "queued"), (queued, "queued")]
     ray_session.get(second.resume.remote())
-    _wait(lambda: ray_session.get(second.job.remote(running))["state"] == "running"
-          and (ray_session.get(second.job.remote(running))["progress"] or {}).get("epoch", 0) >= 1,
+    _wait(lambda: ray_session.get(second.job.remote(running, *ADMIN))["state"] == "running"
+          and (ray_session.get(second.job.remote(running, *ADMIN))["progress"] or {}).get("epoch", 0) >= 1,
           what="the re-queued job to train again")
-    assert ray_session.get(second.job.remote(running))["attempts"] == 2
-    ray_session.get(second.cancel.remote(running))
-    done = _wait(lambda: (j := ray_session.get(second.job.remote(queued)))["state"] == "completed" and j,
+    assert ray_session.get(second.job.remote(running, *ADMIN))["attempts"] == 2
+    ray_session.get(second.cancel.remote(running, *ADMIN))
+    done = _wait(lambda: (j := ray_session.get(second.job.remote(queued, *ADMIN)))["state"] == "completed" and j,
                  what="the queued job to complete after the restart")
     assert done["attempts"] == 1 and done["result"]["epochs"] == 2

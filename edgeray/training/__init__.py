@@ -9,9 +9,11 @@ from edgeray.training.jobs import (
     TRAINING_TASKS,
     JobCancelled,
     JobStore,
+    check_identity,
+    is_path_key,
     register_task,
     validate_submission,
 )
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_RETENTION_S", "FINISHED_STATES", "JOB_STATES", "TRAINING_TASKS",
-           "JobCancelled", "JobStore", "register_task", "validate_submission"]
+           "JobCancelled", "JobStore", "check_identity", "is_path_key", "register_task", "validate_submission"]

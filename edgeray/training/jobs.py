@@ -2,6 +2,11 @@
 
 The store is SQLite so a restarted scheduler actor finds its queue where it left it. Times are unix seconds
 from an injectable clock (tests move it to check retention without sleeping).
+
+Ownership: a job belongs to the authenticated identity that submitted it (the HTTP layer passes it; callers
+cannot name a user). Non-admins see and cancel only their own jobs; admins see and cancel all. Callers cannot
+choose where a job reads or writes: path-like parameters are refused and the server adds its own
+(`server_params`) after validation. Every number and size a submission carries is bounded.
 """
 from __future__ import annotations
 
@@ -49,27 +54,117 @@ def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def validate_submission(user, task, params, priority, num_gpus) -> dict:
-    """Check a submission; return the normalised params. ValueError names the field and value."""
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+# Submission bounds: a submission is stored, shown in every listing and run on shared GPUs, so none of its
+# sizes is left open.
+MAX_USER_CHARS = 200
+MAX_STRING_CHARS = 200      # any string in params (model name, tags, feature names) and any key
+MAX_PARAMS_BYTES = 16_384   # params as JSON
+MAX_PARAMS_KEYS = 64        # keys in any one dict of params
+MAX_LIST_ITEMS = 1_000
+MAX_PARAMS_DEPTH = 4        # params -> model_params -> list -> value
+PRIORITY_RANGE = (-1_000, 1_000)
+MAX_NUM_GPUS = 16           # per job; the actor also refuses more than the largest node has
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1        # torch and numpy seeds
+# Caller params never name a filesystem location: the server's config does (`server_params`).
+PATH_KEYS = frozenset({"data_dir", "registry_dir", "out_dir", "db_path"})
+PATH_SUFFIXES = ("_dir", "_path", "_file")
+
+
+def is_path_key(key: str) -> bool:
+    return key in PATH_KEYS or key.endswith(PATH_SUFFIXES)
+
+
+def check_identity(user, is_admin) -> str:
+    """The authenticated caller, stripped. ValueError names the field (the HTTP layer supplies both)."""
     if not isinstance(user, str) or not user.strip():
         raise ValueError(f"user must be a non-empty string, got {user!r}")
-    if task not in TRAINING_TASKS:
-        raise ValueError(f"task: unknown training task {task!r}; known tasks: {sorted(TRAINING_TASKS)}")
+    if len(user) > MAX_USER_CHARS:
+        raise ValueError(f"user must be at most {MAX_USER_CHARS} characters, got {len(user)}")
+    if not isinstance(is_admin, bool):
+        raise ValueError(f"is_admin must be a bool, got {is_admin!r}")
+    return user.strip()
+
+
+def _check_shape(value, where: str, depth: int = 0) -> None:
+    """Bound the structure of caller params and refuse path-like keys at any depth."""
+    if depth > MAX_PARAMS_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_PARAMS_DEPTH} levels")
+    if isinstance(value, dict):
+        if len(value) > MAX_PARAMS_KEYS:
+            raise ValueError(f"{where} must have at most {MAX_PARAMS_KEYS} keys, got {len(value)}")
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > MAX_STRING_CHARS:
+                raise ValueError(f"{where}: keys must be strings of at most {MAX_STRING_CHARS} characters, "
+                                 f"got {str(key)[:MAX_STRING_CHARS]!r}...")
+            if is_path_key(key):
+                raise ValueError(f"{where}.{key}: paths cannot be chosen by the caller; the server's config sets "
+                                 f"where training reads and writes (refused keys: {sorted(PATH_KEYS)} and any key "
+                                 f"ending in {list(PATH_SUFFIXES)})")
+            _check_shape(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        if len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"{where} must have at most {MAX_LIST_ITEMS} items, got {len(value)}")
+        for i, item in enumerate(value):
+            _check_shape(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+        raise ValueError(f"{where} must be at most {MAX_STRING_CHARS} characters, got {len(value)}")
+
+
+def check_bounds(params: dict, bounds: dict[str, tuple], where: str) -> None:
+    """`bounds`: key -> (low, high, max_items), inclusive; None where not bounded. A number, or each number of a
+    list, must lie in [low, high]; other types are left to the task's own validator (which names them)."""
+    for key, (low, high, max_items) in bounds.items():
+        if key not in params:
+            continue
+        value = params[key]
+        if isinstance(value, list):
+            if max_items is not None and len(value) > max_items:
+                raise ValueError(f"{where}.{key} must have at most {max_items} items, got {len(value)}")
+            items = [(f"{where}.{key}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(f"{where}.{key}", value)]
+        for name, v in items:
+            if low is not None and _is_number(v) and not (math.isfinite(v) and low <= v <= high):
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {v!r}")
+
+
+def validate_submission(user, task, params, priority, num_gpus, server_params: dict | None = None) -> dict:
+    """Check a submission; return the normalised params. ValueError names the field and value.
+
+    `params` come from the caller and may hold no path-like key; `server_params` (the server's data_dir,
+    registry_dir) are merged over them after that check, then the task's validator sees the merged dict."""
+    check_identity(user, False)
+    if not isinstance(task, str) or task not in TRAINING_TASKS:
+        raise ValueError(f"task: unknown training task {str(task)[:MAX_STRING_CHARS]!r}; "
+                         f"known tasks: {sorted(TRAINING_TASKS)}")
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise ValueError(f"params must be a dict, got {type(params).__name__}: {params!r}")
+        raise ValueError(f"params must be a dict, got {type(params).__name__}: {str(params)[:MAX_STRING_CHARS]!r}")
     try:
-        params = json.loads(json.dumps(params, allow_nan=False))  # stored in SQLite, so must be plain JSON
+        encoded = json.dumps(params, allow_nan=False)  # stored in SQLite, so must be plain JSON
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"params must be JSON-serialisable without NaN/inf, got {params!r}: {exc}") from exc
-    if "epochs" in params and (not _is_int(params["epochs"]) or params["epochs"] < 1):
-        raise ValueError(f"params.epochs must be an integer >= 1, got {params['epochs']!r}")
-    if not _is_int(priority):
-        raise ValueError(f"priority must be an integer, got {priority!r}")
-    if (not isinstance(num_gpus, Real) or isinstance(num_gpus, bool) or not math.isfinite(num_gpus)
-            or num_gpus < 0):
-        raise ValueError(f"num_gpus must be a finite number >= 0, got {num_gpus!r}")
+        raise ValueError(f"params must be JSON-serialisable without NaN/inf: {exc}") from exc
+    if len(encoded) > MAX_PARAMS_BYTES:
+        raise ValueError(f"params must be at most {MAX_PARAMS_BYTES} bytes as JSON, got {len(encoded)}")
+    params = json.loads(encoded)
+    _check_shape(params, "params")
+    if server_params is not None:
+        if not isinstance(server_params, dict):
+            raise ValueError(f"server_params must be a dict, got {type(server_params).__name__}")
+        params = {**params, **json.loads(json.dumps(server_params))}
+    if "epochs" in params and (not _is_int(params["epochs"]) or not 1 <= params["epochs"] <= MAX_EPOCHS):
+        raise ValueError(f"params.epochs must be an integer between 1 and {MAX_EPOCHS}, got {params['epochs']!r}")
+    if not _is_int(priority) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        raise ValueError(f"priority must be an integer between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}, "
+                         f"got {priority!r}")
+    if not _is_number(num_gpus) or not math.isfinite(num_gpus) or not 0 <= num_gpus <= MAX_NUM_GPUS:
+        raise ValueError(f"num_gpus must be a finite number between 0 and {MAX_NUM_GPUS}, got {num_gpus!r}")
     if num_gpus > 1 and float(num_gpus) != int(num_gpus):  # Ray only shares a GPU for fractions below one
         raise ValueError(f"num_gpus above 1 must be a whole number, got {num_gpus!r}")
     validator = TASK_PARAM_VALIDATORS.get(task)
@@ -107,6 +202,10 @@ _JSON_COLUMNS = ("params", "result", "progress", "placement")
 # running first, then queued in dispatch order (priority high first, FIFO within one), then newest finished
 _LIST_ORDER = ("ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
                "CASE WHEN state IN ('completed', 'failed', 'cancelled') THEN -seq ELSE -priority END, seq")
+
+
+def _unknown_job(job_id: str) -> KeyError:
+    return KeyError(f"unknown job_id {job_id!r} (never submitted, or purged after the retention period)")
 
 
 class JobStore:
@@ -159,7 +258,7 @@ class JobStore:
     def get(self, job_id: str) -> dict:
         jobs = self._select("WHERE job_id = ?", (job_id,), "")
         if not jobs:
-            raise KeyError(f"unknown job_id {job_id!r} (never submitted, or purged after the retention period)")
+            raise _unknown_job(job_id)
         return jobs[0]
 
     def list_jobs(self, states: Iterable[str] | None = None, user: str | None = None) -> list[dict]:
@@ -177,14 +276,39 @@ class JobStore:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         return self._select(where, tuple(args))
 
+    def visible_job(self, job_id: str, user: str, is_admin: bool) -> dict:
+        """The job if the caller may see it. For a non-admin, another user's job answers exactly like an
+        unknown id (KeyError, same message): job ids cannot be probed for existence or owner."""
+        user = check_identity(user, is_admin)
+        job = self.get(job_id)
+        if not is_admin and job["user"] != user:
+            raise _unknown_job(job_id)
+        return job
+
+    def visible_jobs(self, user: str, is_admin: bool, states: Iterable[str] | None = None,
+                     of_user: str | None = None) -> list[dict]:
+        """Jobs the caller may see: a non-admin only their own (asking for another user's is a
+        PermissionError); an admin everyone's, or `of_user`'s when given."""
+        user = check_identity(user, is_admin)
+        if of_user is not None:
+            if not isinstance(of_user, str) or not of_user.strip() or len(of_user) > MAX_USER_CHARS:
+                raise ValueError(f"user must be a non-empty string of at most {MAX_USER_CHARS} characters, "
+                                 f"got {str(of_user)[:MAX_USER_CHARS]!r}")
+            of_user = of_user.strip()
+            if not is_admin and of_user != user:
+                raise PermissionError("only an admin can list another user's training jobs")
+        elif not is_admin:
+            of_user = user
+        return self.list_jobs(states=states, user=of_user)
+
     def running_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
 
     # ---------------------------------------------------------------- writes
     def submit(self, user: str, task: str, params: dict | None = None, priority: int = 0,
-               num_gpus: float = 0.0, max_attempts: int | None = None) -> dict:
-        params = validate_submission(user, task, params, priority, num_gpus)
+               num_gpus: float = 0.0, max_attempts: int | None = None, server_params: dict | None = None) -> dict:
+        params = validate_submission(user, task, params, priority, num_gpus, server_params)
         attempts_cap = self.max_attempts if max_attempts is None else max_attempts
         if not _is_int(attempts_cap) or attempts_cap < 1:
             raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
@@ -278,11 +402,19 @@ class JobStore:
                               job_id))
             return True
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str, user: str | None = None, is_admin: bool = False) -> dict:
         """A queued job is cancelled at once and never runs; a running one gets a cancel request its
-        runner sees at the next epoch (the job stays 'running' until the runner stops)."""
+        runner sees at the next epoch (the job stays 'running' until the runner stops).
+
+        With `user` (the HTTP path always passes it): only the job's owner or an admin may cancel; anyone else
+        gets a PermissionError that does not name the owner. `user=None` is the scheduler's own call."""
         with self._lock:
             job = self.get(job_id)
+            if user is not None:
+                user = check_identity(user, is_admin)
+                if not is_admin and job["user"] != user:
+                    raise PermissionError(f"job_id {job_id!r} belongs to another user; only its owner or an "
+                                          f"admin can cancel it")
             now = float(self.clock())
             if job["state"] == "queued":
                 self._db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested_at = ?, "
@@ -374,6 +506,9 @@ class JobStore:
 # ----------------------------------------------------------------- tasks
 _DEMO_DEFAULTS = {"epochs": 5, "n_samples": 256, "n_features": 8, "hidden": 16, "batch_size": 64, "lr": 0.05,
                   "seed": 0}
+DEMO_BOUNDS = {"epochs": (1, MAX_EPOCHS, None), "n_samples": (1, 1_000_000, None), "n_features": (1, 4_096, None),
+               "hidden": (1, 4_096, None), "batch_size": (1, 65_536, None), "lr": (0, 10.0, None),
+               "seed": (0, MAX_SEED, None)}
 
 
 def _validate_demo(params: dict) -> dict:
@@ -388,6 +523,7 @@ def _validate_demo(params: dict) -> dict:
         raise ValueError(f"params.seed must be an integer, got {merged['seed']!r}")
     if not isinstance(merged["lr"], Real) or isinstance(merged["lr"], bool) or not merged["lr"] > 0:
         raise ValueError(f"params.lr must be a number > 0, got {merged['lr']!r}")
+    check_bounds(merged, DEMO_BOUNDS, "params")
     return merged
 
 
@@ -436,9 +572,27 @@ def _sport_model(params: dict, progress: ProgressFn, device: str = "cpu") -> dic
     return train_sport_model(params, progress, device)
 
 
+# Upper bounds over the sport-model hyper-parameters (edgeray.sports.models.PARAM_SCHEMAS checks types and
+# lower bounds, not size): a job must not be able to ask for a week of GPU time or a model that cannot fit.
+SPORT_MODEL_PARAM_BOUNDS = {
+    "epochs": (1, 1_000, None), "batch_size": (2, 65_536, None), "lr": (0, 10.0, None),
+    "learning_rate": (0, 10.0, None), "weight_decay": (0, 1.0, None), "seed": (0, MAX_SEED, None),
+    "n_estimators": (1, 5_000, None), "max_depth": (1, 64, None), "gb_max_iter": (1, 10_000, None),
+    "nn_max_iter": (1, 10_000, None), "nn_hidden": (1, 4_096, 8), "hidden_layers": (1, 4_096, 8),
+    "units": (1, 4_096, None), "layers": (1, 8, None), "seq_len": (1, 365, None), "head_units": (1, 4_096, None),
+    "lr_C": (0, 1e6, None), "Cs": (0, 1e6, 20), "alphas": (0, 1e6, 20), "prior_vars": (0, 1e6, 20),
+    "k_features": (1, 10_000, 20), "cv_splits": (2, 20, None), "features": (None, None, 500),
+}
+SPORT_PARAM_BOUNDS = {"train_seasons": (1900, 2100, 50), "test_seasons": (1900, 2100, 50), "tags": (None, None, 32)}
+
+
 def _validate_sport_model(params: dict) -> dict:
     from edgeray.sports.train import validate_params
 
+    check_bounds(params, SPORT_PARAM_BOUNDS, "params")
+    model_params = params.get("model_params")
+    if isinstance(model_params, dict):
+        check_bounds(model_params, SPORT_MODEL_PARAM_BOUNDS, "params.model_params")
     return validate_params(params)
 
 
