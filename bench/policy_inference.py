@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
                 checkpoint = rl.train(algo, "trading", 1, Path(tmp) / algo, eval_episodes=2,
                                       env_config={"generator_bars": 1200, "episode_len": 100})["checkpoint"]
                 policy = RLPolicy.load(checkpoint)
-                server = PolicyServerActor.remote(checkpoint)
+                server = PolicyServerActor.remote(checkpoint, checkpoint_roots=[tmp])  # outside runs/rl
                 figures = {}
                 for rows in BATCHES:
                     obs = rng.uniform(-1, 1, size=(rows, policy.meta.obs_dim)).astype(np.float32)
