@@ -66,10 +66,31 @@ def pipeline_config(tmp_path: Path, name: str, online_store: str = "sqlite", **o
     return cfg
 
 
+# One key per role for every Serve test (>= 24 characters, as edgeray.auth requires); the app is given only
+# their SHA-256 digests, as an operator's key file would hold them.
+TEST_KEYS = {role: f"test-{role}-key-{'x' * 20}" for role in ("viewer", "trader", "admin", "feed")}
+VIEWER, TRADER, ADMIN, FEED = ({"X-API-Key": TEST_KEYS[r]} for r in ("viewer", "trader", "admin", "feed"))
+
+
+def key_entries() -> list[dict]:
+    from edgeray.auth import digest
+
+    return [{"name": f"{role}-user", "role": role, "sha256": digest(key)} for role, key in TEST_KEYS.items()]
+
+
+def free_port() -> int:
+    """A port nobody listens on now (a fixed port collided with another process on a shared machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextmanager
-def serve_api(cfg: dict, name: str, port: int, api_keys: dict[str, str] | None = None, timeout: float = 60):
-    """The Serve app over real HTTP on `port`, built fresh for this module; on exit Serve and the
-    pipeline's actors are shut down."""
+def serve_api(cfg: dict, name: str, api_keys: list[dict] | None = None, timeout: float = 60):
+    """The Serve app over real HTTP on a free port, built fresh for this module; on exit Serve and the
+    pipeline's actors are shut down. `client.port` is the port (for WebSocket URLs)."""
     import httpx
     from ray import serve
 
@@ -77,11 +98,13 @@ def serve_api(cfg: dict, name: str, port: int, api_keys: dict[str, str] | None =
     from edgeray.config import PipelineConfig
     from serve.app import build_deployment
 
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_deployment().bind(cfg, api_keys) if api_keys is not None else build_deployment().bind(cfg)
+    app = build_deployment().bind(cfg, key_entries() if api_keys is None else api_keys)
     serve.run(app, name=name, route_prefix="/")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
+            client.port = port
             yield client
     finally:
         serve.shutdown()

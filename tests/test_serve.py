@@ -11,16 +11,15 @@ from actors.feature_streamer import feast_settings
 from actors.pipeline import Pipeline
 from edgeray.config import PipelineConfig
 from edgeray.featurestore import open_store
-from tests.conftest import pipeline_config, serve_api
-
-PORT = 8123
+from tests.conftest import FEED, TRADER, pipeline_config, serve_api
 
 
 @pytest.fixture(scope="module")
 def api(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     cfg = pipeline_config(tmp, "serve_test", ingestion={"lateness_seconds": 0})
-    with serve_api(cfg, "edgeray-test", PORT, timeout=30) as client:
+    with serve_api(cfg, "edgeray-test", timeout=30) as client:
+        client.headers.update(TRADER)  # a trader may read, push and trade; the roles are tested in test_security.py
         yield client, cfg
     open_store(feast_settings(PipelineConfig.model_validate(cfg))).teardown()
 
@@ -97,13 +96,13 @@ def test_weird_values_are_rejected_not_a_server_error(api):
 
 def test_websocket_feed(api):
     client, _ = api
-    with connect(f"ws://127.0.0.1:{PORT}/ws/market") as ws:
+    with connect(f"ws://127.0.0.1:{client.port}/ws/market", additional_headers=FEED) as ws:
         ws.send(json.dumps({"kind": "bar", "events": bars(range(40, 45), symbol="SYN-B")}))
         ok = json.loads(ws.recv())
         assert ok["status"] == 200 and ok["accepted"] == 5
         ws.send(json.dumps({"kind": "bar", "events": bars([46], symbol="SYN-B", high=1.0)}))
         bad = json.loads(ws.recv())
-        assert bad["status"] == 422 and bad["errors"][0]["field"] == "high"
+        assert bad["status"] == 422 and bad["detail"][0]["field"] == "high"
         ws.send("{garbage")
         assert json.loads(ws.recv())["status"] == 422
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 import pytest
 
 from edgeray.sports.train import train_sport_model
-from tests.conftest import SHARED, pipeline_config, serve_api, shared_file
+from tests.conftest import SHARED, TRADER, VIEWER, pipeline_config, serve_api, shared_file
 
-PORT = 8126
-VIEWER, TRADER = {"X-API-Key": "v-key"}, {"X-API-Key": "t-key"}
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +17,7 @@ def api(ray_session, tmp_path_factory):
                                  "test_seasons": [2021], "data_dir": str(SHARED / "sports"), "registry_dir": str(registry)})
     cfg = pipeline_config(tmp, "serve_backtest", sports={"data_dir": str(SHARED / "sports"), "registry_dir": str(registry),
                                                          "queue_db": str(tmp / "queue.sqlite")})
-    with serve_api(cfg, "edgeray-backtest", PORT, {"v-key": "viewer", "t-key": "trader"}, timeout=300) as client:
+    with serve_api(cfg, "edgeray-backtest", timeout=300) as client:
         yield client, trained["model_id"]
 
 
@@ -43,7 +41,7 @@ def test_backtest_run_compare_and_monte_carlo(api):
 def test_backtest_refuses_look_ahead_and_bad_requests(api):
     client, model_id = api
     inside = client.post("/api/backtest/run", json={"model_id": model_id, "sport": "nba", "start_date": "2020-11-01"}, headers=VIEWER)
-    assert inside.status_code == 422 and "start_date" in inside.json()["detail"]
+    assert inside.status_code == 422 and "start_date" in inside.json()["detail"][0]["msg"]
     assert client.post("/api/backtest/run", json={"model_id": model_id, "sport": "nfl"}, headers=VIEWER).status_code == 422
     assert client.post("/api/backtest/run", json={"model_id": 999, "sport": "nba"}, headers=VIEWER).status_code == 404
     bad = client.post("/api/backtest/run", json={"model_id": model_id, "sport": "nba", "betting_strategy": "martingale"}, headers=VIEWER)
@@ -67,7 +65,7 @@ def test_walk_forward_refits_per_fold_and_never_trains_on_its_future(api):
 def test_underdog_routes(api):
     client, _ = api
     missing = client.get("/api/underdog/predict", headers=VIEWER)
-    assert missing.status_code == 422 and "underdog" in missing.json()["detail"]
+    assert missing.status_code == 422 and "underdog" in missing.json()["detail"][0]["msg"]
     trained = client.post("/api/underdog/train", json={"seasons": [2012, 2013]}, headers=TRADER)
     assert trained.status_code == 200, trained.text
     assert client.post("/api/underdog/train", json={"tiers": ["gigantic"]}, headers=TRADER).status_code == 422

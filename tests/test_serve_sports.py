@@ -6,11 +6,8 @@ import time
 
 import pytest
 
-from tests.conftest import SHARED, pipeline_config, serve_api, shared_file
+from tests.conftest import SHARED, TRADER, VIEWER, pipeline_config, serve_api, shared_file
 
-PORT = 8125
-KEYS = {"v-key": "viewer", "t-key": "trader"}
-VIEWER, TRADER = {"X-API-Key": "v-key"}, {"X-API-Key": "t-key"}
 DEADLINE_S = 240
 
 
@@ -20,7 +17,7 @@ def api(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_sports")
     cfg = pipeline_config(tmp, "serve_sports", sports={"data_dir": str(SHARED / "sports"), "registry_dir": str(tmp / "registry"),
                                                        "queue_db": str(tmp / "queue.sqlite")})
-    with serve_api(cfg, "edgeray-sports", PORT, KEYS, timeout=120) as client:
+    with serve_api(cfg, "edgeray-sports", timeout=120) as client:
         yield client
 
 
@@ -37,12 +34,12 @@ def wait_for(fetch, done, what: str):
 
 def test_bad_training_requests_name_the_field(api):
     bad_sport = api.post("/api/models/create-sport-model", json={"sport": "nhl", "model_type": "statistical"}, headers=TRADER)
-    assert bad_sport.status_code == 422 and "sport" in bad_sport.json()["detail"] and "nhl" in bad_sport.json()["detail"]
+    assert bad_sport.status_code == 422 and "sport" in bad_sport.json()["detail"][0]["msg"] and "nhl" in bad_sport.json()["detail"][0]["msg"]
     bad_family = api.post("/api/models/create-sport-model", json={"sport": "nba", "model_type": "magic"}, headers=TRADER)
-    assert bad_family.status_code == 422 and "magic" in bad_family.json()["detail"]
+    assert bad_family.status_code == 422 and "magic" in bad_family.json()["detail"][0]["msg"]
     bad_epochs = api.post("/api/models/create-sport-model", json={"sport": "nba", "model_type": "neural", "params": {"epochs": -1}},
                           headers=TRADER)
-    assert bad_epochs.status_code == 422 and "epochs" in bad_epochs.json()["detail"]
+    assert bad_epochs.status_code == 422 and "epochs" in bad_epochs.json()["detail"][0]["msg"]
     assert api.post("/api/models/create-sport-model", json={"sport": "nba", "model_type": "statistical"}, headers=VIEWER).status_code == 403
     assert api.get("/api/training/job/no-such-job", headers=VIEWER).status_code == 404
     assert api.get("/api/performance/leaderboard/curling", headers=VIEWER).status_code == 422
@@ -53,9 +50,9 @@ def test_queue_trains_a_real_model_that_the_matrix_and_explainer_serve(api):
         "sport": "nba", "model_type": "statistical", "name": "logistic_l2", "train_seasons": [2019, 2020], "test_seasons": [2021]})
     assert job.status_code == 200, job.text
     job_id = job.json()["job_id"]
-    assert job_id in {j["job_id"] for j in api.get("/api/training/queue", headers=VIEWER).json()} | \
+    assert job_id in {j["job_id"] for j in api.get("/api/training/queue", headers=TRADER).json()} | \
         {j["job_id"] for j in api.get("/api/training/user-jobs", headers=TRADER).json()}
-    done = wait_for(lambda: api.get(f"/api/training/job/{job_id}", headers=VIEWER).json(),
+    done = wait_for(lambda: api.get(f"/api/training/job/{job_id}", headers=TRADER).json(),
                     lambda j: j["state"] in ("completed", "failed", "cancelled"), "training job")
     assert done["state"] == "completed", done.get("error")
     model_id = done["result"]["model_id"]

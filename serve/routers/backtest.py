@@ -1,0 +1,160 @@
+"""Backtests of registered sport models and the underdog model (viewer reads, trader trains)."""
+import asyncio
+from typing import Any, Literal
+
+import ray
+from fastapi import APIRouter, Depends, Query
+from pydantic import Field
+
+from serve.deps import Body, error, get_api, require, responses
+
+router = APIRouter(tags=["backtest"])
+
+Method = Literal["fixed", "percentage", "kelly", "confidence"]
+Seasons = list[int] | None
+Date = str | None
+
+
+class SizingBody(Body):
+    initial_bankroll: float = Field(1000.0, gt=0, le=1e12)
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    min_edge: float = Field(0.0, ge=0, le=1)
+    kelly_fraction: float = Field(0.25, gt=0, le=1)
+    kelly_cap: float = Field(0.10, gt=0, le=1)
+    amount: float = Field(10.0, gt=0, le=1e12)
+    percentage: float = Field(0.02, gt=0, le=1)
+
+    def spec(self, method: str) -> dict:
+        return {"method": method, "amount": self.amount, "percentage": self.percentage, "kelly_fraction": self.kelly_fraction,
+                "kelly_cap": self.kelly_cap, "min_edge": self.min_edge, "min_confidence": self.min_confidence}
+
+
+class BacktestBody(SizingBody):
+    model_id: int = Field(ge=0, le=2**31)
+    sport: str = Field(max_length=32)
+    start_date: Date = Field(None, max_length=32)
+    end_date: Date = Field(None, max_length=32)
+    betting_strategy: Method = "kelly"
+
+
+class CompareStrategiesBody(BacktestBody):
+    strategies: list[Method] = Field(["fixed", "percentage", "kelly", "confidence"], min_length=1, max_length=4)
+
+
+class MonteCarloBody(BacktestBody):
+    n_paths: int = Field(1000, ge=1, le=100_000)
+    method: Literal["bootstrap", "model"] = "bootstrap"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    ruin_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class WalkForwardBody(SizingBody):
+    sport: str = Field(max_length=32)
+    model_type: str = Field(max_length=32)
+    name: str | None = Field(None, max_length=200)
+    params: dict[str, Any] = Field({}, max_length=64)
+    mode: Literal["expanding", "rolling"] = "expanding"
+    min_train_seasons: int = Field(2, ge=1, le=100)
+    seasons: Seasons = Field(None, max_length=100)  # restrict to these seasons (all when None)
+    betting_strategy: Method = "kelly"
+
+
+class UnderdogTrainBody(Body):
+    tiers: list[str] | None = Field(None, max_length=10)
+    seasons: Seasons = Field(None, max_length=100)
+
+
+class UnderdogBacktestBody(SizingBody):
+    seasons: Seasons = Field(None, max_length=100)
+    tiers: list[str] | None = Field(None, max_length=10)
+    min_edge: float = Field(0.03, ge=0, le=1)
+
+
+def _opportunities(api, body: BacktestBody):
+    from edgeray.backtest.opportunities import model_opportunities
+    from edgeray.sports.registry import ModelRegistry
+
+    registry = ModelRegistry(api.cfg.sports.registry_dir)
+    record = registry.get(body.model_id)  # KeyError -> 404
+    if record["sport"] != body.sport.lower():
+        raise error(422, ["body", "sport"], f"sport: model {body.model_id} is a {record['sport']} model, not {body.sport!r}",
+                    "wrong_sport", body.sport)
+    return model_opportunities(registry, body.model_id, api.sport_frame(body.sport), body.start_date, body.end_date)
+
+
+@router.post("/api/backtest/run", responses=responses(401, 403, 404, 413, 422, 503))
+async def backtest_run(body: BacktestBody, api=Depends(get_api), who=require("read")) -> dict:
+    from actors.backtest_tasks import backtest_task
+
+    return await backtest_task.remote(_opportunities(api, body), body.spec(body.betting_strategy), body.initial_bankroll)
+
+
+@router.post("/api/backtest/compare-strategies", responses=responses(401, 403, 404, 413, 422, 503))
+async def backtest_compare(body: CompareStrategiesBody, api=Depends(get_api), who=require("read")) -> dict:
+    from actors.backtest_tasks import backtest_task
+
+    opportunities = ray.put(_opportunities(api, body))
+    refs = {name: backtest_task.remote(opportunities, body.spec(name), body.initial_bankroll) for name in body.strategies}
+    return {name: (await ref)["metrics"] for name, ref in refs.items()}
+
+
+@router.post("/api/backtest/monte-carlo", responses=responses(401, 403, 404, 413, 422, 503))
+async def backtest_monte_carlo(body: MonteCarloBody, api=Depends(get_api), who=require("read")) -> dict:
+    from actors.backtest_tasks import monte_carlo_parallel
+    from edgeray.backtest.engine import SizingSpec, run_bets
+
+    result = run_bets(_opportunities(api, body), SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+    if not result.bets["placed"].any():
+        raise error(422, ["body"], "no bets were placed with these filters: nothing to resample", "no_bets")
+    summary = await asyncio.get_running_loop().run_in_executor(None, lambda: monte_carlo_parallel(
+        result.bets, body.n_paths, body.method, body.seed, body.initial_bankroll, body.ruin_fraction))
+    return {"method": body.method, "seed": body.seed, **summary}
+
+
+@router.post("/api/backtest/walk-forward", responses=responses(401, 403, 413, 422))
+async def backtest_walk_forward(body: WalkForwardBody, api=Depends(get_api), who=require("read")) -> dict:
+    from edgeray.backtest.engine import SizingSpec, run_bets
+    from edgeray.backtest.opportunities import game_opportunities
+    from edgeray.backtest.walkforward import season_folds, walk_forward
+    from edgeray.sports.models import make_model
+
+    frame = api.sport_frame(body.sport)
+    if body.seasons:
+        frame = frame[frame["season"].isin(body.seasons)].reset_index(drop=True)
+    frame = frame[frame["home_win"].notna()].reset_index(drop=True)
+
+    def fit_predict(train, test):
+        return make_model(body.model_type, body.sport.lower(), body.name, body.params).fit(train).predict_proba(test)
+
+    folds = season_folds(frame, mode=body.mode, min_train_seasons=body.min_train_seasons)
+    wf = walk_forward(frame, fit_predict, folds, result_cols=["home_win", "home_score", "away_score"], prediction_col="p_home")
+    predicted = wf.predictions.reset_index(drop=True)  # every fold's test rows, predicted by that fold's model
+    opportunities = game_opportunities(predicted, predicted["p_home"].to_numpy())
+    result = run_bets(opportunities, SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+    return {"folds": [f.to_dict() for f in wf.folds], "fold_summary": api.records(wf.fold_summary), **result.to_dict()}
+
+
+@router.post("/api/underdog/train", responses=responses(401, 403, 413, 422))
+async def underdog_train(body: UnderdogTrainBody, api=Depends(get_api), who=require("trade")) -> dict:
+    from edgeray.underdog.model import train
+
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: train(
+        api.cfg.sports.data_dir, api.underdog_dir(), tiers=body.tiers, seasons=body.seasons))
+
+
+@router.get("/api/underdog/predict", responses=responses(401, 403, 422))
+async def underdog_predict(date: str | None = Query(None, max_length=32), min_odds: int = Query(100, ge=100, le=100_000),
+                           max_odds: int | None = Query(None, ge=100, le=100_000), api=Depends(get_api),
+                           who=require("read")) -> list[dict]:
+    from edgeray.underdog.model import predict
+
+    return api.records(predict(api.underdog_dir(), api.cfg.sports.data_dir, date=date, min_odds=min_odds, max_odds=max_odds))
+
+
+@router.post("/api/underdog/backtest", responses=responses(401, 403, 413, 422, 503))
+async def underdog_backtest(body: UnderdogBacktestBody, api=Depends(get_api), who=require("read")) -> dict:
+    from actors.backtest_tasks import backtest_task
+    from edgeray.underdog.model import backtest_opportunities
+
+    opportunities = backtest_opportunities(api.underdog_dir(), api.cfg.sports.data_dir, seasons=body.seasons, tiers=body.tiers)
+    return await backtest_task.remote(opportunities, body.spec("kelly"), body.initial_bankroll)

@@ -1,0 +1,106 @@
+"""The decision loop: decide on feature rows, read a decision's audit trail, the veto queue, risk and bandit arms."""
+from datetime import datetime
+from typing import Annotated, Literal
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Path
+from pydantic import Field
+
+from serve.deps import Body, error, get_api, require, responses
+
+router = APIRouter(tags=["decisions"])
+
+DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class FeatureRow(Body):
+    symbol: str = Field(min_length=1, max_length=64)
+    event_ts: datetime
+    close: float = Field(gt=0, allow_inf_nan=False)
+    open: float | None = Field(None, gt=0, allow_inf_nan=False)
+    bid: float | None = Field(None, gt=0, allow_inf_nan=False)
+    ask: float | None = Field(None, gt=0, allow_inf_nan=False)
+    features: dict[str, float | None] = Field(max_length=256)
+
+
+class DecisionRequest(Body):
+    rows: list[FeatureRow] = Field(min_length=1, max_length=1_000)
+
+
+class ReviewBody(Body):
+    note: str = Field("", max_length=1_000)
+
+
+class KillBody(Body):
+    reason: str = Field(min_length=1, max_length=1_000)
+
+
+@router.post("/api/decisions", responses=responses(401, 403, 409, 413, 422, 503))
+async def decide(body: DecisionRequest, api=Depends(get_api), who=require("trade")) -> dict:
+    """Feature rows in (one per symbol and time), decisions out with their audit trail."""
+    from policies.engine import decision_ids
+
+    missing = [f"rows[{i}].features.{n}" for i, r in enumerate(body.rows) for n in api.cfg.features.spec().names
+               if n not in r.features]
+    if missing:
+        raise error(422, ["body", "rows", "features"], f"missing features: {', '.join(missing[:20])}", "missing_field",
+                    missing[:20])
+    frame = pd.DataFrame([{"symbol": r.symbol, "event_ts": r.event_ts,
+                           "open": r.open or r.close, "close": r.close, "bid": r.bid, "ask": r.ask,
+                           **{k: (float("nan") if v is None else v) for k, v in r.features.items()}} for r in body.rows])
+    frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)  # naive times are read as UTC
+    frame = frame.astype({"bid": float, "ask": float}).sort_values("event_ts", kind="stable").reset_index(drop=True)
+    await api.loop("meta_controller").decide_batch.remote(frame)
+    ids = decision_ids(api.cfg.namespace, frame["symbol"].to_numpy(), frame["event_ts"])
+    audit = api.loop("audit")
+    trails = [await audit.get.remote(i) for i in ids]
+    return {"decisions": [{"decision_id": i, "audit": t} for i, t in zip(ids, trails)]}
+
+
+@router.get("/api/decisions/{decision_id}", responses=responses(401, 403, 404, 409, 422, 503))
+async def decision(decision_id: DecisionId, api=Depends(get_api), who=require("read")) -> dict:
+    trail = await api.loop("audit").get.remote(decision_id)
+    if not trail:
+        raise error(404, ["path", "decision_id"], f"decision_id {decision_id!r}: no such decision", "not_found", decision_id)
+    first = next((r for r in trail if r["stage"] == "decision"), trail[0])
+    return {"decision_id": decision_id, "decision": first["payload"],
+            "explanation": first["payload"].get("explanation", []), "audit": trail}
+
+
+@router.get("/api/veto/pending", responses=responses(401, 403, 409, 503))
+async def veto_pending(api=Depends(get_api), who=require("read")) -> list[dict]:
+    return await api.loop("veto_gate").pending.remote()
+
+
+@router.post("/api/veto/{decision_id}/{action}", responses=responses(401, 403, 404, 409, 413, 422, 503))
+async def veto_review(decision_id: DecisionId, action: Literal["approve", "reject"], body: ReviewBody | None = None,
+                      api=Depends(get_api), who=require("trade")) -> dict:
+    # Unknown, already decided or expired: the gate's KeyError becomes a 404.
+    record = await getattr(api.loop("veto_gate"), action).remote(decision_id, who.name)
+    return {k: v for k, v in record.items() if k != "order"}
+
+
+@router.get("/api/risk/status", responses=responses(401, 403, 409, 503))
+async def risk_status(api=Depends(get_api), who=require("read")) -> dict:
+    return await api.loop("risk_monitor").status.remote()
+
+
+@router.post("/api/risk/kill-switch", responses=responses(401, 403, 409, 413, 422, 503))
+async def kill_switch(body: KillBody, api=Depends(get_api), who=require("trade")) -> dict:
+    return await api.loop("risk_monitor").kill.remote(body.reason, who.name)
+
+
+@router.post("/api/risk/resume", responses=responses(401, 403, 409, 503))
+async def resume(api=Depends(get_api), who=require("admin")) -> dict:
+    return await api.loop("risk_monitor").resume.remote(who.name)
+
+
+@router.get("/api/meta/arms", responses=responses(401, 403, 409, 503))
+async def arms(api=Depends(get_api), who=require("read")) -> list[dict]:
+    return await api.loop("meta_controller").arms.remote()
+
+
+@router.post("/api/meta/arms/{arm}/{action}", responses=responses(401, 403, 404, 409, 422, 503))
+async def set_arm(arm: Annotated[str, Path(max_length=64)], action: Literal["enable", "disable"], api=Depends(get_api),
+                  who=require("admin")) -> list[dict]:
+    return await api.loop("meta_controller").set_arm.remote(arm, action == "enable")

@@ -1,0 +1,191 @@
+"""Sport models: the training queue, model creation, the performance matrix and the data pipeline.
+
+A job's owner is the caller's identity (never a request field); non-admins see and cancel only their own
+jobs. Data and registry paths come from the server config only: a request naming a path is refused.
+"""
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+
+from serve.deps import Body, error, get_api, require, responses
+
+router = APIRouter(tags=["training"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Params = Annotated[dict[str, Any], Field(max_length=64)]
+
+
+class SubmitBody(Body):
+    task: str = Field("sport_model", max_length=64)
+    params: Params = {}
+    priority: int = Field(0, ge=-100, le=100)
+    num_gpus: float | None = Field(None, ge=0, le=64)
+
+
+class SportModelBody(Body):
+    sport: str = Field(max_length=32)
+    model_type: str = Field(max_length=32)  # the model family: statistical, ensemble, neural, lstm
+    name: str | None = Field(None, max_length=200)
+    params: Params = {}
+    train_seasons: list[int] | None = Field(None, max_length=50)
+    test_seasons: list[int] | None = Field(None, max_length=50)
+    priority: int = Field(0, ge=-100, le=100)
+
+
+class CompareBody(Body):
+    model_ids: list[int] = Field(min_length=1, max_length=50)
+
+
+class PipelineRunBody(Body):
+    sport: str = Field(max_length=32)
+
+
+def _server_params(api) -> dict:
+    return {"data_dir": api.cfg.sports.data_dir, "registry_dir": api.cfg.sports.registry_dir}
+
+
+@router.get("/api/training/queue", responses=responses(401, 403, 503))
+async def training_queue(api=Depends(get_api), who=require("read")) -> list[dict]:
+    """Running then queued jobs; a non-admin sees their own."""
+    return await api.queue().queue.remote(who.name, who.is_admin)
+
+
+@router.post("/api/training/submit", responses=responses(401, 403, 413, 422, 503))
+async def training_submit(body: SubmitBody, api=Depends(get_api), who=require("trade")) -> dict:
+    server = _server_params(api) if body.task == "sport_model" else None
+    return await api.queue().submit.remote(who.name, body.task, body.params, body.priority, body.num_gpus, server)
+
+
+@router.get("/api/training/job/{job_id}", responses=responses(401, 403, 404, 422, 503))
+async def training_job(job_id: JobId, api=Depends(get_api), who=require("read")) -> dict:
+    return await api.queue().job.remote(job_id, who.name, who.is_admin)
+
+
+@router.post("/api/training/job/{job_id}/cancel", responses=responses(401, 403, 404, 409, 422, 503))
+async def training_cancel(job_id: JobId, api=Depends(get_api), who=require("trade")) -> dict:
+    try:
+        return await api.queue().cancel.remote(job_id, who.name, who.is_admin)
+    except ValueError as exc:  # cancelling a finished job conflicts with its state
+        raise error(409, ["path", "job_id"], str(exc), "conflict", job_id) from None
+
+
+@router.get("/api/training/user-jobs", responses=responses(401, 403, 422, 503))
+async def training_user_jobs(user: str | None = Query(None, max_length=64), api=Depends(get_api),
+                             who=require("read")) -> list[dict]:
+    """The caller's jobs; `user` names another user's (admin only)."""
+    return await api.queue().user_jobs.remote(who.name, who.is_admin, user)
+
+
+@router.get("/api/training/gpu-stats", responses=responses(401, 403, 503))
+async def training_gpu_stats(api=Depends(get_api), who=require("read")) -> dict:
+    return await api.queue().gpu_stats.remote()
+
+
+@router.post("/api/models/create-sport-model", responses=responses(401, 403, 413, 422, 503))
+async def create_sport_model(body: SportModelBody, api=Depends(get_api), who=require("trade")) -> dict:
+    params = {"sport": body.sport, "family": body.model_type, "name": body.name, "model_params": body.params,
+              "train_seasons": body.train_seasons, "test_seasons": body.test_seasons}
+    return await api.queue().submit.remote(who.name, "sport_model", params, body.priority, None, _server_params(api))
+
+
+@router.get("/api/models/sport-features/{sport}/{model_type}", responses=responses(401, 403, 422))
+async def sport_features(sport: Annotated[str, Path(max_length=32)], model_type: Annotated[str, Path(max_length=32)],
+                         who=require("read")) -> dict:
+    from edgeray.sports.features import feature_groups
+    from edgeray.sports.models import FAMILIES, PARAM_SCHEMAS
+    from edgeray.sports.registry import check_family, check_sport
+
+    sport, family = check_sport(sport.lower()), check_family(model_type)
+    return {"sport": sport, "model_type": family, "feature_groups": feature_groups(sport=sport),
+            "models": {n: PARAM_SCHEMAS[n].model_json_schema() for n in FAMILIES[family] if n in PARAM_SCHEMAS}}
+
+
+Metric = Annotated[str, Query(max_length=32)]
+
+
+@router.get("/api/performance/matrix", responses=responses(401, 403, 404, 422))
+async def performance_matrix(sport: str | None = Query(None, max_length=32), days_back: int | None = Query(None, ge=1, le=36_500),
+                             sort_by: str | None = Query(None, max_length=32), api=Depends(get_api),
+                             who=require("read")) -> list[dict]:
+    return api.records(api.matrix().matrix(sport=sport, days_back=days_back, sort_by=sort_by))
+
+
+@router.post("/api/performance/compare", responses=responses(401, 403, 404, 413, 422))
+async def performance_compare(body: CompareBody, api=Depends(get_api), who=require("read")) -> list[dict]:
+    return api.records(api.matrix().compare(body.model_ids))
+
+
+@router.get("/api/performance/leaderboard/{sport}", responses=responses(401, 403, 404, 422))
+async def performance_leaderboard(sport: Annotated[str, Path(max_length=32)], metric: Metric = "log_loss",
+                                  api=Depends(get_api), who=require("read")) -> list[dict]:
+    return api.records(api.matrix().leaderboard(sport, metric=metric))
+
+
+@router.get("/api/performance/model-types", responses=responses(401, 403, 404, 422))
+async def performance_model_types(sport: str | None = Query(None, max_length=32), api=Depends(get_api),
+                                  who=require("read")) -> list[dict]:
+    return api.records(api.matrix().by_model_type(sport=sport))
+
+
+@router.get("/api/performance/parameters", responses=responses(401, 403, 404, 422))
+async def performance_parameters(family: Annotated[str, Query(max_length=32)], metric: Metric = "log_loss",
+                                 api=Depends(get_api), who=require("read")) -> list[dict]:
+    return api.records(api.matrix().parameter_effectiveness(family, metric=metric))
+
+
+@router.get("/api/performance/trending", responses=responses(401, 403, 404, 422))
+async def performance_trending(metric: Metric = "log_loss", window: int = Query(3, ge=1, le=1_000), api=Depends(get_api),
+                               who=require("read")) -> list[dict]:
+    return api.records(api.matrix().trending(metric=metric, window=window))
+
+
+@router.get("/api/data/pipeline/status", responses=responses(401, 403))
+async def data_pipeline_status(api=Depends(get_api), who=require("read")) -> dict:
+    return dict(api.pipeline_status)
+
+
+@router.post("/api/data/pipeline/run", responses=responses(401, 403, 409, 413, 422))
+async def data_pipeline_run(body: PipelineRunBody, api=Depends(get_api), who=require("trade")) -> dict:
+    from edgeray.sports.games import SPORTS
+    from edgeray.sports.pipeline import STAGES, run_pipeline
+
+    sport = body.sport.lower()
+    if sport not in SPORTS:
+        raise error(422, ["body", "sport"], f"sport: unknown sport {body.sport!r}; known: {list(SPORTS)}", "unknown_sport", body.sport)
+    if api.pipeline_status.get("state") == "running":
+        raise error(409, ["body", "sport"], "a data pipeline run is already in progress", "conflict", body.sport)
+    api.pipeline_status = status = {"state": "running", "sport": sport, "stage": None, "stages_done": 0,
+                                    "stages_total": len(STAGES), "progress": 0.0}
+
+    def progress(stage: str, index: int, total: int) -> None:
+        status.update(stage=stage, stages_done=index, progress=index / total)
+
+    def work() -> None:
+        try:
+            report = run_pipeline(sport, api.cfg.sports.data_dir, progress=progress)
+            status.update(state="finished", progress=1.0, report=report.to_dict())
+        except Exception as exc:  # noqa: BLE001 - the status shows why the run failed
+            status.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+
+    asyncio.get_running_loop().run_in_executor(None, work)  # the run goes on after this reply
+    return dict(status)
+
+
+@router.get("/api/data/preprocessing/config", responses=responses(401, 403))
+async def preprocessing_config(who=require("read")) -> dict:
+    from edgeray.sports.features import DEFAULT_CONFIG
+    from edgeray.sports.pipeline import Preprocessor
+
+    pre = Preprocessor()
+    return {"features": DEFAULT_CONFIG, "imputation": "median of the fit seasons' rows (0.0 for an all-missing column)",
+            "clip_quantiles": list(pre.clip_quantiles), "fit_seasons": "every season except the last, unless given"}
+
+
+@router.get("/api/data/features/explain", responses=responses(401, 403, 404, 422))
+async def features_explain(model_id: int = Query(ge=0, le=2**31), rows: int = Query(5, ge=1, le=50), api=Depends(get_api),
+                           who=require("read")) -> dict:
+    from edgeray.sports.explain import explain_sport_model
+
+    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data_dir, model_id, rows)
