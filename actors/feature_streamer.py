@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
-from actors.window import InFlightWindow
+from actors.window import InFlightWindow, OutOfOrderError
 from edgeray.config import PipelineConfig
+from edgeray.deadletter import DeadLetterStore
 from edgeray.events import EventKind, batch_kind
 from edgeray.feature_repo.definitions import MARKET_VIEW, ODDS_VIEW
 from edgeray.featurestore import FeastSettings, FeastSink, open_store
@@ -25,6 +30,8 @@ from edgeray.latency import LatencyRing
 # could run the later one first; its per-symbol "decided until" watermark then skipped the earlier batch as
 # already decided (seen: 1,000 of 3,000 rows lost). The streamer keeps computing features while one is out.
 DECISIONS_IN_FLIGHT = 1
+NEVER = -(2**63)
+logger = logging.getLogger(__name__)
 
 
 def feast_settings(cfg: PipelineConfig) -> FeastSettings:
@@ -47,7 +54,24 @@ class FeatureStreamerActor:
         self.cfg = PipelineConfig.model_validate(config)
         # Market feature rows go on to the decision loop under their own bounded in-flight window.
         self.meta = meta_controller
-        self._decisions = InFlightWindow(DECISIONS_IN_FLIGHT)
+        # A failing decide_batch is recorded here and its rows dead-lettered; it never fails a later,
+        # unrelated `process` call (and with it the ingestion of a healthy batch).
+        self._decisions = InFlightWindow(DECISIONS_IN_FLIGHT, lambda rows, seq, after: self.meta.decide_batch.remote(rows),
+                                         on_give_up=self._decision_failed)
+        ing = self.cfg.ingestion
+        self.undecided = DeadLetterStore(Path(self.cfg.run_dir) / "decision_deadletters.jsonl",
+                                         ing.deadletter_max_bytes, ing.deadletter_keep_files)
+        self.decision_errors = 0
+        self.undecided_rows = 0
+        self.last_decision_error: str | None = None
+        # Exactly once from the ingestion actor: its batches are numbered per producer (see InFlightWindow).
+        self._producer: str | None = None
+        self._last_seq: int | None = None
+        self.batches_already_processed = 0
+        # Defence in depth against a replayed stream: per (kind, symbol) the last event_ts processed
+        # and the ids seen at exactly that ts (two quote ticks may share a timestamp).
+        self._last_ts: dict[tuple[str, str], tuple[int, set[int]]] = {}
+        self.rows_already_processed = 0
         settings = feast_settings(self.cfg)
         self.sink = FeastSink(open_store(settings), settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
@@ -65,11 +89,33 @@ class FeatureStreamerActor:
         # generation-2 collection mid-stream stalled one batch for ~250 ms (the whole replay's p99).
         gc.freeze()
 
-    def process(self, batch: pa.RecordBatch) -> int:
+    def process(self, batch: pa.RecordBatch, seq: int | None = None, after: int | None = None,
+                producer: str | None = None) -> int:
+        """Compute and store the features of one ordered micro-batch; returns the rows processed.
+        `seq`/`after`/`producer`: the ingestion actor's batch numbering; a batch already processed is
+        skipped, one whose predecessor is missing is refused (OutOfOrderError) so it is resent in order."""
+        if seq is not None:
+            if producer != self._producer:
+                self._producer, self._last_seq = producer, None
+            if self._last_seq is not None:
+                if seq <= self._last_seq:
+                    self.batches_already_processed += 1
+                    return 0
+                if after != self._last_seq:
+                    raise OutOfOrderError(f"batch {seq} follows {after}, but the last batch processed is {self._last_seq}")
         if self.process_delay_s:
             time.sleep(self.process_delay_s)
         kind = batch_kind(batch)
-        frame = batch.to_pandas()
+        frame = self._unseen(kind.value, batch.to_pandas())
+        if not frame.empty:
+            self._compute(kind, frame)
+        # Only now, after it succeeded: a batch that failed is resent and must not be taken as processed.
+        self._mark_processed(kind.value, frame)
+        if seq is not None:
+            self._last_seq = seq
+        return len(frame)
+
+    def _compute(self, kind: EventKind, frame: pd.DataFrame) -> None:
         if kind in (EventKind.BAR, EventKind.QUOTE):
             features, view = self.market.update(frame, kind.value), MARKET_VIEW
         elif kind is EventKind.ODDS:
@@ -80,14 +126,51 @@ class FeatureStreamerActor:
             self.sink.write(view, features)
             self.feature_rows += len(features)
             if self.meta is not None and view == MARKET_VIEW:
-                rows = decision_frame(frame, features)
-                self._decisions.submit(lambda: self.meta.decide_batch.remote(rows))
+                self._decisions.submit(decision_frame(frame, features))
         now = time.time_ns()
-        self._record_latency(self._latency.record_since(batch.column("received_ns").to_numpy(), now))
-        self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + batch.num_rows
+        self._record_latency(self._latency.record_since(frame["received_ns"].to_numpy(), now))
+        self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + len(frame)
         self._first_ns = self._first_ns or now
         self._last_ns = now
-        return batch.num_rows
+
+    def _unseen(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows not processed before: stamped after their symbol's last processed row, or at that
+        same instant under an id not seen there. Rows arrive in event-time order per symbol."""
+        stamps = frame["event_ts"].array.asi8
+        symbols = frame["symbol"].to_numpy()
+        ids = frame["event_id"].to_numpy()
+        codes, uniq = pd.factorize(symbols)
+        last = np.fromiter((self._last_ts.get((kind, s), (NEVER,))[0] for s in uniq), np.int64, len(uniq))[codes]
+        keep = stamps > last
+        for i in np.flatnonzero(stamps == last):
+            keep[i] = int(ids[i]) not in self._last_ts[(kind, symbols[i])][1]
+        self.rows_already_processed += int((~keep).sum())
+        return frame if keep.all() else frame[keep].reset_index(drop=True)
+
+    def _mark_processed(self, kind: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        last = pd.DataFrame({"symbol": frame["symbol"].to_numpy(), "ts": frame["event_ts"].array.asi8,
+                             "id": frame["event_id"].to_numpy()})
+        latest = last[last["ts"] == last.groupby("symbol")["ts"].transform("max")]
+        for sym, group in latest.groupby("symbol"):
+            ts = int(group["ts"].iloc[0])
+            prev = self._last_ts.get((kind, sym))
+            ids = set(group["id"].tolist())
+            self._last_ts[(kind, sym)] = (ts, prev[1] | ids if prev is not None and prev[0] == ts else ids)
+
+    def _decision_failed(self, rows: pd.DataFrame, error: BaseException) -> None:
+        """The meta-controller failed on these rows: keep going, and say so (status, log, dead letters)."""
+        text = str(error)[-2000:]
+        self.decision_errors += 1
+        self.undecided_rows += len(rows)
+        self.last_decision_error = text
+        logger.error("decide_batch failed on %d rows (%s .. %s): %s", len(rows), rows["event_ts"].min(),
+                     rows["event_ts"].max(), text)
+        raw = rows[[c for c in ("symbol", "event_ts", "close") if c in rows]]
+        self.undecided.append("decision", "feature_streamer", pd.DataFrame({
+            "row": np.arange(len(rows)), "reason": "decision_error", "field": "decide_batch", "value": text,
+            "raw": [json.dumps(r, default=str) for r in raw.to_dict("records")]}))
 
     def _record_latency(self, latency_ms: np.ndarray) -> None:
         # A sample per batch keeps the metrics call cheap while the histogram stays representative.
@@ -110,4 +193,8 @@ class FeatureStreamerActor:
         return {"events_processed": self.events_processed, "events_by_kind": dict(self.events_by_kind),
                 "feature_rows": self.feature_rows, "online_rows_written": self.sink.online_rows_written,
                 "offline_rows_written": self.sink.offline_rows_written,
-                "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"]}
+                "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
+                "batches_already_processed": self.batches_already_processed,
+                "rows_already_processed": self.rows_already_processed,
+                "decision_errors": self.decision_errors, "undecided_rows": self.undecided_rows,
+                "last_decision_error": self.last_decision_error}

@@ -1,10 +1,18 @@
 """Market ingestion actor: replay, generator and push sources -> validated, ordered micro-batches
-forwarded to the feature streamer under a bounded in-flight window (backpressure)."""
+forwarded to the feature streamer under a bounded in-flight window (backpressure).
+
+Restarts: Ray retries an interrupted `replay` call on the restarted actor. So that it resumes
+instead of starting over (which once put 11,098 duplicate rows into the offline history), the
+replay commits at points where the streamer has acknowledged everything released so far: the rows
+fed per source, the core's counters, reorder buffer and watermarks, and the last batch number, in
+run_dir/state/ingestion.json. The restarted actor loads that and continues exactly from there.
+"""
 from __future__ import annotations
 
 import gc
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +23,10 @@ from actors.metrics import PipelineMetrics
 from actors.window import InFlightWindow
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.deadletter import DeadLetterStore
+from edgeray.events import batch_kind
 from edgeray.ingest import IngestCore
-from edgeray.sources import load_source, micro_batches
+from edgeray.sources import load_source, micro_batches, source_identity
+from edgeray.statefile import load_state, save_state
 
 
 def as_frame(rows: pd.DataFrame | pa.RecordBatch | pa.Table | list[dict]) -> pd.DataFrame:
@@ -24,7 +34,8 @@ def as_frame(rows: pd.DataFrame | pa.RecordBatch | pa.Table | list[dict]) -> pd.
         return rows
     if isinstance(rows, (pa.RecordBatch, pa.Table)):
         return rows.to_pandas()
-    return pd.DataFrame.from_records(rows)
+    # pd.DataFrame([{}]) keeps the one (empty) row; from_records([{}]) would silently have none.
+    return pd.DataFrame(list(rows))
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # threads: status/dead-letter reads answer during a replay
@@ -32,45 +43,89 @@ class IngestionActor:
     def __init__(self, config: dict, streamer: "ray.actor.ActorHandle"):
         self.cfg = PipelineConfig.model_validate(config)
         ing = self.cfg.ingestion
-        self.deadletters = DeadLetterStore(Path(self.cfg.run_dir) / "deadletters.jsonl")
+        run_dir = Path(self.cfg.run_dir)
+        self.deadletters = DeadLetterStore(run_dir / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
         self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds),
-                               ing.dedup_capacity, set(ing.sports))
+                               ing.dedup_capacity, set(ing.sports), pd.Timedelta(seconds=ing.max_future_skew_seconds))
         self.streamer = streamer
-        # A slow streamer blocks submission, which blocks our callers: slower, never lossy.
-        self._in_flight = InFlightWindow(ing.max_in_flight)
+        self.state_path = run_dir / "state" / "ingestion.json"
+        # Only a restart of this actor resumes; a new actor in the same run_dir starts a new run.
+        reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        state = load_state(self.state_path) if reconstructed else None
+        if state:
+            self.core.load_state(state["core"])
+        # Batches are numbered per producer, so the streamer skips a batch it has already processed.
+        self.producer: str = state["producer"] if state else uuid.uuid4().hex
+        self._replay_task: str | None = state["replay_task"] if state else None
+        self._offsets: dict[str, int] = dict(state["offsets"]) if state else {}
+        self.downstream_errors: int = state["downstream_errors"] if state else 0
+        # True when counters may miss rows: pushed after the last commit, or no state to restore.
+        self.restarted = bool(state["counters_incomplete"]) if state else reconstructed
+        self._dirty = False
+        # A slow streamer blocks submission, which blocks our callers: slower, never lossy. A failing one
+        # is retried, then its batch dead-lettered: never raised into an unrelated ingest call.
+        self._in_flight = InFlightWindow(ing.max_in_flight, self._send, ing.downstream_retries, self._downstream_failed,
+                                         last_seq=state["last_seq"] if state else 0)
         # One lock for validate -> reorder -> forward, so batches reach the streamer in release order.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._progress: dict = {"state": "idle"}
         self.metrics = PipelineMetrics()
+        if not state:
+            self._commit()  # replaces a state file an earlier run left in this run_dir
         gc.freeze()  # long-lived start-up objects out of the collector's way (see FeatureStreamerActor)
 
     # -- sources ------------------------------------------------------------------------------
-    def ingest(self, kind: str, rows, source: str = "push") -> dict:
-        """Push entry (HTTP/WebSocket/live feeds): returns this batch's outcome with per-row errors."""
-        frame = as_frame(rows)
-        with self._lock:
-            report = self.core.ingest(kind, frame, source)
-            self._forward(report.released)
-        self._record_metrics(kind, report)
+    def ingest(self, kind: str, rows, source: str = "push", strict: bool = False, epoch_unit: str | None = None) -> dict:
+        """Push entry (HTTP/WebSocket/live feeds): returns this batch's outcome with per-row errors.
+        The Serve layer pushes with strict=True: values must have their JSON types (see validation.validate);
+        `epoch_unit` ("s", "ms", "us", "ns") lets event_ts be a number."""
+        report = self._ingest(kind, as_frame(rows), source, strict, epoch_unit, push=True)
         return {"received": report.received, "accepted": report.accepted, "duplicates": report.duplicates,
                 "rejected": len(report.rejected), "errors": report.errors()}
 
+    def _ingest(self, kind: str, frame: pd.DataFrame, source: str, strict: bool = False,
+                epoch_unit: str | None = None, push: bool = False):
+        with self._lock:
+            report = self.core.ingest(kind, frame, source, strict, epoch_unit)
+            self._forward(report.released)
+            if push and not self._dirty:
+                # A push is not replayed after a restart: say so in the state, cheaply, once per commit.
+                self._dirty = True
+                save_state(self.state_path, {**self._state(), "counters_incomplete": True})
+        self._record_metrics(kind, report)
+        return report
+
     def replay(self, sources: list[dict], rate: float = 0.0, batch_size: int | None = None) -> dict:
-        """Replay sources in event-time order; `rate` event-seconds per wall-second (0: full speed)."""
+        """Replay sources in event-time order; `rate` event-seconds per wall-second (0: full speed).
+        Retried by Ray after a restart of this actor, it resumes from the last commit."""
         batch_size = batch_size or self.cfg.ingestion.batch_size
-        loaded = [(SourceConfig.model_validate(s), kind, frame) for s in sources for kind, frame in load_source(SourceConfig.model_validate(s))]
-        total = sum(len(f) for _, _, f in loaded)
-        done, started = 0, time.perf_counter()
-        self._progress = {"state": "replaying", "done": 0, "total": total, "started": time.time()}
-        for spec, kind, frame in loaded:
+        task = ray.get_runtime_context().get_task_id()
+        with self._lock:
+            if task != self._replay_task:  # a new replay, not this one resumed
+                self._replay_task, self._offsets = task, {}
+        specs = [SourceConfig.model_validate(s) for s in sources]
+        loaded = [(spec, f"{source_identity(spec)}#{j}", kind, frame)
+                  for spec in specs for j, (kind, frame) in enumerate(load_source(spec))]
+        total = sum(len(f) for *_, f in loaded)
+        done = sum(min(self._offsets.get(key, 0), len(f)) for _, key, _, f in loaded)
+        started = last_commit = time.perf_counter()
+        self._progress = {"state": "replaying", "done": done, "total": total, "started": time.time(),
+                          "resumed_from": done}
+        for spec, key, kind, frame in loaded:
+            offset = self._offsets.get(key, 0)
             first_ts = pd.to_datetime(frame["event_ts"].iloc[0], utc=True, errors="coerce") if len(frame) else None
             wall_start = time.perf_counter()
-            for batch in micro_batches(frame, batch_size):
+            for batch in micro_batches(frame.iloc[offset:], batch_size):
                 if rate > 0 and first_ts is not None:
                     self._pace(batch, first_ts, wall_start, rate)
-                self.ingest(kind, batch, source=spec.path or spec.type)
+                with self._lock:
+                    self._ingest(kind, batch, spec.path or spec.type)
+                    self._offsets[key] = self._offsets.get(key, 0) + len(batch)
                 done += len(batch)
                 self._progress = {**self._progress, "done": done, "source": spec.path or spec.type}
+                if time.perf_counter() - last_commit >= self.cfg.ingestion.commit_interval_s:
+                    self._drain_and_commit()
+                    last_commit = time.perf_counter()
         self.flush()
         elapsed = time.perf_counter() - started
         self._progress = {**self._progress, "state": "finished", "elapsed_s": elapsed}
@@ -88,25 +143,53 @@ class IngestionActor:
             time.sleep(delay)
 
     # -- forwarding ---------------------------------------------------------------------------
+    def _send(self, batch: pa.RecordBatch, seq: int, after: int) -> ray.ObjectRef:
+        return self.streamer.process.remote(batch, seq, after, self.producer)
+
     def _forward(self, batches: list[pa.RecordBatch]) -> None:
         for batch in batches:
-            self._in_flight.submit(lambda: self.streamer.process.remote(batch))
+            self._in_flight.submit(batch)
             self.metrics.in_flight.set(len(self._in_flight))
+
+    def _downstream_failed(self, batch: pa.RecordBatch, error: BaseException) -> None:
+        """The streamer failed on this batch after every retry: its rows are dead letters, not lost."""
+        rows = batch.to_pandas().drop(columns=["received_ns"])
+        text = f"{type(error).__name__}: {error}"[-2000:]
+        self.deadletters.append(batch_kind(batch).value, "downstream", pd.DataFrame({
+            "row": range(len(rows)), "reason": "downstream_error", "field": "feature_streamer", "value": text,
+            "raw": rows.to_json(orient="records", lines=True, date_format="iso").splitlines()}))
+        self.downstream_errors += len(rows)
+        self.metrics.rejected.inc(len(rows), {"kind": "any", "reason": "downstream_error"})
 
     def flush(self) -> dict:
         """Release the reorder buffer and wait until the streamer has every event."""
         with self._lock:
             self._forward(self.core.flush())
-            self._in_flight.drain()
+            self._drain_and_commit()
         return self.status()
+
+    def _drain_and_commit(self) -> None:
+        with self._lock:
+            self._in_flight.drain()
+            self._commit()
+
+    def _state(self) -> dict:
+        return {"producer": self.producer, "last_seq": self._in_flight.acked, "core": self.core.state_dict(),
+                "replay_task": self._replay_task, "offsets": self._offsets,
+                "downstream_errors": self.downstream_errors, "counters_incomplete": self.restarted}
+
+    def _commit(self) -> None:
+        """Only called with nothing in flight: everything released so far is acknowledged."""
+        save_state(self.state_path, self._state())
+        self._dirty = False
 
     def _record_metrics(self, kind: str, report) -> None:
         tags = {"kind": str(kind)}
-        self.metrics.received.inc(report.received, tags)
-        if report.accepted:
-            self.metrics.accepted.inc(report.accepted, tags)
-        if report.duplicates:
-            self.metrics.duplicates.inc(report.duplicates, tags)
+        # Ray counters refuse an increment of 0 (an empty push once answered 500 because of it).
+        for counter, n in ((self.metrics.received, report.received), (self.metrics.accepted, report.accepted),
+                           (self.metrics.duplicates, report.duplicates)):
+            if n:
+                counter.inc(n, tags)
         for reason, n in report.rejected["reason"].value_counts().items():
             self.metrics.rejected.inc(int(n), {"kind": str(kind), "reason": reason})
 
@@ -114,9 +197,9 @@ class IngestionActor:
     def status(self) -> dict:
         return {**self.core.counters.as_dict(), "in_flight": len(self._in_flight),
                 "max_in_flight": self._in_flight.limit, "max_in_flight_seen": self._in_flight.max_seen,
-                "replay": dict(self._progress)}
+                "downstream_errors": self.downstream_errors, "restarted": self.restarted,
+                "dead_letters": self.deadletters.total, "replay": dict(self._progress)}
 
-    def dead_letters(self, limit: int = 100) -> list[dict]:
-        return self.deadletters.read(limit)
-
-
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> dict:
+        """{"total", "offset", "limit", "items"}: `limit` records skipping the `offset` newest, oldest first."""
+        return self.deadletters.read_page(limit, offset)

@@ -11,15 +11,17 @@ import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 
 from edgeray.config import PipelineConfig
 from edgeray.statefile import load_state, save_state
-from edgeray.watermark import SymbolWatermark
+from edgeray.watermark import NEVER, SymbolWatermark
 from envs.trading import TradingEnvConfig
-from policies.engine import DecisionEngine
+from policies.engine import DecisionEngine, decision_ids
 from policies.rl_policy import load_meta
+from policies.strategies import PairsStatArb
 
 PASS_THROUGH = ("approve", "resize")
 
@@ -61,6 +63,11 @@ class MetaControllerActor:
         self.executor, self.risk, self.veto, self.audit = executor, risk, veto, audit
         self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
         self._done = SymbolWatermark((state or {}).get("done_until"))
+        # The pairs strategy reads both legs as one stream, so its clock is shared across symbols.
+        self._cross_symbol = any(isinstance(s, PairsStatArb) for s in
+                                 [*self.engine.strategies, *(sh.strategy for sh in self.engine.shadows)])
+        self._decided_until_ns: int | None = (state or {}).get("decided_until_ns")
+        self.rejected_rows: dict[str, int] = (state or {}).get("rejected_rows", {})
         self.snapshot: dict = {}
         self._busy_s = 0.0
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
@@ -69,9 +76,15 @@ class MetaControllerActor:
         started = time.perf_counter()
         # A batch retried after a restart may already be in the checkpoint (the actor died after
         # saving, before answering): its rows are skipped, so nothing is decided twice.
-        frame = self._done.fresh(frame)
-        if frame.empty:
+        fresh = self._done.fresh(frame)
+        if fresh.empty:
             return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
+        # Rows behind the clock of a batch that also brings new rows went back in time: deciding them
+        # would make the regime or pairs state raise on every later batch (the loop wedged on 3 bad bars).
+        frame, rejected = self._in_time_order(frame)
+        if frame.empty:
+            self._audit_rejected(rejected)
+            return {"decisions": 0, "orders": 0, "rejected_rows": len(rejected)}
         step = ray.get(self.executor.step.remote(self._pending_orders, frame))
         self._pending_orders = None
         self.snapshot = step["snapshot"]
@@ -82,6 +95,7 @@ class MetaControllerActor:
         records = list(batch.records)
         records += _stage_records(step["fills"], "fill", ["symbol", "strategy", "quantity", "price", "fee"])
         records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
+        records += self._rejected_records(rejected)
         if len(batch.orders):
             records += self._gate(batch)
         received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
@@ -89,9 +103,50 @@ class MetaControllerActor:
         # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
         ray.get(self.audit.append.remote(records, received))
         self._done.advance(frame)
+        if self._cross_symbol:
+            self._decided_until_ns = int(pd.to_datetime(frame["event_ts"], utc=True).array.asi8.max())
         save_state(self.state_path, self._state())
         self._busy_s += time.perf_counter() - started
-        return {"decisions": batch.n_decisions, "orders": len(batch.orders)}
+        return {"decisions": batch.n_decisions, "orders": len(batch.orders), "rejected_rows": len(rejected)}
+
+    def _in_time_order(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Split `frame` into rows the engine can take (at or after every earlier row of their symbol,
+        and with a cross-symbol strategy, of every symbol) and rows that went back in time, each with
+        its reason. A row already behind is never ahead of the running maximum, so a cumulative max
+        over all rows equals one over the kept rows."""
+        ts = pd.to_datetime(frame["event_ts"], utc=True).array.asi8
+        symbols = frame["symbol"].astype(str).to_numpy()
+        done = self._done.state_dict()
+        # Per symbol: strictly after the symbol's decided watermark (as SymbolWatermark.fresh), and not
+        # before an earlier row of this batch. Integer ns throughout: a float would round them.
+        floor = np.full(len(ts), NEVER, dtype=np.int64)
+        for sym in pd.unique(symbols):
+            idx = np.flatnonzero(symbols == sym)
+            running = np.maximum.accumulate(ts[idx])
+            floor[idx] = np.maximum(np.concatenate([[NEVER], running[:-1]]), done[sym] + 1 if sym in done else NEVER)
+        reasons = np.where(ts < floor, "went_back_in_time_for_symbol", None).astype(object)
+        if self._cross_symbol:
+            shared = np.maximum.accumulate(np.concatenate([[NEVER if self._decided_until_ns is None else self._decided_until_ns], ts]))[:-1]
+            reasons = np.where((reasons == None) & (ts < shared), "went_back_in_time_across_symbols", reasons)  # noqa: E711
+        bad = reasons != None  # noqa: E711
+        if not bad.any():
+            return frame, frame.iloc[:0].assign(reason=[])
+        rejected = frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
+        for reason, n in rejected["reason"].value_counts().items():
+            self.rejected_rows[reason] = self.rejected_rows.get(reason, 0) + int(n)
+        return frame[~bad].reset_index(drop=True), rejected
+
+    def _rejected_records(self, rejected: pd.DataFrame) -> list[dict]:
+        if rejected.empty:
+            return []
+        ids = decision_ids(self.cfg.namespace, rejected["symbol"].to_numpy(), rejected["event_ts"])
+        return [{"decision_id": i, "stage": "rejected", "event_ts": r["event_ts"],
+                 "payload": {"symbol": r["symbol"], "reason": r["reason"], "close": float(r["close"])}}
+                for i, r in zip(ids, rejected[["symbol", "event_ts", "reason", "close"]].to_dict("records"))]
+
+    def _audit_rejected(self, rejected: pd.DataFrame) -> None:
+        ray.get(self.audit.append.remote(self._rejected_records(rejected), None))
+        save_state(self.state_path, self._state())
 
     def _gate(self, batch) -> list[dict]:
         orders = batch.orders
@@ -124,7 +179,8 @@ class MetaControllerActor:
     def _state(self) -> dict:
         pending = self._pending_orders.to_json(orient="table", date_unit="ns") if self._pending_orders is not None else None
         return {"engine": self.engine.state_dict(), "pending_orders": pending, "verdicts": self.verdicts,
-                "done_until": self._done.state_dict()}
+                "done_until": self._done.state_dict(), "decided_until_ns": self._decided_until_ns,
+                "rejected_rows": self.rejected_rows}
 
     def flush(self) -> dict:
         """Submit the last approvals (they fill on the next bar)."""
@@ -147,4 +203,5 @@ class MetaControllerActor:
         latency = ray.get(self.audit.latency.remote())
         equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
         return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
-                "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity)}
+                "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity),
+                "rejected_rows": dict(self.rejected_rows)}

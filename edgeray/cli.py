@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -369,19 +370,61 @@ def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) 
 
 @app.command("dead-letters")
 def dead_letters(config: ConfigOption = Path("configs/pipeline.yaml"),
-                 limit: Annotated[int, typer.Option(help="Most recent N")] = 20) -> None:
-    """Show the most recent rejected rows and why they were rejected."""
+                 limit: Annotated[int, typer.Option(help="How many records", min=0)] = 20,
+                 offset: Annotated[int, typer.Option(help="Skip this many of the newest first", min=0)] = 0) -> None:
+    """Show rejected rows and why they were rejected, newest page first (read from the end of the files)."""
     from edgeray.deadletter import DeadLetterStore
 
     cfg = _load_config(config)
-    store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl")
-    table = Table(title=f"dead letters ({store.path})")
+    ing = cfg.ingestion
+    store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
+    page = store.read_page(limit, offset)
+    first = max(page["total"] - offset - len(page["items"]), 0)
+    table = Table(title=f"dead letters {first + 1}-{first + len(page['items'])} of {page['total']} ({store.path})")
     for col in ("kind", "reason", "field", "value", "raw"):
         table.add_column(col, overflow="fold")
-    for rec in store.read(limit):
-        table.add_row(rec["kind"], rec["reason"], rec["field"], str(rec["value"]), json.dumps(rec["raw"])[:120])
+    for rec in page["items"]:
+        raw = rec["raw"] if isinstance(rec["raw"], str) else json.dumps(rec["raw"])
+        table.add_row(rec["kind"], rec["reason"], rec["field"], str(rec["value"]), raw[:120])
     console.print(table)
-    console.print(store.counts_by_reason())
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]{message}[/]")
+    raise typer.Exit(2)
+
+
+keys_app = typer.Typer(help="API keys for the HTTP API (a YAML file of names, roles and SHA-256 digests).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeyFileOption = Annotated[str, typer.Option("--file", help="key file (EDGERAY_API_KEYS_FILE)")]
+
+
+@keys_app.command("add")
+def keys_add(name: Annotated[str, typer.Option(help="who holds the key (shown in job lists and the audit log)")],
+             role: Annotated[str, typer.Option(help="viewer, trader, admin or feed")],
+             file: KeyFileOption = os.environ.get("EDGERAY_API_KEYS_FILE", "~/.config/edgeray/api_keys.yaml")) -> None:
+    """Create a key; it is printed once and only its digest is stored."""
+    from edgeray.auth import KeyConfigError, add_key
+
+    try:
+        key = add_key(file, name, role)
+    except KeyConfigError as exc:
+        _fail(str(exc))
+    console.print(f"key for {name} ({role}), shown once; send it as the X-API-Key header:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = os.environ.get("EDGERAY_API_KEYS_FILE", "~/.config/edgeray/api_keys.yaml")) -> None:
+    """Names and roles in the key file (never keys or digests)."""
+    from edgeray.auth import KeyConfigError, load_key_file
+
+    try:
+        entries = load_key_file(file)
+    except KeyConfigError as exc:
+        _fail(str(exc))
+    for entry in entries:
+        print(f"{entry.name}\t{entry.role}")
 
 
 if __name__ == "__main__":

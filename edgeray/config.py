@@ -27,6 +27,14 @@ class IngestionConfig(Strict):
     batch_size: int = Field(1000, gt=0)
     max_in_flight: int = Field(4, gt=0)
     dedup_capacity: int = Field(5_000_000, gt=0)
+    # Rows stamped further than this ahead of the wall clock are rejected (`future`).
+    max_future_skew_seconds: float = Field(300.0, ge=0)
+    deadletter_max_bytes: int = Field(50 * 1024**2, gt=0)  # the live deadletters.jsonl rotates at this size
+    deadletter_keep_files: int = Field(3, gt=0)  # deadletters.jsonl, .1, .2: the oldest is dropped
+    # A batch the feature streamer fails on is retried this many times, then its rows are dead-lettered.
+    downstream_retries: int = Field(2, ge=0)
+    # A replay drains the streamer and checkpoints its offset at most this often (resume after a restart).
+    commit_interval_s: float = Field(1.0, gt=0)
 
 
 class FeatureConfig(Strict):

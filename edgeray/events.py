@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: market events carry `source_id` (the caller's own id, never used for dedup).
+SCHEMA_VERSION = 2
 KIND_METADATA_KEY = b"edgeray.kind"
 VERSION_METADATA_KEY = b"edgeray.schema_version"
 
@@ -49,6 +50,7 @@ class MarketBar:
     bid: float | None = None
     ask: float | None = None
     source: str = ""
+    source_id: str | None = None  # the feed's own id for this row, kept for tracing; identity is ID_KEYS
     received_ns: int = 0
 
 
@@ -66,6 +68,7 @@ class QuoteTick:
     bid_size: float | None = None
     ask_size: float | None = None
     source: str = ""
+    source_id: str | None = None  # the feed's own id for this row, kept for tracing; identity is ID_KEYS
     received_ns: int = 0
 
 
@@ -96,6 +99,7 @@ class OddsQuote:
     is_open: bool = False
     is_close: bool = False
     source: str = ""
+    source_id: str | None = None  # the feed's own id for this row, kept for tracing; identity is ID_KEYS
     received_ns: int = 0
 
 
@@ -114,6 +118,7 @@ class GameResult:
     score_b: float
     home_side: str = ""
     source: str = ""
+    source_id: str | None = None  # the feed's own id for this row, kept for tracing; identity is ID_KEYS
     received_ns: int = 0
 
 
@@ -178,6 +183,24 @@ def event_ids(kind: EventKind, cols) -> np.ndarray:
     h = np.full(n, pd.util.hash_array(np.array([str(cls.KIND)], dtype=object))[0], dtype=np.uint64)
     for key in cls.ID_KEYS:
         h = (h * np.uint64(1_000_003)) ^ pd.util.hash_array(_id_column(cols[key]))
+    return h
+
+
+# Not part of a row's content: who sent it, under what id, and when it arrived.
+NON_CONTENT_FIELDS = frozenset({"event_id", "source", "source_id", "received_ns"})
+
+
+def content_fields(kind: EventKind) -> tuple[str, ...]:
+    return tuple(n for n in SCHEMAS[EventKind(kind)].names if n not in NON_CONTENT_FIELDS)
+
+
+def content_hashes(kind: EventKind, cols) -> np.ndarray:
+    """64-bit hash of each row's value fields, so a resend (same hash) is told from a conflicting
+    version of the same identity (different hash)."""
+    names = content_fields(kind)
+    h = np.full(len(cols[names[0]]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for name in names:
+        h = (h * np.uint64(1_000_003)) ^ pd.util.hash_array(_id_column(cols[name]))
     return h
 
 

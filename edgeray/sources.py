@@ -1,6 +1,7 @@
 """Replay sources: turn a configured source into ordered (kind, raw frame) micro-batches."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +43,16 @@ def _symbol(spec: SourceConfig) -> str:
 def micro_batches(frame: pd.DataFrame, batch_size: int) -> Iterator[pd.DataFrame]:
     for start in range(0, len(frame), batch_size):
         yield frame.iloc[start:start + batch_size]
+
+
+def source_identity(spec: SourceConfig) -> str:
+    """What a replay offset belongs to: the files (resolved path, size, mtime), or the generator's
+    config. A file changed since the offset was taken does not match, so it is replayed from row 0."""
+    if spec.type == "generator":
+        return "generator:" + json.dumps(spec.model_dump(), sort_keys=True)
+    parts = []
+    for p in (spec.path, spec.ask_path):
+        if p:
+            st = Path(p).stat()
+            parts.append(f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return f"{spec.type}:{spec.symbol or ''}:" + "|".join(parts)

@@ -19,9 +19,13 @@ import pandas as pd
 
 from edgeray.events import MARKET_EVENT_TYPES, SCHEMAS, EventKind, event_ids
 
-# Timestamps outside this range are typos or unit mistakes (seconds read as nanoseconds).
+# Earlier timestamps are typos or unit mistakes (seconds read as nanoseconds).
 MIN_TS = pd.Timestamp("1900-01-01", tz="UTC")
-MAX_FUTURE = pd.Timedelta(days=1)
+# A row stamped further ahead than this is refused at the door: accepted, it would move its symbol's
+# watermark (every genuine later row becomes `late`) and the decision loop's clocks into the future.
+DEFAULT_MAX_FUTURE_SKEW = pd.Timedelta(seconds=300)
+EPOCH_UNITS = ("s", "ms", "us", "ns")
+MAX_SOURCE_ID_CHARS = 256
 Columns = dict[str, np.ndarray]
 
 
@@ -63,45 +67,84 @@ def _present(values: np.ndarray) -> np.ndarray:
     return ~missing
 
 
-def _source_event_ids(raw: pd.DataFrame, fail) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """A feed that carries its own ids keeps them, so resends of the same event deduplicate.
-    Parsed one by one: a float round trip would corrupt ids above 2**53."""
-    if "event_id" not in raw:
-        return None, None
-    values = raw["event_id"].to_numpy()
-    ids = np.zeros(len(values), dtype=np.uint64)
-    has = np.zeros(len(values), dtype=bool)
-    invalid = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if pd.isna(value) or (isinstance(value, str) and not value.strip()):
-            continue
-        try:
-            as_int = int(value)
-            if not 0 <= as_int < 2**64 or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-        except (TypeError, ValueError):
-            invalid[i] = True
-            continue
-        ids[i], has[i] = as_int, True
-    fail(invalid, "bad_event_id", "event_id", values)
-    return ids, has
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def parse_timestamps(values: np.ndarray) -> np.ndarray:
-    """ISO-8601 strings, datetimes or epoch nanoseconds -> datetime64[ns] (UTC), NaT where unparseable."""
+def _typed(values: np.ndarray) -> np.ndarray:
+    """Values as JSON text, so a wrong_type message shows "100.0" (a string) apart from 100.0."""
+    return np.array([json.dumps(v.item() if isinstance(v, np.generic) else v, default=str) for v in values], dtype=object)
+
+
+def _wrong_type(values: np.ndarray, ok) -> np.ndarray:
+    """Present values failing the type test `ok` (strict mode: what a JSON push must send)."""
     series = pd.Series(values)
-    if pd.api.types.is_numeric_dtype(series):
-        parsed = pd.to_datetime(series, unit="ns", utc=True, errors="coerce")
-    else:
-        parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
-    return parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+    if series.dtype == bool:
+        return np.array([not ok(True)] * len(values), dtype=bool)
+    return np.array([not (v is None or (isinstance(v, float) and np.isnan(v)) or ok(v)) for v in values], dtype=bool)
+
+
+def _source_ids(raw: pd.DataFrame, strict: bool, fail) -> np.ndarray:
+    """The caller's own id (`source_id`, or `event_id` from a feed), kept as an opaque string for
+    tracing only: a caller-chosen id must never decide what is a duplicate."""
+    name = "source_id" if "source_id" in raw else "event_id"
+    if name not in raw:
+        return np.full(len(raw), None, dtype=object)
+    values = raw[name].to_numpy()
+    if strict:
+        fail(_present(values) & _wrong_type(values, lambda v: isinstance(v, str) or (_is_number(v) and float(v).is_integer())),
+             "wrong_type", name, _typed(values))
+    out = np.full(len(values), None, dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            continue
+        # CSV columns with gaps turn integer ids into floats: 12.0 is the id "12".
+        out[i] = str(int(v)) if _is_number(v) and float(v).is_integer() else str(v)
+    too_long = np.array([v is not None and len(v) > MAX_SOURCE_ID_CHARS for v in out], dtype=bool)
+    fail(too_long, "too_long", name, np.array([v[:64] + "..." if v and len(v) > 64 else v for v in out], dtype=object))
+    return out
+
+
+def parse_timestamps(values: np.ndarray, epoch_unit: str = "ns") -> np.ndarray:
+    """ISO-8601 strings (naive ones read as UTC), datetimes or epoch numbers in `epoch_unit`
+    -> datetime64[ns] (UTC), NaT where unparseable."""
+    series = pd.Series(values)
+
+    def parse(s: pd.Series) -> np.ndarray:
+        if pd.api.types.is_bool_dtype(s):
+            return np.full(len(s), np.datetime64("NaT"), dtype="datetime64[ns]")
+        if pd.api.types.is_numeric_dtype(s):
+            parsed = pd.to_datetime(s, unit=epoch_unit, utc=True, errors="coerce")
+        else:
+            parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+
+    if series.dtype != object:
+        return parse(series)
+    numeric = np.fromiter((_is_number(v) for v in series), bool, len(series))
+    if not numeric.any():
+        return parse(series)
+    out = parse(series.where(~numeric, None))
+    # Built from a list: int64 when all are integers, since epoch nanoseconds need all 64 bits.
+    out[numeric] = parse(pd.Series(series[numeric].tolist()))
+    return out
 
 
 def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] | None = None,
-             known_sports: set[str] | None = None, now: pd.Timestamp | None = None) -> ValidationResult:
+             known_sports: set[str] | None = None, now: pd.Timestamp | None = None,
+             max_future_skew: pd.Timedelta = DEFAULT_MAX_FUTURE_SKEW, strict: bool = False,
+             epoch_unit: str | None = None) -> ValidationResult:
     """`known_symbols` is the instrument universe for bars and quotes; odds and results are keyed
-    by game ids, which are open-ended, so for them the sport must be known instead."""
+    by game ids, which are open-ended, so for them the sport must be known instead.
+
+    `strict` (HTTP/WebSocket pushes): every value must already have its JSON type: numbers for float
+    fields (not "100.0", not true), real booleans, strings; event_ts an ISO-8601 string, or a number
+    only when `epoch_unit` ("s", "ms", "us", "ns") says how to read it. Lenient (file replays): values
+    are coerced, and a numeric event_ts is epoch nanoseconds.
+    """
     kind = EventKind(kind)
+    if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
+        raise ValueError(f"epoch_unit: must be one of {EPOCH_UNITS} or None, got {epoch_unit!r}")
     cls = MARKET_EVENT_TYPES[kind]
     n = len(raw)
     reason = np.full(n, None, dtype=object)
@@ -124,15 +167,20 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
     out: Columns = {}
 
     ts_raw = column("event_ts")
-    ts = parse_timestamps(ts_raw)
-    now = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC").tz_localize(None)
     fail(~_present(ts_raw), "missing_field", "event_ts")
-    fail(np.isnat(ts) | (ts < MIN_TS.tz_localize(None).to_datetime64()) | (ts > (now + MAX_FUTURE).to_datetime64()),
-         "bad_timestamp", "event_ts", ts_raw)
+    if strict:
+        fail(_present(ts_raw) & _wrong_type(ts_raw, lambda v: isinstance(v, str) or (epoch_unit is not None and _is_number(v))),
+             "wrong_type", "event_ts", _typed(ts_raw))
+    ts = parse_timestamps(ts_raw, epoch_unit or "ns")
+    now = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC").tz_localize(None)
+    fail(np.isnat(ts) | (ts < MIN_TS.tz_localize(None).to_datetime64()), "bad_timestamp", "event_ts", ts_raw)
+    fail(ts > (now + pd.Timedelta(max_future_skew)).to_datetime64(), "future", "event_ts", ts_raw)
     out["event_ts"] = ts
 
     sym = column("symbol")
     fail(~_present(sym), "missing_field", "symbol")
+    if strict:
+        fail(_present(sym) & _wrong_type(sym, lambda v: isinstance(v, str)), "wrong_type", "symbol", _typed(sym))
     sym = np.where(pd.isna(sym), "", sym).astype(object)
     if known_symbols is not None and kind in (EventKind.BAR, EventKind.QUOTE):
         fail(~pd.Series(sym).isin(known_symbols).to_numpy(), "unknown_symbol", "symbol", sym)
@@ -144,6 +192,8 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
         num = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         if name in required:
             fail(~present, "missing_field", name)
+        if strict:
+            fail(present & _wrong_type(col, _is_number), "wrong_type", name, _typed(col))
         fail(present & ~np.isfinite(num), "not_a_finite_number", name, col)
         out[name] = num
 
@@ -177,28 +227,30 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
                 fail(out[name] < 0, "negative_score", name, out[name])
 
     for name in strs:
-        if name == "symbol":
+        if name in ("symbol", "source_id"):
             continue
         col = column(name)
         present = _present(col)
         if name in required:
             fail(~present, "missing_field", name)
+        if strict:
+            fail(present & _wrong_type(col, lambda v: isinstance(v, str)), "wrong_type", name, _typed(col))
         out[name] = np.where(present, col, defaults.get(name, "")).astype(str).astype(object)
     if known_sports is not None and "sport" in out:
         fail(~pd.Series(out["sport"]).isin(known_sports).to_numpy(), "unknown_sport", "sport", out["sport"])
     for name in bools:
         col = column(name, False)
+        if strict:
+            fail(_present(col) & _wrong_type(col, lambda v: isinstance(v, (bool, np.bool_))), "wrong_type", name, _typed(col))
         out[name] = pd.Series(col).astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
     out["received_ns"] = np.zeros(n, dtype=np.int64)
-    given_ids, has_id = _source_event_ids(raw, fail)
+    out["source_id"] = _source_ids(raw, strict, fail)
 
     bad = reason != None  # noqa: E711
     good = ~bad
     accepted = {k: v[good] for k, v in out.items()}
-    computed = event_ids(kind, accepted)
-    if given_ids is not None:
-        computed = np.where(has_id[good], given_ids[good], computed)
-    accepted["event_id"] = computed
+    # Identity comes from content only (ID_KEYS): an id chosen by the caller could collide across symbols.
+    accepted["event_id"] = event_ids(kind, accepted)
     accepted = {name: accepted[name] for name in SCHEMAS[kind].names}
 
     bad_idx = np.flatnonzero(bad)

@@ -19,7 +19,9 @@ def test_arrow_schema_is_derived_from_the_dataclass_and_versioned():
     assert schema.names == ["event_id"] + [f.name for f in dataclasses.fields(MarketBar)]
     assert schema.field("event_ts").type == pa.timestamp("ns", tz="UTC")
     assert schema.field("close").nullable is False and schema.field("volume").nullable is True
-    assert schema.metadata[b"edgeray.schema_version"] == b"1"
+    assert schema.metadata[b"edgeray.schema_version"] == b"2"
+    # The caller's own id travels as an opaque, nullable string; identity never depends on it.
+    assert schema.field("source_id").type == pa.string() and schema.field("source_id").nullable is True
 
 
 def test_typed_events_round_trip_through_an_arrow_batch():
@@ -43,6 +45,15 @@ def test_event_ids_are_stable_and_depend_on_identity_only():
     # The kind is part of the identity: a quote at the same instant is a different event.
     quotes = frame.assign(bid=1.0, ask=1.1, bid_size=np.nan, ask_size=np.nan)
     assert not set(event_ids(EventKind.QUOTE, quotes).tolist()) & set(ids.tolist())
+
+
+def test_a_caller_id_is_kept_as_source_id_and_never_used_as_identity():
+    frame = pd.DataFrame({"symbol": ["A", "B"], "event_ts": [TS, TS], "source_id": ["same", "same"]})
+    ids = event_ids(EventKind.BAR, frame)
+    assert ids[0] != ids[1]
+    batch = events_to_batch([MarketBar(TS, "BTC", 1.0, 2.0, 0.5, 1.5, source_id="feed-42")])
+    assert batch.column("source_id").to_pylist() == ["feed-42"]
+    assert batch_to_events(batch)[0].source_id == "feed-42"
 
 
 def test_invalid_typed_event_names_its_field():
