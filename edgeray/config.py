@@ -135,6 +135,13 @@ class SportsConfig(Strict):
     retention_days: float = Field(7.0, gt=0)
 
 
+class ApiConfig(Strict):
+    """The HTTP API's limits (the Serve app reads them; keys come from the environment, see edgeray.auth)."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)  # larger requests get 413 before they are parsed
+    max_events_per_batch: int = Field(10_000, gt=0)
+    max_deadletters_page: int = Field(1_000, gt=0)
+
+
 class PipelineConfig(Strict):
     namespace: str = "edgeray"
     run_dir: str = "runs/latest"
@@ -148,6 +155,7 @@ class PipelineConfig(Strict):
     fallback: SourceConfig = SourceConfig(type="generator")
     decisions: DecisionConfig = DecisionConfig(enabled=False)
     sports: SportsConfig = SportsConfig()
+    api: ApiConfig = ApiConfig()
 
     @classmethod
     def load(cls, path: str | Path) -> "PipelineConfig":

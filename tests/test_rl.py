@@ -192,21 +192,19 @@ def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_p
 
 
 def test_policy_routes_over_http(ray_session, tmp_path, unique_name, trading_checkpoints):
-    from tests.conftest import pipeline_config, serve_api
+    from tests.conftest import ADMIN as admin, TRADER as trader, VIEWER as viewer, pipeline_config, serve_api
     from tests.test_serve_decisions import feature_row
 
     first, second = trading_checkpoints
-    keys = {"v": "viewer", "t": "trader", "a": "admin"}
-    viewer, trader, admin = ({"X-API-Key": k} for k in keys)
     cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "shadows": [],
                                                             "sizer": {"name": "rl_policy", "checkpoint": first,
                                                                       "checkpoint_roots": [checkpoint_root(first)]}})
-    with serve_api(cfg, f"edgeray-{unique_name}", 8131, keys) as api:
+    with serve_api(cfg, f"edgeray-{unique_name}") as api:
         status = api.get("/api/policy", headers=viewer)
         assert status.status_code == 200 and status.json()["algo"] == "ddpg"
         assert api.post("/api/policy/swap", json={"checkpoint": second}, headers=trader).status_code == 403
         bad = api.post("/api/policy/swap", json={"checkpoint": str(tmp_path)}, headers=admin)
-        assert bad.status_code == 422 and "policy.json" in bad.json()["detail"]
+        assert bad.status_code == 422 and "checkpoint" in bad.json()["detail"][0]["msg"]
         assert api.post("/api/policy/swap", json={}, headers=admin).status_code == 422
         assert api.post("/api/policy/promote", headers=admin).status_code == 422  # no shadow yet
         swapped = api.post("/api/policy/swap", json={"checkpoint": second}, headers=admin)
