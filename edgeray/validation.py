@@ -56,6 +56,8 @@ def _field_kinds(kind: EventKind) -> tuple[tuple[str, ...], tuple[str, ...], tup
 
 
 def _raw_json(raw: pd.DataFrame, idx: np.ndarray) -> list[str]:
+    if not len(raw.columns):  # rows of `{}`: to_dict would return no records at all
+        return ["{}"] * len(idx)
     rows = raw.iloc[idx].astype(object)
     return [json.dumps(r, default=str) for r in rows.where(rows.notna(), None).to_dict("records")]
 
