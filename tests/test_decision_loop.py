@@ -154,3 +154,34 @@ def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplica
             assert frame["decision_id"].nunique() == len(frame) == log.count(stage)
     finally:
         pipeline.shutdown()
+
+
+def test_a_row_that_goes_back_in_time_is_rejected_and_the_loop_keeps_deciding(ray_session, tmp_path, unique_name):
+    base = loop_config(tmp_path, unique_name).model_dump()
+    n = 300
+    cfg = PipelineConfig.model_validate({**base, "ingestion": {**base["ingestion"], "lateness_seconds": 0},
+                                         "fallback": {**base["fallback"], "n_bars": n}})
+    pipeline = Pipeline.start(cfg, fresh=True)
+    try:
+        ray.get(pipeline.replay_async(generator(cfg), rate=0))
+        last = pd.Timestamp("2024-01-02", tz="UTC") + pd.Timedelta(minutes=n - 1)
+
+        def push(symbol: str, minutes: int) -> dict:
+            ts = (last + pd.Timedelta(minutes=minutes)).isoformat()
+            return ray.get(pipeline.ingestion.ingest.remote(
+                "bar", [{"event_ts": ts, "symbol": symbol, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5,
+                         "volume": 10.0}], "push", True))
+
+        # SYN-B at +5 is new for SYN-B, but behind SYN-A's +10 for the pairs strategy that reads both legs:
+        # it used to raise "event_ts went back in time" inside decide_batch.
+        assert [push(*p)["accepted"] for p in [("SYN-A", 10), ("SYN-B", 5), ("SYN-A", 11), ("SYN-B", 11)]] == [1] * 4
+        status = pipeline.finish()
+        assert status["decisions"]["rejected_rows"] == {"went_back_in_time_across_symbols": 1}
+        assert status["features"]["decision_errors"] == 0
+        assert status["decisions"]["decisions"] == 2 * n + 3  # everything else was decided
+        rejected = records(cfg, "rejected")
+        assert len(rejected) == 1 and rejected["payload"][0]["symbol"] == "SYN-B"
+        decided = records(cfg, "decision")
+        assert pd.to_datetime(decided["event_ts"], utc=True).max() == last + pd.Timedelta(minutes=11)
+    finally:
+        pipeline.shutdown()
