@@ -108,17 +108,17 @@ class BodyLimit:
                 await self._reply(send, 413, f"request body over {max_bytes} bytes", seen)
 
 
-def _document_errors(app: FastAPI) -> None:
+def _document_errors(routes) -> None:
     """Every route documents the statuses it can return in the one error shape: its own list, plus 401/403 for
-    a role check and 422 for its parameters."""
-    for route in app.routes:
+    a role check, 422 for its parameters and 400 for a body that cannot be read (FastAPI's own answer)."""
+    for route in routes:
         if not isinstance(route, APIRoute):
             continue
         dependencies = [d.call for d in route.dependant.dependencies]
         protected = any(getattr(call, "edgeray_permission", None) for call in dependencies)
         d = route.dependant
         takes_input = bool(d.path_params or d.query_params or d.body_params or d.header_params)
-        codes = ((401, 403) if protected else ()) + ((422,) if takes_input else ())
+        codes = ((401, 403) if protected else ()) + ((422,) if takes_input else ()) + ((400,) if d.body_params else ())
         route.responses = {**responses(*codes), **route.responses}
 
 
@@ -163,8 +163,8 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     for router in ROUTERS:
+        _document_errors(router.routes)  # before including: FastAPI copies a router's routes lazily
         app.include_router(router)
-    _document_errors(app)
     return app
 
 

@@ -17,7 +17,8 @@ KEY_HEADER = "X-API-Key"
 
 
 class Body(BaseModel):
-    """Request bodies: strict types (no "100.0" or true for a price) and no unknown fields."""
+    """Request bodies: strict types (no "100.0" or true for a price) and no unknown fields. FastAPI validates the
+    parsed JSON in Python mode, where strict enums and datetimes want objects: those fields say strict=False."""
     model_config = ConfigDict(strict=True, extra="forbid")
 
 

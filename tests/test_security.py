@@ -113,7 +113,8 @@ def test_market_data_and_reads_need_a_key_with_the_right_role(api):
     assert_error_shape(client.post("/api/market/events", json=push), 401)
     assert_error_shape(client.post("/api/market/events", json=push, headers={"X-API-Key": "x" * 30}), 401)
     assert_error_shape(client.post("/api/market/events", json=push, headers=VIEWER), 403)
-    assert client.post("/api/market/events", json=push, headers=FEED).status_code == 200
+    pushed = client.post("/api/market/events", json=push, headers=FEED)
+    assert pushed.status_code == 200, pushed.text
     for path in ("/api/pipeline/status", "/api/deadletters", "/api/features/SYN-A", "/api/training/queue", "/api/risk/status"):
         assert_error_shape(client.get(path), 401)
         assert_error_shape(client.get(path, headers=FEED), 403)  # a feed pushes, it does not read
@@ -168,8 +169,8 @@ def test_a_conflicting_version_of_a_bar_is_a_dead_letter_with_both_values(api):
 
 def test_a_callers_event_id_never_dedups_across_symbols(api):
     client, _ = api
-    rows = [{**bars([400], "SYN-A", day="2024-01-03")[0], "event_id": "42"},
-            {**bars([400], "SYN-B", day="2024-01-03")[0], "event_id": "42"}]
+    rows = [{**bars([400], "SYN-A", day="2024-03-01")[0], "event_id": "42"},
+            {**bars([400], "SYN-B", day="2024-03-01")[0], "event_id": "42"}]
     response = client.post("/api/market/events", json={"kind": "bar", "events": rows}, headers=FEED)
     assert response.status_code == 200 and response.json()["accepted"] == 2, response.text
 
@@ -185,7 +186,7 @@ def test_strict_types_for_pushed_rows(api, override, field):
 
 def test_epoch_timestamps_need_their_unit(api):
     client, _ = api
-    ts = pd.Timestamp("2024-01-04T00:00:00Z")
+    ts = pd.Timestamp("2024-04-01T00:00:00Z")
     row = {**bars([0], "SYN-A")[0], "event_ts": int(ts.timestamp() * 1000)}
     taken = client.post("/api/market/events", json={"kind": "bar", "epoch_unit": "ms", "events": [row]}, headers=FEED)
     assert taken.status_code == 200 and taken.json()["accepted"] == 1, taken.text
@@ -200,7 +201,7 @@ def test_an_empty_row_is_rejected_and_counted_never_a_500(api, kind):
     client, _ = api
     before = status(client)["ingestion"]
     response = client.post("/api/market/events", json={"kind": kind, "events": [{}]}, headers=FEED)
-    assert assert_error_shape(response, 422)[0]["reason"] == "missing_field"
+    assert assert_error_shape(response, 422)[0].get("reason") == "missing_field", response.text
     after = status(client)["ingestion"]
     assert after["received"] - before["received"] == 1 and after["rejected"] - before["rejected"] == 1
     assert after["received"] == after["accepted"] + after["rejected"] + after["duplicates"]
@@ -269,11 +270,14 @@ def test_a_restarting_training_queue_is_waited_for_not_a_500(api):
 
 def test_audit_names_the_caller_not_their_key(api):
     client, cfg = api
-    assert client.post("/api/risk/kill-switch", json={"reason": "drill"}, headers=TRADER).status_code == 200
-    risk = client.get("/api/risk/status", headers=VIEWER).json()
-    assert client.post("/api/risk/resume", headers=ADMIN).status_code == 200
-    text = json.dumps(risk)
-    assert "trader-user" in text and not any(key[:6] in text for key in TEST_KEYS.values())
+    killed = client.post("/api/risk/kill-switch", json={"reason": "drill"}, headers=TRADER)
+    assert killed.status_code == 200 and killed.json()["actor"] == "trader-user"
+    resumed = client.post("/api/risk/resume", headers=ADMIN).json()
+    assert resumed["actor"] == "admin-user"
+    pipeline = Pipeline.attach(PipelineConfig.model_validate(cfg))
+    trail = ray.get(pipeline.decision["audit"].get.remote(f"kill_switch-{pd.Timestamp(killed.json()['ts']).value}"))
+    text = json.dumps(trail, default=str)
+    assert "trader-user" in text and not any(key[:8] in text for key in TEST_KEYS.values())
 
 
 def test_client_errors_have_one_shape(api):

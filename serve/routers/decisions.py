@@ -15,7 +15,7 @@ DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 class FeatureRow(Body):
     symbol: str = Field(min_length=1, max_length=64)
-    event_ts: datetime
+    event_ts: datetime = Field(strict=False)  # ISO-8601 in JSON (strict mode wants a datetime object)
     close: float = Field(gt=0, allow_inf_nan=False)
     open: float | None = Field(None, gt=0, allow_inf_nan=False)
     bid: float | None = Field(None, gt=0, allow_inf_nan=False)

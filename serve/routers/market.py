@@ -14,7 +14,7 @@ EpochUnit = Literal["s", "ms", "us", "ns"]
 
 
 class MarketEventBatch(Body):
-    kind: EventKind
+    kind: EventKind = Field(strict=False)  # a JSON string naming the kind (strict mode wants an enum instance)
     # The per-batch row limit is checked against the server config (api.max_events_per_batch) in the route.
     events: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
     epoch_unit: EpochUnit | None = Field(None, description="unit of numeric event_ts values; without it only ISO-8601 "
