@@ -62,7 +62,7 @@ def test_bad_rows_get_422_with_field_level_errors_and_good_rows_are_kept(api):
     assert [(e["row"], e["field"], e["reason"]) for e in body["detail"]] == [
         (1, "close", "nonpositive_price"), (2, "symbol", "unknown_symbol")]
     assert body["detail"][1]["value"] == "NOPE"
-    letters = client.get("/api/deadletters", params={"limit": 2}).json()
+    letters = client.get("/api/deadletters", params={"limit": 2}).json()["items"]
     assert [r["reason"] for r in letters] == ["nonpositive_price", "unknown_symbol"]
 
 
