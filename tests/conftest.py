@@ -25,7 +25,8 @@ def ray_session():
     """One local Ray instance for the whole test session."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=256 * 1024**2, namespace="edgeray-tests", include_dashboard=False,
+    # address="local": always a fresh cluster for the tests, never one some other process left running here
+    ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, namespace="edgeray-tests", include_dashboard=False,
              log_to_driver=False)
     yield ray
     ray.shutdown()
