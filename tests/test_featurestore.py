@@ -77,3 +77,51 @@ def test_redis_url_selects_redis_and_unknown_store_is_named(monkeypatch, tmp_pat
     assert FeastSettings.from_env(str(tmp_path)).online_store == "sqlite"
     with pytest.raises(ValueError, match="online_store must be 'sqlite' or 'redis', got 'dynamo'"):
         repo_config(FeastSettings(directory=str(tmp_path), online_store="dynamo"))
+
+
+def test_reader_returns_what_get_online_features_returns(store_settings):
+    """The reader's own read path (one HMGET on Redis, `online_read` on SQLite) against Feast's public API,
+    for several entities: full rows, a NaN-bearing row, an all-NaN row, rows rewritten later, a missing one."""
+    settings, store = store_settings
+    sink = FeastSink(store, settings.offline_dir)
+    nan_row = feature_rows("N", [4], 7.0)
+    nan_row[["spread_bps", "ret_5"]] = np.nan
+    all_nan = feature_rows("Z", [5], 0.0)
+    all_nan[NAMES] = np.nan
+    sink.write(MARKET_VIEW, pd.concat([feature_rows("A", [0], 1.5), feature_rows("B", [1], -2.25), nan_row, all_nan]))
+    later = feature_rows("A", [9], 100.0)
+    later["event_ts"] += pd.Timedelta(microseconds=123_456)
+    sink.write(MARKET_VIEW, later)
+
+    reader = FeatureReader(store, MARKET_VIEW, NAMES)
+    refs = [f"{MARKET_VIEW}:{n}" for n in NAMES]
+    for entity in ["A", "B", "N", "Z", "never-written"]:
+        got = reader.latest(entity)
+        response = store.get_online_features(features=refs, entity_rows=[{"symbol": entity}])
+        expected = response.to_dict()
+        if all(expected[n][0] is None for n in NAMES):
+            assert got is None, entity
+            continue
+        stamp = response.proto.results[-1].event_timestamps[0]
+        assert got.entity == entity and got.feature_set == MARKET_VIEW
+        assert got.event_ts == pd.Timestamp(stamp.seconds * 1_000_000_000 + stamp.nanos, tz="UTC"), entity
+        for n in NAMES:
+            if expected[n][0] is None:
+                assert np.isnan(got.values[n]), (entity, n)
+            else:
+                assert got.values[n] == expected[n][0], (entity, n)
+    assert reader.latest("Z") is None and reader.latest("never-written") is None
+    a = reader.latest("A")
+    assert a.values["ret_1"] == 100.0
+    # Feast keeps microseconds on Redis (SQLite keeps seconds, and get_online_features agreed above).
+    assert a.event_ts == pd.Timestamp("2022-01-01 00:09:00.123456" if settings.online_store == "redis"
+                                      else "2022-01-01 00:09:00", tz="UTC")
+    n = reader.latest("N")
+    assert np.isnan(n.values["spread_bps"]) and np.isnan(n.values["ret_5"]) and n.values["ret_1"] == 7.0
+    # On Redis that was the reader's own HMGET on Feast's client, not a fallback to Feast's generic read.
+    assert (reader._redis is not None) == (settings.online_store == "redis")
+    # A write after the reader's first read is seen by the next read (nothing but keys is cached).
+    sink.write(MARKET_VIEW, feature_rows("B", [20], 55.0))
+    assert reader.latest("B").values["ret_1"] == 55.0
+    assert reader.latest("B").values == {k: v[0] for k, v in store.get_online_features(
+        features=refs, entity_rows=[{"symbol": "B"}]).to_dict().items() if k != "symbol"}
