@@ -352,3 +352,29 @@ def test_rolling_window_matches_a_fresh_detector_on_the_last_window_rows(referen
     for name in NAMES:
         assert got["features"][name]["psi"] == pytest.approx(want["features"][name]["psi"], rel=1e-12, abs=1e-15)
     assert got["reward"]["ks"] == pytest.approx(want["reward"]["ks"], abs=1e-12)
+
+
+def test_float32_rows_bin_exactly_like_the_same_values_in_float64():
+    """Float32 batches (the policy server's observations) are binned in float32 against rounded-up edges: every
+    value, including ones on an edge, one float32 step either side of it, and a point mass, gets the float64 bin."""
+    rng = np.random.default_rng(7)
+    training = make_features(rng, 5000)
+    training[:, 1] = np.round(training[:, 1], 1)               # edges that are not float32 numbers (0.1, 0.7, ...)
+    ref = DriftReference.from_samples(training, NAMES)
+    wide, narrow = DriftDetector(ref, window=2000), DriftDetector(ref, window=2000)
+    on_edges = []
+    for j, edges in enumerate(ref.edges):
+        e32 = edges.astype(np.float32)
+        for values in (e32, np.nextafter(e32, np.float32(np.inf)), np.nextafter(e32, np.float32(-np.inf))):
+            rows = training[:values.size].astype(np.float32)
+            rows[:, j] = values
+            on_edges.append(rows)
+    assert any((e.astype(np.float32).astype(np.float64) != e).any() for e in ref.edges)  # the case that matters
+    batches = on_edges + [(make_features(rng, 300) * (1 + i)).astype(np.float32) for i in range(8)]
+    for batch in batches:
+        assert batch.dtype == np.float32
+        np.testing.assert_array_equal(narrow._bin_rows(batch), wide._bin_rows(batch.astype(np.float64)))
+        got, want = narrow.observe(batch), wide.observe(batch.astype(np.float64))
+        assert got == want
+    assert narrow.status() == wide.status() and narrow.status()["alerts_total"] > 0
+    np.testing.assert_array_equal(narrow._counts, wide._counts)

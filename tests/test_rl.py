@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,16 @@ def test_policy_hot_swap_under_a_running_loop_loses_no_decision(ray_session, tmp
         pipeline.shutdown()
 
 
+def drift_caught_up(server, deadline_s: float = 60.0) -> dict:
+    """Poll the server's status until its drift detector has folded every served row (or fail at the deadline)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status = ray.get(server.status.remote())
+        if status["drift_lag_rows"] == 0:
+            return status
+        assert time.monotonic() < deadline, f"drift detector still {status['drift_lag_rows']} rows behind"
+
+
 def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_path, trading_checkpoints):
     from actors.policy_server import PolicyServerActor
 
@@ -170,13 +181,17 @@ def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_p
         shifted = np.full((300, obs_dim), 9.0, np.float32)  # every feature far outside training
         reply = ray.get(server.act.remote(in_range[:10]))
         assert reply["actions"].shape == (10, 3) and "shadow_actions" not in reply
+        np.testing.assert_array_equal(reply["actions"], RLPolicy.load(first).act(in_range[:10]))  # same answer
         ray.get(server.act.remote(shifted))
-        status = ray.get(server.status.remote())
+        # The detector folds served batches off the request path: wait for it to catch up, then look.
+        status = drift_caught_up(server)
         assert status["alerts_total"] > 0 and status["retraining"] is True
         assert {a["kind"] for a in status["alerts"]} == {"feature"}
+        assert status["drift"]["n_live_rows"] == 310 and status["drift_errors"] == []
         # Persistent drift raises no second alert for the same feature (hysteresis).
         ray.get(server.act.remote(shifted))
-        assert ray.get(server.status.remote())["alerts_total"] == status["alerts_total"]
+        again = drift_caught_up(server)
+        assert again["alerts_total"] == status["alerts_total"] and again["drift"]["n_live_rows"] == 610
         # Rewards far from the training rewards raise a reward alert.
         reward_alerts = ray.get(server.observe_rewards.remote(np.full(400, 5.0)))
         assert [a["kind"] for a in reward_alerts] == ["reward"] and reward_alerts[0]["p_value"] < 1e-3
