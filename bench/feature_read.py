@@ -82,7 +82,7 @@ def main() -> None:
     print(json.dumps({"bench": "feature_read", "entity": "BTCUSDT-PERP", "features": len(NAMES),
                       "feast_redis": feast_path("redis"), "feast_sqlite": feast_path("sqlite"),
                       "raw_redis_hgetall": raw_redis(), "decision_loop_path": "reader (FeatureReader.latest)",
-                      "target_p99_ms": 1.0}, indent=2))
+                      "target_p99_ms": 1.0, "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0])}, indent=2))
 
 
 if __name__ == "__main__":
