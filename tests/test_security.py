@@ -93,6 +93,19 @@ def test_key_file_keeps_only_digests_and_is_private(tmp_path):
     assert [e.name for e in load_key_file(path)] == ["desk-1"]
 
 
+def test_the_app_refuses_to_start_without_keys(api):
+    """Keys configured nowhere: the deployment fails with the reason instead of answering 401 to everyone."""
+    from ray import serve
+
+    from serve.app import build_deployment
+
+    _, cfg = api
+    app = build_deployment().options(max_constructor_retry_count=1).bind(cfg, [])
+    with pytest.raises(RuntimeError, match="no API keys are configured"):
+        serve.run(app, name="edgeray-no-keys", route_prefix="/no-keys")
+    serve.delete("edgeray-no-keys")
+
+
 def test_every_state_route_is_protected_and_documents_its_errors():
     app = create_app()
     spec = app.openapi()
