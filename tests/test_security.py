@@ -101,9 +101,11 @@ def test_the_app_refuses_to_start_without_keys(api):
 
     _, cfg = api
     app = build_deployment().options(max_constructor_retry_count=1).bind(cfg, [])
-    with pytest.raises(RuntimeError, match="no API keys are configured"):
+    with pytest.raises(RuntimeError, match="Deploying application edgeray-no-keys failed"):
         serve.run(app, name="edgeray-no-keys", route_prefix="/no-keys")
+    why = serve.status().applications["edgeray-no-keys"].deployments["EdgerayAPI"].message
     serve.delete("edgeray-no-keys")
+    assert "no API keys are configured" in why and "EDGERAY_API_KEYS_FILE" in why
 
 
 def test_every_state_route_is_protected_and_documents_its_errors():
