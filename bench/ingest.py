@@ -2,7 +2,8 @@
 
 Replays the real BTC 1-minute file at full speed through the real actors into Feast and prints
 JSON. Latency is per event: ingestion receipt -> its features written to the online store.
-Usage: python bench/ingest.py [--online-store sqlite|redis] [--batch-size N] [--max-in-flight N] [--rate R]
+The decision loop is attached as users run it (configs/pipeline.yaml); --no-decisions detaches it.
+Usage: python bench/ingest.py [--online-store sqlite|redis] [--batch-size N] [--max-in-flight N] [--rate R] [--no-decisions]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from edgeray.config import PipelineConfig, SourceConfig  # noqa: E402
 BTC = ROOT.parent / "shared" / "data" / "markets" / "btc_perp_1m_2022-01.csv"
 
 
-def run(online_store: str, batch_size: int, max_in_flight: int, repeats: int, rate: float) -> dict:
+def run(online_store: str, batch_size: int, max_in_flight: int, repeats: int, rate: float, decisions: bool = True) -> dict:
     base = PipelineConfig.load(ROOT / "configs" / "pipeline.yaml").model_dump()
     results = []
     for i in range(repeats):
@@ -34,6 +35,7 @@ def run(online_store: str, batch_size: int, max_in_flight: int, repeats: int, ra
             **base, "namespace": f"bench{i}", "run_dir": str(tmp / "run"),
             "ingestion": {**base["ingestion"], "batch_size": batch_size, "max_in_flight": max_in_flight},
             "feast": {**base["feast"], "directory": str(tmp / "feast"), "project": f"bench{i}", "online_store": online_store},
+            "decisions": {**base["decisions"], "enabled": decisions},
         })
         pipeline = Pipeline.start(cfg)
         replay = ray.get(pipeline.replay_async([SourceConfig(type="bars", path=str(BTC), symbol="BTCUSDT-PERP")], rate=rate))
@@ -46,7 +48,7 @@ def run(online_store: str, batch_size: int, max_in_flight: int, repeats: int, ra
                         "latency_ms_p50": round(feat["latency_ms_p50"], 2), "latency_ms_p99": round(feat["latency_ms_p99"], 2),
                         "all_events_featured": feat["events_processed"] == replay["events"]})
     best = max(results, key=lambda r: r["events_per_s"])
-    return {"bench": "ingest", "file": BTC.name, "online_store": online_store, "batch_size": batch_size,
+    return {"bench": "ingest", "file": BTC.name, "decision_loop_attached": decisions, "online_store": online_store, "batch_size": batch_size,
             "max_in_flight": max_in_flight, "replay_rate": rate or "full speed", "machine": f"{platform.machine()} {__import__('os').cpu_count()} cpus",
             "runs": results, "best_events_per_s": best["events_per_s"],
             "targets": {"events_per_s": 50_000, "latency_ms_p99": 20}}
@@ -58,13 +60,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--max-in-flight", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-decisions", action="store_true", help="ingestion + features only (the decision loop detached)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="event-seconds per wall-second (0: full speed; 1,200,000 paces 1-minute bars at 20,000 events/s)")
     args = parser.parse_args()
     if not BTC.exists():
         sys.exit(f"{BTC} is absent: the benchmark replays the real BTC file")
     ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False)
-    print(json.dumps(run(args.online_store, args.batch_size, args.max_in_flight, args.repeats, args.rate), indent=2))
+    print(json.dumps(run(args.online_store, args.batch_size, args.max_in_flight, args.repeats, args.rate,
+                         decisions=not args.no_decisions), indent=2))
 
 
 if __name__ == "__main__":
