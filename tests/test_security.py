@@ -170,6 +170,15 @@ def test_future_bars_are_refused_and_the_loop_keeps_deciding(api):
     assert after["decisions"] - before["decisions"] == 80
 
 
+def test_future_feature_rows_are_refused_at_the_decision_route(api):
+    client, _ = api
+    from tests.test_serve_decisions import feature_row
+
+    row = feature_row(0) | {"event_ts": (pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=23)).isoformat()}
+    detail = assert_error_shape(client.post("/api/decisions", json={"rows": [feature_row(1), row]}, headers=TRADER), 422)
+    assert detail[0]["loc"] == ["body", "rows", 1, "event_ts"] and detail[0]["type"] == "future"
+
+
 def test_a_conflicting_version_of_a_bar_is_a_dead_letter_with_both_values(api):
     client, _ = api
     genuine = bars([300], "SYN-A", day="2024-01-03")

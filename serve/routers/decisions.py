@@ -35,11 +35,23 @@ class KillBody(Body):
     reason: str = Field(min_length=1, max_length=1_000)
 
 
+def _utc(ts: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(ts)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")  # naive times are UTC
+
+
 @router.post("/api/decisions", responses=responses(401, 403, 409, 413, 422, 503))
 async def decide(body: DecisionRequest, api=Depends(get_api), who=require("trade")) -> dict:
     """Feature rows in (one per symbol and time), decisions out with their audit trail."""
     from policies.engine import decision_ids
 
+    # The same door as market data: a row stamped in the future would put every later genuine row behind its symbol's clock.
+    horizon = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=api.cfg.ingestion.max_future_skew_seconds)
+    future = [i for i, r in enumerate(body.rows) if _utc(r.event_ts) > horizon]
+    if future:
+        i = future[0]
+        raise error(422, ["body", "rows", i, "event_ts"], f"rows[{i}].event_ts is more than "
+                    f"{api.cfg.ingestion.max_future_skew_seconds:g} s in the future", "future", str(body.rows[i].event_ts))
     missing = [f"rows[{i}].features.{n}" for i, r in enumerate(body.rows) for n in api.cfg.features.spec().names
                if n not in r.features]
     if missing:
