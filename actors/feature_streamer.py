@@ -38,14 +38,17 @@ def feast_settings(cfg: PipelineConfig) -> FeastSettings:
     return FeastSettings.from_env(cfg.feast.directory, cfg.feast.project, cfg.feast.online_store)
 
 
-def decision_frame(events, features):
-    """Feature rows plus the prices the executor fills against (quotes: the mid) and the receipt
-    stamp the end-to-end latency is measured from."""
+def decision_frame(events, features, arrived_ns: int | None = None):
+    """Feature rows plus the prices the executor fills against (quotes: the mid), the receipt
+    stamp the end-to-end latency is measured from, and (for the per-stage breakdown) when the batch
+    reached the streamer (`features_in_ns`) and left it (`features_out_ns`, stamped by the caller
+    right before the send), both wall-clock ns like `received_ns`."""
     mid = (events["bid"].to_numpy(float) + events["ask"].to_numpy(float)) / 2.0
     close = events["close"].to_numpy(float) if "close" in events else mid
     opened = events["open"].to_numpy(float) if "open" in events else mid
     return features.assign(open=opened, close=close, bid=events["bid"].to_numpy(float), ask=events["ask"].to_numpy(float),
-                           received_ns=events["received_ns"].to_numpy())
+                           received_ns=events["received_ns"].to_numpy(),
+                           features_in_ns=np.int64(arrived_ns if arrived_ns is not None else time.time_ns()))
 
 
 @ray.remote(num_cpus=0)
@@ -82,6 +85,7 @@ class FeatureStreamerActor:
         self.events_by_kind: dict[str, int] = {}
         self.feature_rows = 0
         self._latency = LatencyRing()
+        self._arrived_ns: int | None = None
         self._first_ns: int | None = None
         self._last_ns = 0
         self.metrics = PipelineMetrics()
@@ -103,6 +107,7 @@ class FeatureStreamerActor:
                     return 0
                 if after != self._last_seq:
                     raise OutOfOrderError(f"batch {seq} follows {after}, but the last batch processed is {self._last_seq}")
+        self._arrived_ns = time.time_ns()  # released by ingestion (plus transport): the ingest/features boundary
         if self.process_delay_s:
             time.sleep(self.process_delay_s)
         kind = batch_kind(batch)
@@ -126,7 +131,9 @@ class FeatureStreamerActor:
             self.sink.write(view, features)
             self.feature_rows += len(features)
             if self.meta is not None and view == MARKET_VIEW:
-                self._decisions.submit(decision_frame(frame, features))
+                rows = decision_frame(frame, features, self._arrived_ns)
+                rows["features_out_ns"] = np.int64(time.time_ns())  # a wait for the window's slot counts as queue wait
+                self._decisions.submit(rows)
         now = time.time_ns()
         self._record_latency(self._latency.record_since(frame["received_ns"].to_numpy(), now))
         self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + len(frame)

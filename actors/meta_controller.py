@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import ray
 
+from actors.metrics import DecisionStageMetrics
 from edgeray.config import PipelineConfig
+from edgeray.latency import StageLatencies
 from edgeray.statefile import load_state, save_state
 from edgeray.watermark import NEVER, SymbolWatermark
 from envs.trading import TradingEnvConfig
@@ -24,6 +26,12 @@ from policies.rl_policy import load_meta
 from policies.strategies import PairsStatArb
 
 PASS_THROUGH = ("approve", "resize")
+# Where a decided row's time goes, in order (ms; `stages_ms` in status, edgeray_decision_stage_ms in Ray metrics):
+# ingest: receipt -> the streamer takes the batch (per row: includes waiting for the micro-batch to fill);
+# features: the streamer's processing (features, Feast write); queue_wait: the streamer's send -> this actor
+# starts the batch (the one-in-flight window, transport, the actor's queue); then the calls this actor makes.
+# "other": the rest of the batch in this actor (watermarks, rewards, shadows' market step, record building).
+STAGES = ("ingest", "features", "queue_wait", "executor_step", "decide", "risk", "veto", "audit", "checkpoint", "other")
 
 
 def _stage_records(frame: pd.DataFrame, stage: str, columns: list[str]) -> list[dict]:
@@ -70,10 +78,15 @@ class MetaControllerActor:
         self.rejected_rows: dict[str, int] = (state or {}).get("rejected_rows", {})
         self.snapshot: dict = {}
         self._busy_s = 0.0
+        self._stages = StageLatencies(STAGES)
+        self._stage_metrics = DecisionStageMetrics()
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
     def decide_batch(self, frame: pd.DataFrame) -> dict:
+        started_ns = time.time_ns()  # wall clock: compared with the streamer's stamps (another process)
         started = time.perf_counter()
+        timed: dict[str, float] = {}  # stage -> ms for this batch, recorded once the batch is done
+        upstream = self._upstream_ms(frame, started_ns)
         # A batch retried after a restart may already be in the checkpoint (the actor died after
         # saving, before answering): its rows are skipped, so nothing is decided twice.
         fresh = self._done.fresh(frame)
@@ -85,28 +98,41 @@ class MetaControllerActor:
         if frame.empty:
             self._audit_rejected(rejected)
             return {"decisions": 0, "orders": 0, "rejected_rows": len(rejected)}
+        t = time.perf_counter_ns()
         step = ray.get(self.executor.step.remote(self._pending_orders, frame))
+        timed["executor_step"] = (time.perf_counter_ns() - t) / 1e6
         self._pending_orders = None
         self.snapshot = step["snapshot"]
         self.engine.on_outcomes(step["outcomes"])
         self.engine.on_market_shadows(frame)
         act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
+        t = time.perf_counter_ns()
         batch = self.engine.decide(frame, self.snapshot, act=act)
+        timed["decide"] = (time.perf_counter_ns() - t) / 1e6
         records = list(batch.records)
         records += _stage_records(step["fills"], "fill", ["symbol", "strategy", "quantity", "price", "fee"])
         records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
         records += self._rejected_records(rejected)
         if len(batch.orders):
-            records += self._gate(batch)
+            records += self._gate(batch, timed)
         received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
         # The audit write must be durable before the checkpoint says this batch is done: a write still in
         # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
+        t = time.perf_counter_ns()
         ray.get(self.audit.append.remote(records, received))
+        timed["audit"] = (time.perf_counter_ns() - t) / 1e6
         self._done.advance(frame)
         if self._cross_symbol:
             self._decided_until_ns = int(pd.to_datetime(frame["event_ts"], utc=True).array.asi8.max())
+        # Every batch, on purpose: only the call in flight is retried after a restart, so a batch answered
+        # after the last checkpoint would never be resent (its approvals, rewards and counts lost).
+        t = time.perf_counter_ns()
         save_state(self.state_path, self._state())
-        self._busy_s += time.perf_counter() - started
+        timed["checkpoint"] = (time.perf_counter_ns() - t) / 1e6
+        busy = time.perf_counter() - started
+        self._busy_s += busy
+        timed["other"] = max(0.0, busy * 1e3 - sum(timed.values()))
+        self._record_stages(upstream, timed)
         return {"decisions": batch.n_decisions, "orders": len(batch.orders), "rejected_rows": len(rejected)}
 
     def _in_time_order(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -148,9 +174,30 @@ class MetaControllerActor:
         ray.get(self.audit.append.remote(self._rejected_records(rejected), None))
         save_state(self.state_path, self._state())
 
-    def _gate(self, batch) -> list[dict]:
+    def _upstream_ms(self, frame: pd.DataFrame, started_ns: int) -> dict:
+        """ingest (per row), features and queue_wait (per batch) from the stamps riding on the rows."""
+        if "features_in_ns" not in frame or frame.empty:
+            return {}
+        arrived, sent = int(frame["features_in_ns"].iat[0]), int(frame["features_out_ns"].iat[0])
+        out = {"features": (sent - arrived) / 1e6, "queue_wait": (started_ns - sent) / 1e6}
+        if "received_ns" in frame:
+            out["ingest"] = (arrived - frame["received_ns"].to_numpy(np.int64)) / 1e6
+        return out
+
+    def _record_stages(self, upstream: dict, timed: dict) -> None:
+        for stage, value in {**upstream, **timed}.items():
+            self._stages.record(stage, value)
+            if np.ndim(value):  # ingest: a sample of the rows keeps the metrics calls per batch bounded
+                for v in value[:: max(1, len(value) // 8)]:
+                    self._stage_metrics.observe(stage, v)
+            else:
+                self._stage_metrics.observe(stage, value)
+
+    def _gate(self, batch, timed: dict) -> list[dict]:
         orders = batch.orders
+        t = time.perf_counter_ns()
         risk = ray.get(self.risk.check.remote(orders, self.snapshot))
+        timed["risk"] = (time.perf_counter_ns() - t) / 1e6
         risk = risk.set_index("decision_id").loc[orders["decision_id"]].reset_index()
         passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
         sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
@@ -162,7 +209,9 @@ class MetaControllerActor:
             self.verdicts[f"risk_{v}"] = self.verdicts.get(f"risk_{v}", 0) + 1
         if sized.empty:
             return records
+        t = time.perf_counter_ns()
         veto = ray.get(self.veto.review.remote(sized))
+        timed["veto"] = (time.perf_counter_ns() - t) / 1e6
         veto = veto.set_index("decision_id").loc[sized["decision_id"]].reset_index()
         records += _stage_records(veto.assign(event_ts=sized["event_ts"].to_numpy()), "veto", ["verdict", "rule"])
         for v in veto["verdict"]:
@@ -204,4 +253,4 @@ class MetaControllerActor:
         equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
         return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
                 "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity),
-                "rejected_rows": dict(self.rejected_rows)}
+                "rejected_rows": dict(self.rejected_rows), "stages_ms": self._stages.summary()}

@@ -185,3 +185,20 @@ def test_a_row_that_goes_back_in_time_is_rejected_and_the_loop_keeps_deciding(ra
         assert pd.to_datetime(decided["event_ts"], utc=True).max() == last + pd.Timedelta(minutes=11)
     finally:
         pipeline.shutdown()
+
+
+def test_status_breaks_the_decision_latency_down_per_stage(ray_session, tmp_path, unique_name):
+    base = loop_config(tmp_path, unique_name).model_dump()
+    cfg = PipelineConfig.model_validate({**base, "fallback": {**base["fallback"], "n_bars": 800}})
+    pipeline = Pipeline.start(cfg, fresh=True)
+    try:
+        ray.get(pipeline.replay_async(generator(cfg), rate=0))
+        pipeline.finish()
+        stages = ray.get(pipeline.decision[META_CONTROLLER].status.remote())["stages_ms"]
+        from actors.meta_controller import STAGES
+        assert set(stages) == set(STAGES)
+        for stage, p in stages.items():
+            assert p["samples"] > 0, stage
+            assert 0 <= p["p50"] <= p["p99"], (stage, p)
+    finally:
+        pipeline.shutdown()
