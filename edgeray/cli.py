@@ -15,16 +15,57 @@ from pydantic import ValidationError
 from edgeray.config import PipelineConfig, SourceConfig
 
 app = typer.Typer(help="edgeray: find and size an edge in betting and trading markets, on Ray.", no_args_is_help=True)
-console = Console()
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML", exists=True, dir_okay=False)]
+# markup=False: user text (file names, values, error messages with [...] in them) prints as it is.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", dir_okay=False,
+    help="Pipeline YAML (default: ./configs/pipeline.yaml if it exists, else the packaged default)")]
+REPO_CONFIG = Path("configs/pipeline.yaml")
+_DEBUG = {"on": False}
 
 
-def _load_config(path: Path) -> PipelineConfig:
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
+    """edgeray: find and size an edge in betting and trading markets, on Ray."""
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
+def _error(message: str, code: int = 2, hint: str | None = None):
+    """A user mistake: one or two plain lines on stderr, exit `code` (a traceback only under --debug)."""
+    err_console.print(message, style="red", soft_wrap=True)
+    if hint:
+        err_console.print(hint, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _config_path(path: Path | None) -> tuple[Path, bool]:
+    """The config to use and whether it is the packaged default (outputs then go under ./runs)."""
+    from edgeray.config import DEFAULT_PIPELINE
+
+    if path is not None:
+        if not path.exists():
+            _error(f"--config {path}: no such file", hint="write one with `edgeray init DIR`, or leave --config out for the packaged default")
+        if path.is_dir():
+            _error(f"--config {path}: is a folder; give its pipeline.yaml")
+        return path, False
+    if REPO_CONFIG.exists():
+        return REPO_CONFIG, False
+    return DEFAULT_PIPELINE, True
+
+
+def _load_config(path: Path | None) -> PipelineConfig:
+    from edgeray.config import ConfigFileError
+
+    path, packaged = _config_path(path)
     try:
-        return PipelineConfig.load(path)
+        return PipelineConfig.load(path, outputs_base=Path.cwd() if packaged else None)
+    except ConfigFileError as exc:
+        _error(str(exc))
     except ValidationError as exc:
         for err in exc.errors():
-            console.print(f"[red]{path}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})[/]")
+            err_console.print(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})",
+                              style="red", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -54,25 +95,108 @@ def _summary_table(status: dict, elapsed_s: float) -> Table:
     return table
 
 
+MapOption = Annotated[Optional[list[str]], typer.Option(
+    "--map", help="Rename a file column for --source: FILE_COLUMN=FIELD, e.g. open_time=event_ts (repeatable)")]
+
+
 @app.command()
-def run(config: ConfigOption = Path("configs/pipeline.yaml"),
+def run(config: ConfigOption = None,
         source: Annotated[Optional[Path], typer.Option(help="Replay this bars CSV instead of the configured sources")] = None,
-        symbol: Annotated[str, typer.Option(help="Symbol for --source")] = "BTCUSDT-PERP",
+        symbol: Annotated[str, typer.Option(help="Symbol for --source (added to ingestion.symbols for this run)")] = "BTCUSDT-PERP",
+        fmt: Annotated[str, typer.Option("--format", help="--source layout: auto, ohlcv or kline")] = "auto",
+        ts_unit: Annotated[str, typer.Option(help="--source timestamps: auto, iso, s, ms, us or ns")] = "auto",
+        columns: MapOption = None,
+        n_bars: Annotated[Optional[int], typer.Option(help="Bars per symbol of the seeded generator (default: the config's fallback.n_bars)", min=1)] = None,
         rate: Annotated[Optional[float], typer.Option(help="Event-seconds per wall-second; 0 = full speed")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here")] = None,
-        keep: Annotated[bool, typer.Option(help="Leave the actors running (detached) after the replay")] = False) -> None:
+        keep: Annotated[bool, typer.Option(help="Leave the actors running (detached) after the replay")] = False,
+        check: Annotated[bool, typer.Option("--check", help="Check the config and the sources, then stop (Ray is not started)")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
     """The main job: replay market data through ingestion and feature streaming into Feast."""
+    _DEBUG["on"] = _DEBUG["on"] or debug
+    cfg = _load_config(config)
+    cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars)
+    if check:
+        console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to {cfg.run_dir}")
+        return
+    try:
+        _run(cfg, sources, rate, json_out, keep)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback with --debug
+        if _DEBUG["on"]:
+            raise
+        _error(f"edgeray run failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+               code=1, hint="run again with --debug for the traceback")
+
+
+def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: str, ts_unit: str,
+                  columns: list[str] | None, n_bars: int | None) -> tuple[PipelineConfig, list[SourceConfig]]:
+    """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
+    from actors.pipeline import resolve_sources
+    from edgeray.deadletter import DeadLetterStore
+    from edgeray.sources import SourceError, inspect_source
+
+    if fmt not in ("auto", "ohlcv", "kline"):
+        _error(f"--format {fmt!r}: expected auto, ohlcv or kline")
+    if ts_unit not in ("auto", "iso", "s", "ms", "us", "ns"):
+        _error(f"--ts-unit {ts_unit!r}: expected auto, iso, s, ms, us or ns")
+    mapping = {}
+    for item in columns or []:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            _error(f"--map {item!r}: expected FILE_COLUMN=FIELD, e.g. --map open_time=event_ts")
+        mapping[src.strip()] = dst.strip()
+    if columns and source is None:
+        _error("--map applies to --source; for configured sources put `columns: {FILE_COLUMN: FIELD}` in the source")
+    if source is not None:
+        sources = [SourceConfig(type="bars", path=str(source.resolve()), symbol=symbol, format=fmt, ts_unit=ts_unit, columns=mapping)]
+    else:
+        sources = resolve_sources(cfg)
+        for s in cfg.sources:
+            if s not in sources:
+                console.print(f"configured source {s.path} not found; skipped", style="yellow")
+        if n_bars is not None:
+            sources = [s.model_copy(update={"n_bars": n_bars}) if s.type == "generator" else s for s in sources]
+    universe = list(cfg.ingestion.symbols)
+    for s in sources:
+        wanted = [s.symbol] if s.symbol else (list(s.symbols) if s.type == "generator" else [])
+        for sym in wanted:
+            if s.type != "sports" and sym not in universe:
+                universe.append(sym)
+                console.print(f"symbol {sym} is not in the config's ingestion.symbols; added for this run")
+    if universe != list(cfg.ingestion.symbols):
+        data = cfg.model_dump()
+        data["ingestion"]["symbols"] = universe
+        cfg = PipelineConfig.model_validate(data)
+    for s in sources:
+        try:
+            report = inspect_source(s)
+        except SourceError as exc:
+            if _DEBUG["on"]:
+                raise
+            _error(str(exc), hint=exc.hint)
+        console.print(f"source: {s.type} {s.path or ''} {s.symbol or ''}".rstrip())
+        if report.detected:
+            console.print(f"detected {report.detected}")
+        if report.bad_lines is not None and len(report.bad_lines):
+            ing = cfg.ingestion
+            store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
+            store.append("bar", s.path or s.type, report.bad_lines)
+            first = report.bad_lines.iloc[0]
+            console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped and dead-lettered "
+                          f"(first: {first['value']}: {first['field']}) -> {store.path}", style="yellow")
+    return cfg, sources
+
+
+def _run(cfg: PipelineConfig, sources: list[SourceConfig], rate: float | None, json_out: Path | None, keep: bool) -> None:
     import ray
 
-    from actors.pipeline import Pipeline, resolve_sources
+    from actors.pipeline import Pipeline
 
-    cfg = _load_config(config)
-    sources = [SourceConfig(type="bars", path=str(source), symbol=symbol)] if source else resolve_sources(cfg)
-    for s in sources:
-        console.print(f"source: [bold]{s.type}[/] {s.path or ''} {s.symbol or ''}")
     pipeline = Pipeline.start(cfg, detached=keep, fresh=True)
     ref = pipeline.replay_async(sources, rate)
-    with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+    with Progress(TextColumn("replay", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("replay", total=None)
         while True:
@@ -90,6 +214,31 @@ def run(config: ConfigOption = Path("configs/pipeline.yaml"),
         json_out.write_text(json.dumps({**status, "elapsed_s": result["elapsed_s"]}, indent=2, default=str))
     if not keep:
         pipeline.shutdown()
+    console.print(f"results in {cfg.run_dir} (dead letters: {Path(cfg.run_dir) / 'deadletters.jsonl'}; "
+                  f"Feast store: {cfg.feast.directory})" + (f"; summary: {json_out}" if json_out else ""))
+
+
+INIT_FILES = ("pipeline.yaml", "risk.yaml", "veto.yaml", "serve.yaml")
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to write (created if missing)")],
+         force: Annotated[bool, typer.Option(help="Overwrite existing files")] = False) -> None:
+    """Write an editable project folder: pipeline.yaml, risk.yaml, veto.yaml, serve.yaml (commented)."""
+    import shutil
+
+    from edgeray.config import DEFAULTS_DIR
+
+    if directory.exists() and not directory.is_dir():
+        _error(f"{directory}: exists and is not a folder")
+    existing = [name for name in INIT_FILES if (directory / name).exists()]
+    if existing and not force:
+        _error(f"{directory}: already has {', '.join(existing)}; nothing written", hint="pass --force to overwrite them")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in INIT_FILES:
+        shutil.copyfile(DEFAULTS_DIR / name, directory / name)
+    console.print(f"wrote {', '.join(INIT_FILES)} to {directory}")
+    console.print(f"next: edgeray run --config {directory / 'pipeline.yaml'}   (outputs go to {directory / 'runs'})")
 
 
 def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
@@ -127,7 +276,7 @@ def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
         arm_table.add_row(a["arm"], str(a["enabled"]), f"{a['pulls']:,}", f"{a['mean_reward']:.5f}", f"{a['risk_budget']:.2f}")
     console.print(arm_table)
     if png:
-        console.print(f"equity curve: [bold]{png}[/]")
+        console.print(f"equity curve: {png}")
     return {**perf, "arms": arms, "holds_pending": len(pending), "equity_png": str(png) if png else None}
 
 
@@ -141,31 +290,30 @@ def _risk_actor(config: Path):
     try:
         return ray.get_actor(RISK_MONITOR, namespace=cfg.namespace)
     except ValueError:
-        console.print(f"[red]no running decision loop in namespace {cfg.namespace!r} (start one with `edgeray run --keep`)[/]")
-        raise typer.Exit(1) from None
+        _error(f"no running decision loop in namespace {cfg.namespace!r} (start one with `edgeray run --keep`)", code=1)
 
 
 @app.command("kill-switch")
 def kill_switch(reason: Annotated[str, typer.Option(help="Why (goes to the audit log)")],
-                config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+                config: ConfigOption = None) -> None:
     """Halt every new decision and cancel unfilled orders in the running loop (audited)."""
     import getpass
 
     import ray
 
     event = ray.get(_risk_actor(config).kill.remote(reason, f"cli:{getpass.getuser()}"))
-    console.print(f"[red bold]kill switch ON[/] at {event['ts']}; cancelled {len(event['cancelled_orders'])} unfilled orders")
+    console.print(f"kill switch ON at {event['ts']}; cancelled {len(event['cancelled_orders'])} unfilled orders", style="bold red")
 
 
 @app.command()
-def resume(config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+def resume(config: ConfigOption = None) -> None:
     """Lift the kill switch (audited)."""
     import getpass
 
     import ray
 
     event = ray.get(_risk_actor(config).resume.remote(f"cli:{getpass.getuser()}"))
-    console.print(f"[green]kill switch off[/] at {event['ts']}")
+    console.print(f"kill switch off at {event['ts']}", style="green")
 
 
 def _seasons(text: str | None) -> list[int] | None:
@@ -174,8 +322,7 @@ def _seasons(text: str | None) -> list[int] | None:
     try:
         return [int(s) for s in text.split(",")]
     except ValueError:
-        console.print(f"[red]seasons: expected comma-separated years like 2019,2020, got {text!r}[/]")
-        raise typer.Exit(2) from None
+        _error(f"seasons: expected comma-separated years like 2019,2020, got {text!r}")
 
 
 @app.command()
@@ -194,7 +341,7 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
     params = {"sport": sport.lower(), "family": model.lower(), "name": name, "train_seasons": _seasons(train_seasons),
               "test_seasons": _seasons(test_seasons), "data_dir": str(data_dir) if data_dir else None,
               "registry_dir": str(registry)}
-    with Progress(TextColumn("[bold]train {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    with Progress(TextColumn("train {task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"{params['sport']}/{params['family']}", total=None, info="")
 
@@ -206,8 +353,7 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
             result = train_sport_model(params, on_epoch, device)
         except ValueError as exc:
             progress.stop()
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from None
+            _error(str(exc))
     report, perf = result["report"], result["performance"]
     table = Table(title=f"{report['sport']} {report['family']}/{report['name']}: test seasons {report['test_seasons']}",
                   header_style="bold")
@@ -239,8 +385,7 @@ def _underdog_call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+        _error(str(exc))
 
 
 def _tiers(text: str | None) -> list[str] | None:
@@ -348,7 +493,7 @@ def underdog_compare(seasons: Annotated[Optional[str], typer.Option(help="e.g. 2
 
 
 @app.command()
-def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) -> None:
+def features(symbol: str, config: ConfigOption = None) -> None:
     """Show the latest online feature vector for a symbol (the decision loop's read path)."""
     from actors.feature_streamer import feast_settings
     from edgeray.feature_repo.definitions import MARKET_VIEW
@@ -358,8 +503,7 @@ def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) 
     reader = FeatureReader(open_store(feast_settings(cfg)), MARKET_VIEW, cfg.features.spec().names)
     vector = reader.latest(symbol)
     if vector is None:
-        console.print(f"[red]symbol {symbol!r}: no features in the online store[/]")
-        raise typer.Exit(1)
+        _error(f"symbol {symbol!r}: no features in the online store", code=1)
     table = Table(title=f"{symbol} @ {vector.event_ts}")
     table.add_column("feature")
     table.add_column("value", justify="right")
@@ -369,7 +513,7 @@ def features(symbol: str, config: ConfigOption = Path("configs/pipeline.yaml")) 
 
 
 @app.command("dead-letters")
-def dead_letters(config: ConfigOption = Path("configs/pipeline.yaml"),
+def dead_letters(config: ConfigOption = None,
                  limit: Annotated[int, typer.Option(help="How many records", min=0)] = 20,
                  offset: Annotated[int, typer.Option(help="Skip this many of the newest first", min=0)] = 0) -> None:
     """Show rejected rows and why they were rejected, newest page first (read from the end of the files)."""
@@ -390,8 +534,7 @@ def dead_letters(config: ConfigOption = Path("configs/pipeline.yaml"),
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]{message}[/]")
-    raise typer.Exit(2)
+    _error(message)
 
 
 keys_app = typer.Typer(help="API keys for the HTTP API (a YAML file of names, roles and SHA-256 digests).", no_args_is_help=True)

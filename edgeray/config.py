@@ -61,6 +61,11 @@ class SourceConfig(Strict):
     path: str | None = None
     ask_path: str | None = None  # bid_ask_bars: `path` is the bid file
     symbol: str | None = None
+    # bars: the file's layout. auto: event_ts, else open_time (exchange kline, epoch ms), else
+    # timestamp/time/ts/datetime/date; `columns` renames file columns first ({open_time: event_ts}).
+    format: Literal["auto", "ohlcv", "kline"] = "auto"
+    columns: dict[str, str] = {}
+    ts_unit: Literal["auto", "iso", "s", "ms", "us", "ns"] = "auto"  # auto: ISO text, or epoch by magnitude
     # generator
     symbols: list[str] = ["SYN-A", "SYN-B"]
     n_bars: int = 20_000
@@ -158,6 +163,71 @@ class PipelineConfig(Strict):
     api: ApiConfig = ApiConfig()
 
     @classmethod
-    def load(cls, path: str | Path) -> "PipelineConfig":
-        with open(path, encoding="utf-8") as fh:
-            return cls.model_validate(yaml.safe_load(fh))
+    def load(cls, path: str | Path, outputs_base: str | Path | None = None) -> "PipelineConfig":
+        """Read and validate a pipeline YAML. Paths written in the file resolve against the file's
+        folder (so the config works from any working directory); paths left at their defaults, and
+        the output folders when `outputs_base` is given, resolve against the working directory
+        (or `outputs_base`). Every path in the result is absolute."""
+        path = Path(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigFileError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigFileError(f"{path}: not a text file (byte offset {exc.start} is not UTF-8)") from None
+        if not isinstance(raw, dict):
+            raise ConfigFileError(f"{path}: expected a YAML mapping of settings (namespace, ingestion, sources, ...), "
+                                  f"got {type(raw).__name__}; `edgeray init DIR` writes a commented one")
+        base = path.resolve().parent
+        outputs = Path(outputs_base).resolve() if outputs_base is not None else None
+        resolve_paths(raw, base, outputs)
+        cfg = cls.model_validate(raw)
+        data = cfg.model_dump()
+        resolve_paths(data, Path.cwd() if outputs is None else outputs, outputs)  # the defaults not written in the file
+        d = data["decisions"]
+        for key in ("risk_config", "veto_config"):
+            if "decisions" not in raw or key not in raw["decisions"]:
+                d[key] = _default_or_packaged(d[key], DEFAULTS_DIR / Path(d[key]).name)
+        return cls.model_validate(data)
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read (not there, not YAML, not a mapping)."""
+
+
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+DEFAULT_PIPELINE = DEFAULTS_DIR / "pipeline.yaml"
+# Output folders: for the packaged default they resolve against the working directory.
+OUTPUT_PATHS = (("run_dir",), ("feast", "directory"), ("sports", "registry_dir"), ("sports", "queue_db"))
+INPUT_PATHS = (("decisions", "risk_config"), ("decisions", "veto_config"), ("sports", "data_dir"))
+
+
+def _absolute(value, base: Path):
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _default_or_packaged(path: str, packaged: Path) -> str:
+    """An unwritten risk/veto config: ./configs/<name> when it exists (the repository), else the packaged one."""
+    return path if Path(path).exists() or not packaged.exists() else str(packaged)
+
+
+def resolve_paths(data: dict, base: Path, outputs: Path | None = None) -> None:
+    """Make the config's file and folder paths absolute in place (see PipelineConfig.load)."""
+    for keys in OUTPUT_PATHS + INPUT_PATHS:
+        node = data
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = _absolute(node[keys[-1]], outputs if outputs is not None and keys in OUTPUT_PATHS else base)
+    specs = list(data.get("sources") or []) + ([data["fallback"]] if isinstance(data.get("fallback"), dict) else [])
+    for spec in specs:
+        if isinstance(spec, dict):
+            for key in ("path", "ask_path"):
+                if key in spec:
+                    spec[key] = _absolute(spec[key], base)

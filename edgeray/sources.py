@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,35 @@ from edgeray.config import SourceConfig
 from edgeray.events import EventKind
 from edgeray.generator import generate_bars
 from edgeray.loaders import load_bid_ask_bars, load_ohlcv_bars, load_quote_ticks, load_sports_events
+from edgeray.loaders.csvfile import SourceError, bad_lines_frame
+
+__all__ = ["SourceError", "SourceReport", "inspect_source", "load_source", "micro_batches", "source_available", "source_identity"]
+
+
+@dataclass
+class SourceReport:
+    rows: int
+    detected: str | None = None          # e.g. "exchange kline format: open_time (ms) -> event_ts"
+    bad_lines: pd.DataFrame | None = None  # unreadable lines, in the dead-letter store's shape
+
+
+def inspect_source(spec: SourceConfig) -> SourceReport:
+    """Load a source once, before Ray starts, so a file that cannot be replayed is reported in
+    seconds as a SourceError naming the file, the field and what was found."""
+    if spec.type == "generator":
+        return SourceReport(spec.n_bars * len(spec.symbols))
+    try:
+        frames = load_source(spec)
+    except SourceError:
+        raise
+    except (ValueError, KeyError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        where = spec.path or spec.type
+        raise SourceError(f"{Path(where).name}: cannot be read as {spec.type}: {type(exc).__name__}: {exc}",
+                          "run with --debug for the traceback") from exc
+    rows = sum(len(f) for _, f in frames)
+    detected = next((f.attrs.get("detected") for _, f in frames if f.attrs.get("detected")), None)
+    bad = [b for _, f in frames for b in f.attrs.get("bad_lines", [])]
+    return SourceReport(rows, detected, bad_lines_frame(bad, spec.path) if bad else None)
 
 
 def source_available(spec: SourceConfig) -> bool:
@@ -21,9 +51,13 @@ def load_source(spec: SourceConfig) -> list[tuple[EventKind, pd.DataFrame]]:
     if spec.type == "generator":
         return [(EventKind.BAR, generate_bars(tuple(spec.symbols), n_bars=spec.n_bars, seed=spec.seed))]
     if spec.path is None:
-        raise ValueError(f"sources[].path: required for type {spec.type!r}")
+        raise SourceError(f"sources[].path: required for type {spec.type!r}")
+    for p in (spec.path, spec.ask_path):
+        if p and not Path(p).exists():
+            raise SourceError(f"{p}: no such file", "check the path (relative paths in a config are read from the config's folder)")
     if spec.type == "bars":
-        return [(EventKind.BAR, load_ohlcv_bars(spec.path, _symbol(spec)))]
+        return [(EventKind.BAR, load_ohlcv_bars(spec.path, _symbol(spec), columns=spec.columns, fmt=spec.format,
+                                                ts_unit=spec.ts_unit))]
     if spec.type == "bid_ask_bars":
         if spec.ask_path is None:
             raise ValueError("sources[].ask_path: required for type 'bid_ask_bars'")

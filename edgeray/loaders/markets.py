@@ -15,12 +15,19 @@ def _read(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"timestamp": str})
 
 
-def load_ohlcv_bars(path: str | Path, symbol: str, source: str | None = None) -> pd.DataFrame:
-    """1-minute OHLCV trade bars: timestamp,open,high,low,close,volume."""
-    raw = _read(path)
-    frame = raw.rename(columns={"timestamp": "event_ts"})
+def load_ohlcv_bars(path: str | Path, symbol: str, source: str | None = None, columns: dict[str, str] | None = None,
+                    fmt: str = "auto", ts_unit: str = "auto") -> pd.DataFrame:
+    """OHLCV bars: generic (timestamp,open,high,low,close,volume; ISO or epoch), exchange kline
+    (open_time in epoch ms), or any layout named by `columns` (see edgeray.loaders.csvfile).
+    Unreadable lines are left out and listed in frame.attrs["bad_lines"]; the detected layout is
+    in frame.attrs["detected"]."""
+    from edgeray.loaders.csvfile import load_bars_csv
+
+    frame, detected, bad = load_bars_csv(path, columns, fmt, ts_unit)
+    frame = frame.drop(columns=[c for c in ("symbol", "source") if c in frame.columns])
     frame.insert(1, "symbol", symbol)
     frame["source"] = source or Path(path).name
+    frame.attrs["detected"], frame.attrs["bad_lines"] = detected, bad
     return frame
 
 
