@@ -21,6 +21,7 @@ class ExecutorActor:
         c = LedgerConfig.model_validate(cfg)
         self.state_path = Path(state_path)
         self.curve_path = self.state_path.with_suffix(".curve.parquet")
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)  # a run whose every row is rejected still saves a curve
         state = load_state(self.state_path)
         if state:  # a restart resumes the ledger from its last checkpoint
             if self.curve_path.exists():
@@ -45,6 +46,7 @@ class ExecutorActor:
             self._save_curve()
 
     def _save_curve(self) -> None:
+        self.curve_path.parent.mkdir(parents=True, exist_ok=True)
         self.ledger.equity_curve().to_parquet(self.curve_path, index=False)
 
     def step(self, orders: pd.DataFrame | None, market: pd.DataFrame) -> dict:

@@ -115,9 +115,9 @@ def run(config: ConfigOption = None,
     """The main job: replay market data through ingestion and feature streaming into Feast."""
     _DEBUG["on"] = _DEBUG["on"] or debug
     cfg = _load_config(config)
-    cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars)
+    cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars, check)
     if check:
-        console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to {cfg.run_dir}")
+        console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to {cfg.run_dir}", soft_wrap=True)
         return
     try:
         _run(cfg, sources, rate, json_out, keep)
@@ -131,7 +131,7 @@ def run(config: ConfigOption = None,
 
 
 def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: str, ts_unit: str,
-                  columns: list[str] | None, n_bars: int | None) -> tuple[PipelineConfig, list[SourceConfig]]:
+                  columns: list[str] | None, n_bars: int | None, check: bool = False) -> tuple[PipelineConfig, list[SourceConfig]]:
     """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
     from actors.pipeline import resolve_sources
     from edgeray.deadletter import DeadLetterStore
@@ -158,17 +158,6 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
                 console.print(f"configured source {s.path} not found; skipped", style="yellow")
         if n_bars is not None:
             sources = [s.model_copy(update={"n_bars": n_bars}) if s.type == "generator" else s for s in sources]
-    universe = list(cfg.ingestion.symbols)
-    for s in sources:
-        wanted = [s.symbol] if s.symbol else (list(s.symbols) if s.type == "generator" else [])
-        for sym in wanted:
-            if s.type != "sports" and sym not in universe:
-                universe.append(sym)
-                console.print(f"symbol {sym} is not in the config's ingestion.symbols; added for this run")
-    if universe != list(cfg.ingestion.symbols):
-        data = cfg.model_dump()
-        data["ingestion"]["symbols"] = universe
-        cfg = PipelineConfig.model_validate(data)
     for s in sources:
         try:
             report = inspect_source(s)
@@ -181,11 +170,24 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
             console.print(f"detected {report.detected}")
         if report.bad_lines is not None and len(report.bad_lines):
             ing = cfg.ingestion
-            store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
-            store.append("bar", s.path or s.type, report.bad_lines)
+            store = Path(cfg.run_dir) / "deadletters.jsonl"
+            if not check:
+                DeadLetterStore(store, ing.deadletter_max_bytes, ing.deadletter_keep_files).append("bar", s.path or s.type, report.bad_lines)
             first = report.bad_lines.iloc[0]
-            console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped and dead-lettered "
-                          f"(first: {first['value']}: {first['field']}) -> {store.path}", style="yellow")
+            console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped"
+                          + (" (not written: --check)" if check else f" and dead-lettered to {store}")
+                          + f"; first: {first['field']}: {first['value']}", style="yellow", soft_wrap=True)
+    universe = list(cfg.ingestion.symbols)
+    for s in sources:
+        wanted = [s.symbol] if s.symbol else (list(s.symbols) if s.type == "generator" else [])
+        for sym in wanted:
+            if s.type != "sports" and sym not in universe:
+                universe.append(sym)
+                console.print(f"symbol {sym} is not in the config's ingestion.symbols; added for this run", soft_wrap=True)
+    if universe != list(cfg.ingestion.symbols):
+        data = cfg.model_dump()
+        data["ingestion"]["symbols"] = universe
+        cfg = PipelineConfig.model_validate(data)
     return cfg, sources
 
 
@@ -215,7 +217,7 @@ def _run(cfg: PipelineConfig, sources: list[SourceConfig], rate: float | None, j
     if not keep:
         pipeline.shutdown()
     console.print(f"results in {cfg.run_dir} (dead letters: {Path(cfg.run_dir) / 'deadletters.jsonl'}; "
-                  f"Feast store: {cfg.feast.directory})" + (f"; summary: {json_out}" if json_out else ""))
+                  f"Feast store: {cfg.feast.directory})" + (f"; summary: {json_out}" if json_out else ""), soft_wrap=True)
 
 
 INIT_FILES = ("pipeline.yaml", "risk.yaml", "veto.yaml", "serve.yaml")
