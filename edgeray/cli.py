@@ -133,9 +133,8 @@ def run(config: ConfigOption = None,
 def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: str, ts_unit: str,
                   columns: list[str] | None, n_bars: int | None, check: bool = False) -> tuple[PipelineConfig, list[SourceConfig]]:
     """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
-    from actors.pipeline import resolve_sources
     from edgeray.deadletter import DeadLetterStore
-    from edgeray.sources import SourceError, inspect_source
+    from edgeray.sources import SourceError, inspect_source, source_available
 
     if fmt not in ("auto", "ohlcv", "kline"):
         _error(f"--format {fmt!r}: expected auto, ohlcv or kline")
@@ -152,7 +151,7 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
     if source is not None:
         sources = [SourceConfig(type="bars", path=str(source.resolve()), symbol=symbol, format=fmt, ts_unit=ts_unit, columns=mapping)]
     else:
-        sources = resolve_sources(cfg)
+        sources = [s for s in cfg.sources if source_available(s)] or [cfg.fallback]  # as actors.pipeline.resolve_sources
         for s in cfg.sources:
             if s not in sources:
                 console.print(f"configured source {s.path} not found; skipped", style="yellow")
