@@ -96,7 +96,7 @@ def _summary_table(status: dict, elapsed_s: float) -> Table:
 
 
 MapOption = Annotated[Optional[list[str]], typer.Option(
-    "--map", help="Rename a file column for --source: FILE_COLUMN=FIELD, e.g. open_time=event_ts (repeatable)")]
+    "--map", metavar="FILE_COLUMN=FIELD", help="Rename a file column for --source: FILE_COLUMN=FIELD, e.g. open_time=event_ts (repeatable)")]
 
 
 @app.command()

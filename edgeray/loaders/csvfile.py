@@ -187,15 +187,15 @@ def load_bars_csv(path: str | Path, columns: dict[str, str] | None = None, fmt: 
     if ts_col is None:
         if fmt == "kline" and "open_time" not in norm:
             raise SourceError(f"{name}: --format kline needs an open_time column; found: {', '.join(found)}", MAP_HINT)
-        pick = "open_time" if (fmt == "kline" or ("open_time" in norm and "event_ts" not in norm)) else \
-            next((c for c in TS_CANDIDATES if c in norm and norm[c] not in rename), None)
+        kline = fmt == "kline" or (fmt == "auto" and "open_time" in norm and "event_ts" not in norm)
+        pick = "open_time" if kline else next((c for c in TS_CANDIDATES if c in norm and norm[c] not in rename), None)
         if pick is None:
             raise SourceError(f"{name}: no column event_ts (or timestamp/open_time/time/ts/datetime/date); found: {', '.join(found)}",
                               MAP_HINT)
         ts_col = norm[pick]
         if ts_col != "event_ts":
             rename[ts_col] = "event_ts"
-        kind = "exchange kline format" if pick == "open_time" else ("edgeray bar format" if pick == "event_ts" else "OHLCV format")
+        kind = "exchange kline format" if kline else ("edgeray bar format" if pick == "event_ts" else "OHLCV format")
         if headerless:
             kind = "exchange kline format (no header)"
     for h in found:
