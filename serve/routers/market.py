@@ -88,7 +88,10 @@ async def push_stream(ws: WebSocket) -> None:
 @router.get("/api/pipeline/status", responses=responses(401, 403, 503))
 async def pipeline_status(api=Depends(get_api), who=require("read")) -> dict:
     ingestion, features = await api.pipeline.ingestion.status.remote(), await api.pipeline.streamer.status.remote()
-    return {"ingestion": ingestion, "features": features}
+    status = {"ingestion": ingestion, "features": features}
+    if api.pipeline.decision:  # decision counts and per-stage latency (stages_ms); answered between two batches
+        status["decisions"] = await api.pipeline.decision["meta_controller"].status.remote()
+    return status
 
 
 @router.get("/api/deadletters", responses=responses(401, 403, 422, 503))
