@@ -49,6 +49,8 @@ def test_decision_round_trip_with_audit_trail(api):
     body = one.json()
     assert body["decision"]["symbol"] == "SYN-A" and "explanation" in body and body["audit"]
     assert api.get("/api/decisions/does-not-exist", headers=VIEWER).status_code == 404
+    stages = api.get("/api/pipeline/status", headers=VIEWER).json()["decisions"]["stages_ms"]
+    assert stages["decide"]["samples"] >= 1 and stages["decide"]["p99"] >= 0
     arms = api.get("/api/meta/arms", headers=VIEWER).json()
     assert {a["arm"] for a in arms} >= {"momentum", "mean_reversion", "breakout", "market_making"}
 
