@@ -191,3 +191,12 @@ def test_messages_with_brackets_print_literally(tmp_path):
     data = shared_file("sports/ncaab_sbr_closing_2012_2022.csv").parent
     result = edgeray("underdog", "train", "--seasons", "1999", "--model-dir", "m", "--data-dir", data, cwd=tmp_path)
     user_error(result, "seasons: [1999] have no underdog games (have [", "2012")
+
+
+def test_the_packaged_risk_and_veto_configs_are_the_repositorys():
+    """`edgeray run` with no config must trade under the same limits and rules as configs/."""
+    from edgeray.config import DEFAULTS_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("risk.yaml", "veto.yaml"):
+        assert (DEFAULTS_DIR / name).read_text() == (root / "configs" / name).read_text(), name
