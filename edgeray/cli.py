@@ -136,6 +136,12 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
     from edgeray.deadletter import DeadLetterStore
     from edgeray.sources import SourceError, inspect_source, source_available
 
+    if cfg.decisions.enabled:
+        for key in ("risk_config", "veto_config"):
+            path = Path(getattr(cfg.decisions, key))
+            if not path.is_file():
+                _error(f"decisions.{key}: no such file {path}",
+                       hint="relative paths in a config are read from the config's folder; `edgeray init DIR` writes both files")
     if fmt not in ("auto", "ohlcv", "kline"):
         _error(f"--format {fmt!r}: expected auto, ohlcv or kline")
     if ts_unit not in ("auto", "iso", "s", "ms", "us", "ns"):

@@ -136,6 +136,10 @@ def test_missing_files_are_named(tmp_path):
     user_error(edgeray("run", "--config", "nope.yaml", cwd=tmp_path), "--config nope.yaml: no such file", "edgeray init")
     (tmp_path / "bad.yaml").write_text("ingestion: [unclosed\n")
     user_error(edgeray("run", "--config", "bad.yaml", cwd=tmp_path), "bad.yaml:", "not valid YAML")
+    ok(edgeray("init", "proj", cwd=tmp_path))
+    (tmp_path / "proj" / "risk.yaml").unlink()
+    user_error(edgeray("run", "--config", "proj/pipeline.yaml", cwd=tmp_path),
+               f"decisions.risk_config: no such file {tmp_path / 'proj' / 'risk.yaml'}")
 
 
 def test_debug_shows_the_traceback(tmp_path):
