@@ -324,7 +324,7 @@ def _select(frame: pd.DataFrame, seasons, tiers, cfg: UnderdogConfig) -> pd.Data
         seasons = [int(s) for s in seasons]
         absent = sorted(set(seasons) - set(frame["season"].astype(int)))
         if absent:
-            raise ValueError(f"seasons: {absent} have no underdog games (have {sorted(frame['season'].unique())})")
+            raise ValueError(f"seasons: {absent} have no underdog games (have {sorted(int(s) for s in frame['season'].unique())})")
         keep &= frame["season"].isin(seasons).to_numpy()
     if tiers is not None:
         tiers = [tiers] if isinstance(tiers, str) else list(tiers)
