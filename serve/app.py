@@ -24,7 +24,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from edgeray.auth import KeyRing
 from edgeray.config import ApiConfig, PipelineConfig
-from serve.deps import Replica, detail_items, json_safe, responses
+from serve.deps import Replica, detail_items, responses, validation_items
 from serve.routers import backtest, decisions, market, policy, training
 
 ROUTERS = (market.router, decisions.router, policy.router, training.router, backtest.router)
@@ -140,8 +140,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"],
-                                      "value": json_safe(e.get("input"))} for e in exc.errors()])
+        return _error_response(422, validation_items(exc.errors()))
 
     @app.exception_handler(RayActorError)
     async def actor_unavailable(request: Request, exc: RayActorError) -> JSONResponse:

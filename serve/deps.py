@@ -59,6 +59,11 @@ def error(status: int, loc: list | tuple | str, msg: str, type_: str, value: Any
     return HTTPException(status_code=status, detail=[{"loc": loc, "msg": msg, "type": type_, "value": json_safe(value)}])
 
 
+def validation_items(errors: list[dict]) -> list[dict]:
+    """pydantic's errors in the API's error shape (HTTP bodies and WebSocket messages alike)."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "value": json_safe(e.get("input"))} for e in errors]
+
+
 def detail_items(status: int, detail: Any) -> list[dict]:
     """Normalise any HTTPException detail into the error shape. A message `field: text` (the core's
     convention for ValueErrors) puts `field` in loc."""

@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
 from edgeray.events import EventKind
-from serve.deps import KEY_HEADER, Body, Replica, error, get_api, json_safe, require, responses
+from serve.deps import KEY_HEADER, Body, Replica, error, get_api, json_safe, require, responses, validation_items
 
 router = APIRouter(tags=["market"])
 
@@ -69,9 +69,7 @@ async def push_stream(ws: WebSocket) -> None:
                 batch = MarketEventBatch.model_validate_json(message)
                 result = await _ingest(api, batch, f"websocket:{who.name}")
             except ValidationError as exc:
-                await ws.send_json({"status": 422, "detail": [
-                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "value": json_safe(e.get("input"))}
-                    for e in exc.errors(include_url=False, include_context=False)]})
+                await ws.send_json({"status": 422, "detail": validation_items(exc.errors(include_url=False, include_context=False))})
                 continue
             except Exception as exc:  # noqa: BLE001 - the outcome goes back on this message, the stream stays open
                 status = getattr(exc, "status_code", 503)
