@@ -540,10 +540,6 @@ def dead_letters(config: ConfigOption = None,
     console.print(table)
 
 
-def _fail(message: str) -> None:
-    _error(message)
-
-
 keys_app = typer.Typer(help="API keys for the HTTP API (a YAML file of names, roles and SHA-256 digests).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 KeyFileOption = Annotated[str, typer.Option("--file", help="key file (EDGERAY_API_KEYS_FILE)")]
@@ -559,7 +555,7 @@ def keys_add(name: Annotated[str, typer.Option(help="who holds the key (shown in
     try:
         key = add_key(file, name, role)
     except KeyConfigError as exc:
-        _fail(str(exc))
+        _error(str(exc))
     console.print(f"key for {name} ({role}), shown once; send it as the X-API-Key header:")
     print(key)
 
@@ -572,7 +568,7 @@ def keys_list(file: KeyFileOption = os.environ.get("EDGERAY_API_KEYS_FILE", "~/.
     try:
         entries = load_key_file(file)
     except KeyConfigError as exc:
-        _fail(str(exc))
+        _error(str(exc))
     for entry in entries:
         print(f"{entry.name}\t{entry.role}")
 

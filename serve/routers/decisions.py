@@ -2,6 +2,7 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, Path
 from pydantic import Field
@@ -35,23 +36,11 @@ class KillBody(Body):
     reason: str = Field(min_length=1, max_length=1_000)
 
 
-def _utc(ts: datetime) -> pd.Timestamp:
-    stamp = pd.Timestamp(ts)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")  # naive times are UTC
-
-
 @router.post("/api/decisions", responses=responses(401, 403, 409, 413, 422, 503))
 async def decide(body: DecisionRequest, api=Depends(get_api), who=require("trade")) -> dict:
     """Feature rows in (one per symbol and time), decisions out with their audit trail."""
     from policies.engine import decision_ids
 
-    # The same door as market data: a row stamped in the future would put every later genuine row behind its symbol's clock.
-    horizon = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=api.cfg.ingestion.max_future_skew_seconds)
-    future = [i for i, r in enumerate(body.rows) if _utc(r.event_ts) > horizon]
-    if future:
-        i = future[0]
-        raise error(422, ["body", "rows", i, "event_ts"], f"rows[{i}].event_ts is more than "
-                    f"{api.cfg.ingestion.max_future_skew_seconds:g} s in the future", "future", str(body.rows[i].event_ts))
     missing = [f"rows[{i}].features.{n}" for i, r in enumerate(body.rows) for n in api.cfg.features.spec().names
                if n not in r.features]
     if missing:
@@ -61,6 +50,13 @@ async def decide(body: DecisionRequest, api=Depends(get_api), who=require("trade
                            "open": r.open or r.close, "close": r.close, "bid": r.bid, "ask": r.ask,
                            **{k: (float("nan") if v is None else v) for k, v in r.features.items()}} for r in body.rows])
     frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)  # naive times are read as UTC
+    # The same door as market data: a row stamped in the future would put every later genuine row behind its symbol's clock.
+    horizon = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=api.cfg.ingestion.max_future_skew_seconds)
+    future = np.flatnonzero(frame["event_ts"] > horizon)
+    if len(future):
+        i = int(future[0])
+        raise error(422, ["body", "rows", i, "event_ts"], f"rows[{i}].event_ts is more than "
+                    f"{api.cfg.ingestion.max_future_skew_seconds:g} s in the future", "future", str(body.rows[i].event_ts))
     frame = frame.astype({"bid": float, "ask": float}).sort_values("event_ts", kind="stable").reset_index(drop=True)
     await api.loop("meta_controller").decide_batch.remote(frame)
     ids = decision_ids(api.cfg.namespace, frame["symbol"].to_numpy(), frame["event_ts"])
