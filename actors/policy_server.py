@@ -224,7 +224,10 @@ class PolicyServerActor:
         """Block until a drift-triggered retraining finishes (for callers that want to promote it). Buffered
         observations are folded first, so a retraining their alerts start is waited for too."""
         self._fold_pending(yield_to_requests=False)
-        pending = self._retraining
+        # The folder thread may still be inside the last fold (the queue already empty): its alerts start
+        # the retraining under the lock, so read the handle only once that fold is over.
+        with self._lock:
+            pending = self._retraining
         if pending is not None:
             ray.wait([pending], timeout=timeout_s)
             self._collect_retrained()

@@ -196,7 +196,7 @@ def test_drift_alert_triggers_retraining_into_the_shadow_slot(ray_session, tmp_p
         reward_alerts = ray.get(server.observe_rewards.remote(np.full(400, 5.0)))
         assert [a["kind"] for a in reward_alerts] == ["reward"] and reward_alerts[0]["p_value"] < 1e-3
         retrained = ray.get(server.wait_retrained.remote(300))
-        assert retrained is not None
+        assert retrained is not None, ray.get(server.status.remote())["retrain_errors"]
         after = ray.get(server.status.remote())
         assert after["retraining"] is False and after["shadow_version"] is not None
         assert after["version"] == status["version"]  # a retrained policy is a candidate, never auto-promoted
