@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import ray
@@ -25,7 +26,8 @@ from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.events import batch_kind
 from edgeray.ingest import IngestCore
-from edgeray.sources import load_source, micro_batches, source_identity
+from edgeray.replay import PacedBatcher, plan_sources
+from edgeray.sources import load_source, source_identity
 from edgeray.statefile import load_state, save_state
 
 
@@ -84,9 +86,10 @@ class IngestionActor:
                 "rejected": len(report.rejected), "errors": report.errors()}
 
     def _ingest(self, kind: str, frame: pd.DataFrame, source: str, strict: bool = False,
-                epoch_unit: str | None = None, push: bool = False):
+                epoch_unit: str | None = None, push: bool = False, release_before: dict | None = None,
+                received_ns=None):
         with self._lock:
-            report = self.core.ingest(kind, frame, source, strict, epoch_unit)
+            report = self.core.ingest(kind, frame, source, strict, epoch_unit, release_before, received_ns)
             self._forward(report.released)
             if push and not self._dirty:
                 # A push is not replayed after a restart: say so in the state, cheaply, once per commit.
@@ -111,17 +114,29 @@ class IngestionActor:
         started = last_commit = time.perf_counter()
         self._progress = {"state": "replaying", "done": done, "total": total, "started": time.time(),
                           "resumed_from": done}
-        for spec, key, kind, frame in loaded:
-            offset = self._offsets.get(key, 0)
-            first_ts = pd.to_datetime(frame["event_ts"].iloc[0], utc=True, errors="coerce") if len(frame) else None
-            wall_start = time.perf_counter()
-            for batch in micro_batches(frame.iloc[offset:], batch_size):
-                if rate > 0 and first_ts is not None:
-                    self._pace(batch, first_ts, wall_start, rate)
+        plans = plan_sources([(kind, frame) for _, _, kind, frame in loaded])
+        for (spec, key, kind, frame), plan in zip(loaded, plans):
+            pos = self._offsets.get(key, 0)
+            paced = rate > 0 and plan.due is not None
+            batcher = PacedBatcher(plan, pos, rate, self.cfg.ingestion.max_batch_wait_ms, time.perf_counter_ns()) if paced else None
+            while pos < len(frame):
+                received_ns = None
+                if batcher is not None:
+                    wait_ns = batcher.close_at(pos, batch_size) - time.perf_counter_ns()
+                    if wait_ns > 0:
+                        time.sleep(wait_ns / 1e9)  # pacing, not synchronisation: the replay clock
+                    end = batcher.take(pos, batch_size, time.perf_counter_ns())
+                    # Each row arrived when it was due: the wait for its batch to leave is latency too.
+                    received_ns = (batcher.wall_due(np.arange(pos, end)) + (time.time_ns() - time.perf_counter_ns())).astype(np.int64)
+                else:
+                    end = min(pos + batch_size, len(frame))
+                batch = frame.iloc[pos:end]
                 with self._lock:
-                    self._ingest(kind, batch, spec.path or spec.type)
+                    self._ingest(kind, batch, spec.path or spec.type, release_before=plan.release_before(end),
+                                 received_ns=received_ns)
                     self._offsets[key] = self._offsets.get(key, 0) + len(batch)
                 done += len(batch)
+                pos = end
                 self._progress = {**self._progress, "done": done, "source": spec.path or spec.type}
                 if time.perf_counter() - last_commit >= self.cfg.ingestion.commit_interval_s:
                     self._drain_and_commit()
@@ -130,17 +145,6 @@ class IngestionActor:
         elapsed = time.perf_counter() - started
         self._progress = {**self._progress, "state": "finished", "elapsed_s": elapsed}
         return {"events": done, "elapsed_s": elapsed}
-
-    @staticmethod
-    def _pace(batch: pd.DataFrame, first_ts: pd.Timestamp, wall_start: float, rate: float) -> None:
-        """Hold a batch until its first event is due on the replay clock (pacing, not synchronisation)."""
-        ts = pd.to_datetime(batch["event_ts"].iloc[0], utc=True, errors="coerce")
-        if pd.isna(ts):
-            return
-        due = wall_start + (ts - first_ts).total_seconds() / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
 
     # -- forwarding ---------------------------------------------------------------------------
     def _send(self, batch: pa.RecordBatch, seq: int, after: int) -> ray.ObjectRef:

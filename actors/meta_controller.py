@@ -31,7 +31,9 @@ PASS_THROUGH = ("approve", "resize")
 # features: the streamer's processing (features, Feast write); queue_wait: the streamer's send -> this actor
 # starts the batch (the one-in-flight window, transport, the actor's queue); then the calls this actor makes.
 # "other": the rest of the batch in this actor (watermarks, rewards, shadows' market step, record building).
-STAGES = ("ingest", "features", "queue_wait", "executor_step", "decide", "risk", "veto", "audit", "checkpoint", "other")
+# "shadows" (the shadow strategies' paper trading) runs after the audit write, so it is outside a row's latency.
+STAGES = ("ingest", "features", "queue_wait", "executor_step", "decide", "risk", "veto", "audit", "shadows",
+          "checkpoint", "other")
 
 
 def _stage_records(frame: pd.DataFrame, stage: str, columns: list[str]) -> list[dict]:
@@ -104,7 +106,6 @@ class MetaControllerActor:
         self._pending_orders = None
         self.snapshot = step["snapshot"]
         self.engine.on_outcomes(step["outcomes"])
-        self.engine.on_market_shadows(frame)
         act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
         t = time.perf_counter_ns()
         batch = self.engine.decide(frame, self.snapshot, act=act)
@@ -121,6 +122,13 @@ class MetaControllerActor:
         t = time.perf_counter_ns()
         ray.get(self.audit.append.remote(records, received))
         timed["audit"] = (time.perf_counter_ns() - t) / 1e6
+        # The shadows never execute, so they wait until the live decisions are durable (off the latency
+        # path); their records are durable before the checkpoint too.
+        t = time.perf_counter_ns()
+        shadow_records = self.engine.shadow_step(batch)
+        if shadow_records:
+            ray.get(self.audit.append.remote(shadow_records, None))
+        timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
         self._done.advance(frame)
         if self._cross_symbol:
             self._decided_until_ns = int(pd.to_datetime(frame["event_ts"], utc=True).array.asi8.max())

@@ -106,17 +106,24 @@ class IngestCore:
 
     # -- public -------------------------------------------------------------------------------
     def ingest(self, kind: EventKind | str, raw: pd.DataFrame, source: str = "push", strict: bool = False,
-               epoch_unit: str | None = None) -> IngestReport:
+               epoch_unit: str | None = None, release_before: dict[str, int] | None = None,
+               received_ns: np.ndarray | None = None) -> IngestReport:
         """Take a raw micro-batch; report what was accepted, rejected and released.
-        `strict`/`epoch_unit`: see validation.validate (pushes are strict, file replays lenient)."""
+        `strict`/`epoch_unit`: see validation.validate (pushes are strict, file replays lenient).
+        `release_before` {symbol: ns}: a bounded source's promise that no row of that symbol earlier than
+        ns is still to come (a replay knows its whole file), so held rows before it leave now instead of
+        waiting for the event-time watermark; what is dead-lettered as late does not change.
+        `received_ns` (one per raw row): when each row arrived, if earlier than this call (a paced replay's
+        due times), so the batching wait counts in the latency."""
         kind = EventKind(kind)
         result = validate(kind, raw, self.known_symbols, self.known_sports, max_future_skew=self.max_future_skew,
                           strict=strict, epoch_unit=epoch_unit)
         good = result.accepted
         good["source"] = np.where(good["source"] == "", source, good["source"])
-        good["received_ns"] = np.full(result.n_accepted, time.time_ns(), dtype=np.int64)
-        rejected_frames = [result.rejected]
         rows = result.accepted_rows
+        good["received_ns"] = (np.asarray(received_ns, dtype=np.int64)[rows] if received_ns is not None
+                               else np.full(result.n_accepted, time.time_ns(), dtype=np.int64))
+        rejected_frames = [result.rejected]
 
         hashes = content_hashes(kind, good)
         status, first_hash = self._classify(good["event_id"], hashes)
@@ -144,7 +151,7 @@ class IngestCore:
             for sym, mx in _max_by_symbol(good).items():
                 self._max_seen_ns[(kind, sym)] = max(self._max_seen_ns.get((kind, sym), _MIN_NS), mx)
             self._pending.setdefault(kind, []).append(good)
-        released = self._release(kind, flush=False)
+        released = self._release(kind, flush=False, release_before=release_before)
         self._update_counters(received=len(raw), accepted=n_good, rejected=len(rejected),
                               duplicates=int(dup.sum()), emitted=sum(b.num_rows for b in released))
         return IngestReport(received=len(raw), accepted=n_good, duplicates=int(dup.sum()),
@@ -227,7 +234,7 @@ class IngestCore:
         while self._recent_rows - len(self._recent[0][1]["event_id"]) >= min(RECENT_VALUES_ROWS, self.dedup_capacity):
             self._recent_rows -= len(self._recent.popleft()[1]["event_id"])
 
-    def _release(self, kind: EventKind, flush: bool) -> list[pa.RecordBatch]:
+    def _release(self, kind: EventKind, flush: bool, release_before: dict[str, int] | None = None) -> list[pa.RecordBatch]:
         chunks = self._pending.get(kind)
         if not chunks:
             return []
@@ -238,6 +245,10 @@ class IngestCore:
         else:
             codes, symbols = pd.factorize(pending["symbol"])
             watermark = np.fromiter((self._max_seen_ns[(kind, sym)] for sym in symbols), np.int64, len(symbols)) - self.lateness_ns
+            if release_before:
+                promised = np.fromiter((release_before.get(sym, _MIN_NS) for sym in symbols), np.int64, len(symbols))
+                # Strictly before: a row still to come at the same instant is not late, so it must not be passed.
+                watermark = np.maximum(watermark, promised - 1)
             ready = ts_ns <= watermark[codes]
         if not ready.any():
             self._pending[kind] = [pending]

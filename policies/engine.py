@@ -44,6 +44,12 @@ class DecisionBatch:
     contexts: np.ndarray  # LinUCB context per order row (same order as `orders`)
     arms: np.ndarray  # chosen arm per order row
     n_decisions: int
+    # What the shadows need later (DecisionEngine.shadow_step), once the live decisions are audited.
+    frame: pd.DataFrame | None = None
+    regimes: np.ndarray | None = None
+    ids: list[str] | None = None
+    direction: np.ndarray | None = None
+    served: dict | None = None
 
 
 def targets_to_orders(symbols: np.ndarray, direction: np.ndarray, target: np.ndarray, positions: dict[str, float]) -> np.ndarray:
@@ -224,12 +230,26 @@ class DecisionEngine:
                 "explanation": [{"feature": f, "shap": float(v)} for f, v in explanations.get(i, [])]}})
         self.counts["decisions"] += n
         self.counts["orders"] += len(order_rows)
+        return DecisionBatch(orders, records, contexts[order_rows], arm[order_rows], n,
+                             frame, regimes, ids, direction, served)
+
+    def shadow_step(self, batch: DecisionBatch) -> list[dict]:
+        """The shadows' turn on a decided batch: their ledgers fill and mark on its bars, then they decide.
+        Never executed and outside the feedback loop, so the caller runs this after the live decisions are
+        durable (off the latency path); batches must still come in order, as for `decide`."""
+        frame = batch.frame
         for shadow in self.shadows:
-            records.extend(shadow.decide(frame, regimes, ids))
+            shadow.ledger.on_market(frame)
+        if self.policy_shadow.ledger is not None:
+            self.policy_shadow.ledger.on_market(frame)
+        records = []
+        for shadow in self.shadows:
+            records.extend(shadow.decide(frame, batch.regimes, batch.ids))
+        served = batch.served
         if served is not None and "shadow_actions" in served:
-            records.extend(self.policy_shadow.trade(served["shadow_version"], frame, ids, direction,
+            records.extend(self.policy_shadow.trade(served["shadow_version"], frame, batch.ids, batch.direction,
                                                     served["shadow_actions"][:, 0]))
-        return DecisionBatch(orders, records, contexts[order_rows], arm[order_rows], n)
+        return records
 
     def _learn_edge(self, frame: pd.DataFrame) -> None:
         """Fit the confidence model once on the first rows seen; it only ever sees the past."""
@@ -257,12 +277,6 @@ class DecisionEngine:
         self.counts["rewards_unknown"] += int(result["unknown"])
         for r in rewards:
             self.recent_pnl = (1 - PNL_EWMA_ALPHA) * self.recent_pnl + PNL_EWMA_ALPHA * float(r)
-
-    def on_market_shadows(self, frame: pd.DataFrame) -> None:
-        for shadow in self.shadows:
-            shadow.ledger.on_market(frame)
-        if self.policy_shadow.ledger is not None:
-            self.policy_shadow.ledger.on_market(frame)
 
     def shadow_report(self, live_equity: float) -> list[dict]:
         report = [{"name": s.cfg.name, "strategy": s.strategy.name, "equity": s.ledger.equity,
