@@ -110,8 +110,9 @@ class PacedBatcher:
 
     def wall_due(self, rows: np.ndarray | int) -> np.ndarray:
         """perf_counter_ns at which rows are due."""
-        due = self.plan.due[rows].astype(np.float64)
-        return self.clock_wall0 + np.maximum(due - self.clock_event0, 0.0) / self.rate
+        # Offsets in int64 first: absolute ns do not fit a float64 exactly (~256 ns steps).
+        ahead = np.maximum(self.plan.due[rows], self.clock_event0) - self.clock_event0
+        return self.clock_wall0 + ahead / self.rate
 
     def close_at(self, pos: int, batch_size: int) -> int:
         """When the batch starting at `pos` leaves: its oldest row's due time + max wait, or sooner when full."""
