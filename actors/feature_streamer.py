@@ -14,6 +14,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
+from actors.outbox import DecisionOutbox
 from actors.window import InFlightWindow, OutOfOrderError
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
@@ -60,7 +61,12 @@ class FeatureStreamerActor:
         # A failing decide_batch is recorded here and its rows dead-lettered; it never fails a later,
         # unrelated `process` call (and with it the ingestion of a healthy batch).
         self._decisions = InFlightWindow(DECISIONS_IN_FLIGHT, lambda rows, seq, after: self.meta.decide_batch.remote(rows),
-                                         on_give_up=self._decision_failed)
+                                         on_give_up=lambda rows, error: self._given_up.append(error))
+        self._given_up: list[BaseException] = []
+        # Feature batches do not wait for the loop: their decision rows queue here (bounded) and leave
+        # in batches sized by how fast the loop takes them (see actors/outbox.py).
+        self._outbox = DecisionOutbox(self._send_decisions, self.cfg.decisions.max_batch_rows,
+                                      self.cfg.decisions.max_queue_rows) if meta_controller is not None else None
         ing = self.cfg.ingestion
         self.undecided = DeadLetterStore(Path(self.cfg.run_dir) / "decision_deadletters.jsonl",
                                          ing.deadletter_max_bytes, ing.deadletter_keep_files)
@@ -128,12 +134,13 @@ class FeatureStreamerActor:
         else:
             features, view = None, None  # game results carry no features; later issues consume them as outcomes
         if features is not None:
-            self.sink.write(view, features)
-            self.feature_rows += len(features)
+            # The loop is handed the features it needs, so it does not wait for the store write (or read them back).
             if self.meta is not None and view == MARKET_VIEW:
                 rows = decision_frame(frame, features, self._arrived_ns)
-                rows["features_out_ns"] = np.int64(time.time_ns())  # a wait for the window's slot counts as queue wait
-                self._decisions.submit(rows)
+                rows["features_out_ns"] = np.int64(time.time_ns())  # the outbox's queue counts as queue wait
+                self._outbox.put(rows)
+            self.sink.write(view, features)
+            self.feature_rows += len(features)
         now = time.time_ns()
         self._record_latency(self._latency.record_since(frame["received_ns"].to_numpy(), now))
         self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + len(frame)
@@ -166,6 +173,26 @@ class FeatureStreamerActor:
             ids = set(group["id"].tolist())
             self._last_ts[(kind, sym)] = (ts, prev[1] | ids if prev is not None and prev[0] == ts else ids)
 
+    def _send_decisions(self, frames: list[pd.DataFrame]) -> None:
+        """The outbox's sender thread: one decide call at a time, settled before the next (see DECISIONS_IN_FLIGHT).
+        A joined batch that fails is resent put by put, so only the put that fails is dead-lettered."""
+        joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        error = self._decide(joined)
+        if error is None:
+            return
+        if len(frames) == 1:
+            self._decision_failed(joined, error)
+            return
+        for rows in frames:
+            if (error := self._decide(rows)) is not None:
+                self._decision_failed(rows, error)
+
+    def _decide(self, rows: pd.DataFrame) -> BaseException | None:
+        self._given_up.clear()
+        self._decisions.submit(rows)
+        self._decisions.drain()
+        return self._given_up[0] if self._given_up else None
+
     def _decision_failed(self, rows: pd.DataFrame, error: BaseException) -> None:
         """The meta-controller failed on these rows: keep going, and say so (status, log, dead letters)."""
         text = str(error)[-2000:]
@@ -192,7 +219,8 @@ class FeatureStreamerActor:
         return sum(self.events_by_kind.values())
 
     def flush(self) -> int:
-        self._decisions.drain()
+        if self._outbox is not None:
+            self._outbox.join()
         return self.sink.flush()
 
     def status(self) -> dict:
@@ -204,4 +232,5 @@ class FeatureStreamerActor:
                 "batches_already_processed": self.batches_already_processed,
                 "rows_already_processed": self.rows_already_processed,
                 "decision_errors": self.decision_errors, "undecided_rows": self.undecided_rows,
-                "last_decision_error": self.last_decision_error}
+                "last_decision_error": self.last_decision_error,
+                "decision_queue": self._outbox.status() if self._outbox is not None else None}

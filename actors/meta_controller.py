@@ -186,7 +186,8 @@ class MetaControllerActor:
         """ingest (per row), features and queue_wait (per batch) from the stamps riding on the rows."""
         if "features_in_ns" not in frame or frame.empty:
             return {}
-        arrived, sent = int(frame["features_in_ns"].iat[0]), int(frame["features_out_ns"].iat[0])
+        # Per row: a batch may join rows of several streamer batches (see actors/outbox.py).
+        arrived, sent = frame["features_in_ns"].to_numpy(np.int64), frame["features_out_ns"].to_numpy(np.int64)
         out = {"features": (sent - arrived) / 1e6, "queue_wait": (started_ns - sent) / 1e6}
         if "received_ns" in frame:
             out["ingest"] = (arrived - frame["received_ns"].to_numpy(np.int64)) / 1e6
@@ -195,7 +196,7 @@ class MetaControllerActor:
     def _record_stages(self, upstream: dict, timed: dict) -> None:
         for stage, value in {**upstream, **timed}.items():
             self._stages.record(stage, value)
-            if np.ndim(value):  # ingest: a sample of the rows keeps the metrics calls per batch bounded
+            if np.ndim(value):  # per-row stages: a sample of the rows keeps the metrics calls per batch bounded
                 for v in value[:: max(1, len(value) // 8)]:
                     self._stage_metrics.observe(stage, v)
             else:

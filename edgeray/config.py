@@ -132,6 +132,11 @@ class DecisionConfig(Strict):
     audit_url: str | None = None  # None: sqlite:///<run_dir>/audit.db; postgresql+psycopg://... for PostgreSQL
     ledger: LedgerConfig = LedgerConfig()
     shadows: list[ShadowConfig] = []
+    # The feature streamer queues decision rows and sends them one batch at a time: whatever is queued when
+    # the meta-controller is free (batches grow under load, stay small when it keeps up), at most this many rows.
+    max_batch_rows: int = Field(1_000, gt=0, le=100_000)
+    # Rows queued for the loop beyond this block the streamer (and so ingestion): bounded, never dropped.
+    max_queue_rows: int = Field(20_000, gt=0, le=10_000_000)
 
 
 class SportsConfig(Strict):
