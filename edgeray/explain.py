@@ -22,6 +22,15 @@ from sklearn import ensemble, tree
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from edgeray.regime import column_array
+
+try:  # sklearn internals behind GradientBoostingClassifier.predict_proba; without them predict takes the public path
+    from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble._gb import _init_raw_predictions
+    from sklearn.ensemble._gradient_boosting import predict_stages
+except ImportError:  # pragma: no cover - another sklearn layout
+    predict_stages = None
+
 TREE_MODELS = (
     ensemble.RandomForestClassifier, ensemble.RandomForestRegressor,
     ensemble.ExtraTreesClassifier, ensemble.ExtraTreesRegressor,
@@ -123,16 +132,36 @@ class EdgeModel:
     def _raw_features(self, frame: pd.DataFrame) -> np.ndarray:
         if not isinstance(frame, pd.DataFrame):
             raise ValueError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
-        missing = [f for f in self.feature_names if f not in frame.columns]
-        if missing:
-            raise ValueError(f"frame: missing feature column(s) {missing}")
-        x = frame[self.feature_names].to_numpy(float)
+        x = self._feature_matrix(frame)
+        owned = x is not None
+        if not owned:
+            missing = [f for f in self.feature_names if f not in frame.columns]
+            if missing:
+                raise ValueError(f"frame: missing feature column(s) {missing}")
+            x = frame[self.feature_names].to_numpy(float)
         bad = np.isinf(x)
         if bad.any():
             i, j = map(int, np.argwhere(bad)[0])
             raise ValueError(f"{self.feature_names[j]}: infinite value {x[i, j]} at row {i}")
         # NaN (warm-up rows, no quotes) -> 0, the neutral value of every return/distance feature ("no signal").
+        if owned:  # nan_to_num's result without its copy: x is ours, and holds no inf
+            x[np.isnan(x)] = 0.0
+            return x
         return np.nan_to_num(x, nan=0.0)
+
+    def _feature_matrix(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """frame[self.feature_names].to_numpy(float) as a new array, filled column by column from the stored arrays,
+        when every feature is one float64 column (selecting a column list builds a whole new DataFrame, ~150 us
+        at any size); None otherwise."""
+        columns = [column_array(frame, name) for name in self.feature_names]
+        if not all(type(c) is np.ndarray and c.dtype == np.float64 for c in columns):
+            return None
+        # Filled as pandas does it, the transpose of a (features, rows) array: the same Fortran-ordered layout,
+        # which matters beyond the values, as BLAS (the logistic model's X @ coef) sums in layout-dependent order.
+        xt = np.empty((len(columns), len(frame)))
+        for j, values in enumerate(columns):
+            xt[j] = values
+        return xt.T
 
     def _design(self, frame: pd.DataFrame) -> np.ndarray:
         if self.estimator is None:
@@ -175,7 +204,44 @@ class EdgeModel:
         x = self._design(frame)
         if len(x) == 0:
             return np.empty(0)
+        if self._gbt_init_row() is not None:
+            p_up = self._gbt_predict_up(x)
+            if p_up is not None:
+                return p_up
         return self.estimator.predict_proba(x)[:, 1]
+
+    def _gbt_init_row(self) -> np.ndarray | None:
+        """The init estimator's (1, 1) raw prediction when `_gbt_predict_up` applies to the estimator, else None:
+        the binary, default-initialised GradientBoostingClassifier that fit() makes. Cached per estimator
+        (plain data, so the model still pickles)."""
+        est = self.estimator
+        cached = getattr(self, "_gbt_cache", None)
+        if cached is not None and cached[0] is est:
+            return cached[1]
+        init_row = None
+        if (predict_stages is not None and type(est) is GradientBoostingClassifier
+                and getattr(est, "n_trees_per_iteration_", None) == 1 and hasattr(est, "estimators_")
+                and not hasattr(est, "feature_names_in_") and type(getattr(est, "init_", None)) is DummyClassifier
+                and est.init_.strategy == "prior"):
+            # DummyClassifier("prior") predicts the class prior whatever the row: one row stands for all.
+            init_row = _init_raw_predictions(np.zeros((1, est.n_features_in_), np.float32), est.init_, est._loss, True)
+        self._gbt_cache = (est, init_row)
+        return init_row
+
+    def _gbt_predict_up(self, x: np.ndarray) -> np.ndarray | None:
+        """GradientBoostingClassifier.predict_proba(x)[:, 1] without its per-call input validation (~0.5 ms, most
+        of a small batch's time): the same steps in the same order. x goes to C-ordered float32, the raw
+        prediction starts at the init row, predict_stages adds the trees in place, and the loss's own
+        predict_proba maps it. An input the validation would refuse (inf after the float32 cast, a wrong width)
+        gives None, and the caller's public call raises as before."""
+        est = self.estimator
+        with np.errstate(over="ignore"):  # an overflow is left to the public call to warn about and refuse, once
+            x32 = np.asarray(x, dtype=np.float32, order="C")
+        if x32.ndim != 2 or x32.shape[1] != est.n_features_in_ or not np.isfinite(x32).all():
+            return None
+        raw = np.repeat(self._gbt_cache[1], len(x32), axis=0)
+        predict_stages(est.estimators_, x32, est.learning_rate, raw)
+        return est._loss.predict_proba(raw.ravel())[:, 1]
 
     @property
     def explainer(self):

@@ -14,6 +14,7 @@ features is SIDEWAYS, and a quote stream without volume can still be trending bu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
@@ -89,7 +90,7 @@ def column_array(frame: pd.DataFrame, name: str):
     return get(loc) if type(loc) is int else None  # a duplicated name gives a slice or mask
 
 
-def _float64_column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+def float64_column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
     """Column `name` as its own float64 ndarray when it is stored as one (no copy), else None."""
     values = column_array(frame, name)
     return values if type(values) is np.ndarray and values.dtype == np.float64 else None
@@ -97,12 +98,12 @@ def _float64_column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
 
 def feature(frame: pd.DataFrame, name: str) -> np.ndarray:
     """A float feature column with inf mapped to NaN (inf comes from zero-volume windows = no information)."""
-    if name not in frame.columns:
-        raise ValueError(f"feature frame lacks column {name!r}; it has {list(frame.columns)}")
-    values = _float64_column(frame, name)
+    values = float64_column(frame, name)
     if values is not None:
         values = values.copy()  # what to_numpy(dtype=float, copy=True) gives for a float64 column
     else:
+        if name not in frame.columns:
+            raise ValueError(f"feature frame lacks column {name!r}; it has {list(frame.columns)}")
         try:
             values = frame[name].to_numpy(dtype=float, copy=True)
         except (TypeError, ValueError) as exc:
@@ -116,19 +117,20 @@ _NAT = np.iinfo(np.int64).min  # NaT in asi8
 
 
 def event_times_ns(frame: pd.DataFrame) -> np.ndarray:
-    if "event_ts" not in frame.columns:
-        raise ValueError(f"feature frame lacks column 'event_ts'; it has {list(frame.columns)}")
     # Common case, tz-aware with no NaT and sorted: epoch values straight from the array (asi8: no Series,
     # no notna() pass). Anything else, errors included, takes the pandas path below.
     values = column_array(frame, "event_ts")
     if isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None:
         ns = values.asi8
-        if not (ns == _NAT).any() and not (len(ns) > 1 and np.any(np.diff(ns) < 0)):
+        # ns[1:] - ns[:-1] is what np.diff computes (wrap-around included), without its Python wrapper.
+        if not (ns == _NAT).any() and not (len(ns) > 1 and ((ns[1:] - ns[:-1]) < 0).any()):
             return ns
     return _event_times_ns_pandas(frame)
 
 
 def _event_times_ns_pandas(frame: pd.DataFrame) -> np.ndarray:
+    if "event_ts" not in frame.columns:
+        raise ValueError(f"feature frame lacks column 'event_ts'; it has {list(frame.columns)}")
     column = frame["event_ts"]
     if isinstance(column.dtype, pd.DatetimeTZDtype) and column.notna().all():
         ns = column.array.asi8  # epoch ns, whatever the zone: the common case needs no conversion
@@ -146,19 +148,19 @@ def _event_times_ns_pandas(frame: pd.DataFrame) -> np.ndarray:
     return ns
 
 
-def symbol_strings(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """`frame["symbol"].astype(str).to_numpy()` (read-only) and its distinct values in order of first appearance.
-
-    When every symbol already is a str, astype(str) changes nothing, so the stored object array is used as is;
-    pd.unique keeps first-appearance order, and so does dict.fromkeys.
-    """
+def symbol_strings(frame: pd.DataFrame) -> tuple[np.ndarray, list[str] | None]:
+    """`frame["symbol"].astype(str).to_numpy()` (read it, never write it), and the same as a list when it could skip
+    the conversion: when every symbol already is a str, astype(str) changes nothing, so the stored object array
+    serves as is."""
     values = column_array(frame, "symbol")
     if type(values) is np.ndarray and values.dtype == object:
         items = values.tolist()
         if all(type(s) is str for s in items):
-            return values, list(dict.fromkeys(items))
-    symbols = frame["symbol"].astype(str).to_numpy()
-    return symbols, list(pd.unique(symbols))
+            return values, items
+    return frame["symbol"].astype(str).to_numpy(), None
+
+
+_SMALL_BATCH = 32  # rows per symbol up to which _baseline_small beats lfilter and its array bookkeeping (~25 us)
 
 
 class RegimeDetector:
@@ -186,9 +188,11 @@ class RegimeDetector:
                              f"is before the last row already classified ({pd.Timestamp(st['last_ns'], tz='UTC')})")
         if st is None:
             st = {"n_obs": 0, "last_ns": int(event_ns[0]), "weighted_sum": 0.0, "weight": 0.0, "filter_state": [0.0, 0.0]}
-        valid = np.isfinite(rv)
         decay = 0.5 ** (1.0 / self.thresholds.baseline_halflife_bars)
         zi = np.asarray(st["filter_state"], dtype=float).reshape(2, 1)
+        if rv.ndim == 1 and len(rv) <= _SMALL_BATCH:  # (a duplicated rv_30 column fails below, as it did)
+            return self._baseline_small(symbol, st, rv, event_ns, decay, zi)
+        valid = np.isfinite(rv)
         if valid.any():
             inputs = np.vstack([rv[valid], np.ones(int(valid.sum()))])  # rows: numerator, denominator
             sums, filter_state = lfilter([1.0], [1.0, -decay], inputs, axis=1, zi=zi)
@@ -204,6 +208,33 @@ class RegimeDetector:
                                  "filter_state": filter_state[:, 0].tolist()}
         return ewma[before], st["n_obs"] + before
 
+    def _baseline_small(self, symbol: str, st: dict, rv: np.ndarray, event_ns: np.ndarray, decay: float,
+                        zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_baseline` for a few rows in plain floats, with lfilter's own arithmetic, so either path (and any
+        split of a stream between them) gives the same bits.
+
+        For this filter lfilter computes y = z + 1.0 * x, then z = 0.0 * x - (-decay) * y; for finite x (and
+        z never -0.0) that is exactly y = z + x, z = decay * y. The EWMA a row sees is the sums' ratio after
+        the valid rows before it, as ewma[before] is there.
+        """
+        weighted_sum, weight = float(st["weighted_sum"]), float(st["weight"])
+        z0, z1 = float(zi[0, 0]), float(zi[1, 0])
+        ewma = weighted_sum / weight if weight > 0 else np.nan
+        baseline, before, seen = [], [], 0
+        for value in rv.tolist():
+            baseline.append(ewma)
+            before.append(seen)
+            if math.isfinite(value):
+                weighted_sum = z0 + value
+                weight = z1 + 1.0
+                z0 = decay * weighted_sum
+                z1 = decay * weight
+                ewma = weighted_sum / weight if weight > 0 else np.nan
+                seen += 1
+        self._symbols[symbol] = {"n_obs": int(st["n_obs"] + seen), "last_ns": int(event_ns[-1]),
+                                 "weighted_sum": weighted_sum, "weight": weight, "filter_state": [z0, z1]}
+        return np.array(baseline, dtype=float), st["n_obs"] + np.array(before, dtype=np.int64)
+
     def classify(self, frame: pd.DataFrame) -> np.ndarray:
         """One int8 `Regime` code per row of `frame` (sorted by event_ts), in the same order."""
         th = self.thresholds
@@ -213,8 +244,10 @@ class RegimeDetector:
         event_ns = event_times_ns(frame)
         f = {name: feature(frame, name) for name in FEATURES}
         sigma = np.where(f["rv_30"] > 0, f["rv_30"], np.nan)
-        symbols, distinct = symbol_strings(frame)
-        if len(distinct) == 1:  # the usual micro-batch: every row is one symbol's, no per-symbol gather/scatter
+        symbols, items = symbol_strings(frame)
+        # In order of first appearance, as pd.unique gives them (dict.fromkeys is far cheaper on a few rows).
+        distinct = list(pd.unique(symbols)) if items is None else list(dict.fromkeys(items))
+        if len(distinct) == 1 and f["rv_30"].ndim == 1:  # the usual micro-batch: one symbol, no gather/scatter
             baseline, n_obs = self._baseline(distinct[0], f["rv_30"], event_ns)
         else:
             baseline = np.full(n, np.nan)
@@ -240,6 +273,10 @@ class RegimeDetector:
         trend_down = (trend_t <= -th.trend_t) & (f["mom_30"] < 0)
         low_vol = vol_ratio <= th.low_vol_ratio
 
+        conditions = [reversal, breakout, high_vol, trend_up, trend_down, low_vol]
+        if any(c.shape != (n,) for c in conditions):  # a duplicated column broadcasts: whatever np.select made of it
+            return np.select(conditions, [Regime.REVERSAL, Regime.BREAKOUT, Regime.HIGH_VOLATILITY, Regime.TRENDING_UP,
+                                          Regime.TRENDING_DOWN, Regime.LOW_VOLATILITY], default=Regime.SIDEWAYS).astype(np.int8)
         # First matching condition wins (the precedence in the module docstring): what np.select does, but
         # assigned lowest precedence first so each later mask overrides, without np.select's per-call overhead.
         out = np.full(n, Regime.SIDEWAYS, dtype=np.int8)

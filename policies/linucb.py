@@ -359,8 +359,8 @@ class LinUCB:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ValueError(f"{field}: expected shape (n, {self.dim}), got {X.shape}")
-        bad = np.argwhere(~np.isfinite(X))
-        if bad.size:
+        if not np.isfinite(X).all():  # argwhere only to name the first bad cell
+            bad = np.argwhere(~np.isfinite(X))
             i, j = (int(v) for v in bad[0])
             raise ValueError(f"{field}[{i}, {j}] = {float(X[i, j])!r} is not finite")
         return X

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from edgeray.features.windows import rolling_mean, rolling_std
-from edgeray.regime import N_REGIMES, Regime, event_times_ns, feature
+from edgeray.regime import N_REGIMES, Regime, event_times_ns, feature, symbol_strings
 
 TREND_REGIMES = (Regime.TRENDING_UP, Regime.TRENDING_DOWN)
+_SQRT_5, _SQRT_15 = np.sqrt(5), np.sqrt(15)
 CALM_REGIMES = (Regime.SIDEWAYS, Regime.LOW_VOLATILITY)
 
 
@@ -63,6 +64,25 @@ class SignalBatch:
                    np.where(fire, np.nan_to_num(expected_return), 0.0))
 
 
+def _fired(fire: np.ndarray, direction: np.ndarray, strength: np.ndarray, expected_return: np.ndarray) -> SignalBatch:
+    """`SignalBatch.from_mask` for a strategy's own (n,) float arrays: the same batch, built without the checks
+    that only re-prove what this construction guarantees (those cost more than the signal on a tiny batch).
+
+    The values match from_mask's: a fired row has a finite strength and expected return, so nan_to_num leaves
+    them as they are, and the rest are 0 either way; a direction counts when it is neither 0 nor NaN (what
+    nan_to_num's NaN -> 0 did), and its sign is that of nan_to_num's (inf -> max float keeps the sign).
+    """
+    shape = np.shape(fire)
+    if len(shape) != 1 or direction.shape != shape or strength.shape != shape or expected_return.shape != shape:
+        return SignalBatch.from_mask(fire, direction, strength, expected_return)  # e.g. a duplicated column: its error
+    fire = fire & (direction != 0) & ~np.isnan(direction) & np.isfinite(strength) & np.isfinite(expected_return)
+    batch = SignalBatch.__new__(SignalBatch)
+    batch.direction = np.where(fire, np.sign(direction), 0).astype(np.int8)
+    batch.strength = np.where(fire, np.clip(strength, 0.0, 1.0), 0.0)
+    batch.expected_return = np.where(fire, expected_return, 0.0)
+    return batch
+
+
 def _positive(name: str, value: float) -> float:
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
@@ -95,7 +115,18 @@ class Strategy:
             raise ValueError(f"regimes must be codes in [0, {N_REGIMES}), got {np.unique(regimes).tolist()}")
         if self.active_regimes is None:
             return np.ones(len(frame), bool)
+        if regimes.dtype.kind in "iu":  # codes checked in range above: a table lookup is np.isin's answer
+            return self._active_table()[regimes]
         return np.isin(regimes, self.active_regimes)
+
+    def _active_table(self) -> np.ndarray:
+        # Rebuilt when active_regimes is reassigned; a getattr default, so instances made before it exists work.
+        cached = getattr(self, "_active_cache", None)
+        if cached is None or cached[0] is not self.active_regimes:
+            table = np.zeros(N_REGIMES, bool)
+            table[list(self.active_regimes)] = True
+            cached = self._active_cache = (self.active_regimes, table)
+        return cached[1]
 
     def signals(self, frame: pd.DataFrame, regimes: np.ndarray) -> SignalBatch:
         raise NotImplementedError
@@ -132,15 +163,17 @@ class Momentum(Strategy):
         active = self._active(frame, regimes)
         ret_15, rv, mom = feature(frame, "ret_15"), feature(frame, "rv_30"), feature(frame, "mom_30")
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = ret_15 / (np.where(rv > 0, rv, np.nan) * np.sqrt(15))
+            z = ret_15 / (np.where(rv > 0, rv, np.nan) * _SQRT_15)
         fire = active & (np.abs(z) >= self.entry_z) & (np.sign(mom) == np.sign(ret_15))
-        return SignalBatch.from_mask(fire, np.sign(ret_15), np.abs(z) / self.full_z,
-                                     self.persistence * ret_15 / 15 * self.horizon_bars)
+        return _fired(fire, np.sign(ret_15), np.abs(z) / self.full_z, self.persistence * ret_15 / 15 * self.horizon_bars)
 
 
 # sd of (close - mean of the last n closes) for a random walk with unit per-bar sd: sqrt((n-1)(2n-1)/(6n)).
 def _stretch_scale(n: int) -> float:
     return float(np.sqrt((n - 1) * (2 * n - 1) / (6 * n)))
+
+
+_STRETCH_SCALE_30 = _stretch_scale(30)
 
 
 class MeanReversion(Strategy):
@@ -160,14 +193,23 @@ class MeanReversion(Strategy):
 
     def signals(self, frame: pd.DataFrame, regimes: np.ndarray) -> SignalBatch:
         active = self._active(frame, regimes)
-        both = np.column_stack([feature(frame, "mom_30"), feature(frame, "vwap_dist_30")])
-        n_finite = np.isfinite(both).sum(axis=1)
-        stretch = np.where(n_finite > 0, np.nansum(both, axis=1) / np.maximum(n_finite, 1), np.nan)
+        mom, vwap = feature(frame, "mom_30"), feature(frame, "vwap_dist_30")
+        if mom.ndim == 1 and vwap.ndim == 1:
+            # The mean of the finite ones of the two, without column_stack and nansum's copies: nansum over a
+            # row of two adds (NaN -> 0) a and b to a 0.0 start, so (0.0 + a) + b (-0.0 + -0.0 sums to +0.0).
+            mom_ok, vwap_ok = np.isfinite(mom), np.isfinite(vwap)
+            n_finite = mom_ok.astype(np.int64) + vwap_ok
+            total = (0.0 + np.where(mom_ok, mom, 0.0)) + np.where(vwap_ok, vwap, 0.0)
+            stretch = np.where(n_finite > 0, total / np.maximum(n_finite, 1), np.nan)
+        else:  # a duplicated column name: whatever the stacked version made of it before
+            both = np.column_stack([mom, vwap])
+            n_finite = np.isfinite(both).sum(axis=1)
+            stretch = np.where(n_finite > 0, np.nansum(both, axis=1) / np.maximum(n_finite, 1), np.nan)
         rv = feature(frame, "rv_30")
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = stretch / (np.where(rv > 0, rv, np.nan) * _stretch_scale(30))
+            z = stretch / (np.where(rv > 0, rv, np.nan) * _STRETCH_SCALE_30)
         fire = active & (np.abs(z) >= self.entry_z)
-        return SignalBatch.from_mask(fire, -np.sign(stretch), np.abs(z) / self.full_z, -self.reversion * stretch)
+        return _fired(fire, -np.sign(stretch), np.abs(z) / self.full_z, -self.reversion * stretch)
 
 
 class Breakout(Strategy):
@@ -190,9 +232,9 @@ class Breakout(Strategy):
         active = self._active(frame, regimes)
         ret_5, rv = feature(frame, "ret_5"), feature(frame, "rv_30")
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = ret_5 / (np.where(rv > 0, rv, np.nan) * np.sqrt(5))
+            z = ret_5 / (np.where(rv > 0, rv, np.nan) * _SQRT_5)
         fire = active & (np.abs(z) >= self.entry_z) & (feature(frame, "volume_ratio_30") >= self.min_volume_ratio)
-        return SignalBatch.from_mask(fire, np.sign(ret_5), np.abs(z) / self.full_z, self.continuation * ret_5)
+        return _fired(fire, np.sign(ret_5), np.abs(z) / self.full_z, self.continuation * ret_5)
 
 
 class MarketMaking(Strategy):
@@ -219,7 +261,7 @@ class MarketMaking(Strategy):
             kept = edge / (spread / 2)
         fire = active & (spread > 0) & (rv <= self.max_vol_to_spread * spread) & (edge > 0)
         direction = -np.sign(ret_1)
-        return SignalBatch.from_mask(fire, direction, kept, direction * edge)
+        return _fired(fire, direction, kept, direction * edge)
 
 
 class PairsStatArb(Strategy):
@@ -254,20 +296,27 @@ class PairsStatArb(Strategy):
         self._last_log_b = np.nan
         self._history = np.empty(0)  # the last `window` spread observations
 
-    def _log_price(self, frame: pd.DataFrame, is_leg: np.ndarray) -> np.ndarray:
-        close = feature(frame, "close")
+    def _log_price(self, frame: pd.DataFrame, is_leg: np.ndarray, close: np.ndarray | None = None,
+                   log_close: np.ndarray | None = None) -> np.ndarray:
+        close = feature(frame, "close") if close is None else close
         bad = is_leg & (close <= 0)
         if bad.any():
             raise ValueError(f"close must be positive for pair legs, got {close[bad][:5].tolist()} "
                              f"for symbols {frame['symbol'].to_numpy()[bad][:5].tolist()}")
-        return np.where(is_leg, np.log(np.where(close > 0, close, np.nan)), np.nan)
+        if log_close is None:
+            log_close = np.log(np.where(close > 0, close, np.nan))
+        return np.where(is_leg, log_close, np.nan)
 
     def signals(self, frame: pd.DataFrame, regimes: np.ndarray) -> SignalBatch:
         active = self._active(frame, regimes)
         event_ns = event_times_ns(frame)
-        symbols = frame["symbol"].astype(str).to_numpy()
+        symbols, _ = symbol_strings(frame)
         is_a, is_b = symbols == self.leg_a, symbols == self.leg_b
-        new_log_a, new_log_b = self._log_price(frame, is_a), self._log_price(frame, is_b)  # validate before mutating
+        # One close column and one log for both legs (each leg's rows keep their own values); validate before mutating.
+        close = feature(frame, "close")
+        log_close = np.log(np.where(close > 0, close, np.nan))
+        new_log_a = self._log_price(frame, is_a, close, log_close)
+        new_log_b = self._log_price(frame, is_b, close, log_close)
         if len(event_ns):
             # The history is consumed as rows arrive: re-feeding old rows (e.g. one instance shared by two
             # callers) would corrupt it, so time going backwards is refused.
@@ -277,8 +326,8 @@ class PairsStatArb(Strategy):
                                  f"give each caller its own PairsStatArb")
             self._last_ns = int(event_ns[-1])
         # Forward-fill each leg's log price from the carried value; a NaN close leaves the last price standing.
-        log_a = pd.Series(np.concatenate([[self._last_log_a], new_log_a])).ffill().to_numpy()
-        log_b = pd.Series(np.concatenate([[self._last_log_b], new_log_b])).ffill().to_numpy()
+        log_a = _ffill(np.concatenate([[self._last_log_a], new_log_a]))
+        log_b = _ffill(np.concatenate([[self._last_log_b], new_log_b]))
         self._last_log_a, self._last_log_b = float(log_a[-1]), float(log_b[-1])
         spread = (log_a - self.beta * log_b)[1:]
 
@@ -302,8 +351,7 @@ class PairsStatArb(Strategy):
         direction = leg_sign * np.sign(z)
         share = np.where(is_a, 1.0, abs(self.beta)) / (1.0 + abs(self.beta))
         fire = active & (np.abs(z) > self.entry_z)
-        return SignalBatch.from_mask(fire, direction, np.abs(z) / self.full_z,
-                                     direction * self.reversion * np.abs(deviation) * share)
+        return _fired(fire, direction, np.abs(z) / self.full_z, direction * self.reversion * np.abs(deviation) * share)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "last_ns": self._last_ns,
@@ -316,6 +364,14 @@ class PairsStatArb(Strategy):
         self._last_log_a = np.nan if state["last_log_a"] is None else float(state["last_log_a"])
         self._last_log_b = np.nan if state["last_log_b"] is None else float(state["last_log_b"])
         self._history = np.asarray(state["history"], dtype=float)[-self.window:]
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """pd.Series(values).ffill().to_numpy() for a float array: each NaN takes the last non-NaN value before it
+    (a leading NaN stays NaN), by a running max over the positions of the non-NaN values."""
+    index = np.where(np.isnan(values), 0, np.arange(len(values)))
+    np.maximum.accumulate(index, out=index)
+    return values[index]
 
 
 class ValueBet:
