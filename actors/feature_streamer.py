@@ -14,7 +14,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
-from actors.outbox import DecisionOutbox
+from actors.outbox import Outbox
 from actors.window import InFlightWindow, OutOfOrderError
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
@@ -65,8 +65,8 @@ class FeatureStreamerActor:
         self._given_up: list[BaseException] = []
         # Feature batches do not wait for the loop: their decision rows queue here (bounded) and leave
         # in batches sized by how fast the loop takes them (see actors/outbox.py).
-        self._outbox = DecisionOutbox(self._send_decisions, self.cfg.decisions.max_batch_rows,
-                                      self.cfg.decisions.max_queue_rows) if meta_controller is not None else None
+        self._outbox = Outbox(self._send_decisions, self.cfg.decisions.max_batch_rows, self.cfg.decisions.max_queue_rows,
+                              name="decision-outbox") if meta_controller is not None else None
         ing = self.cfg.ingestion
         self.undecided = DeadLetterStore(Path(self.cfg.run_dir) / "decision_deadletters.jsonl",
                                          ing.deadletter_max_bytes, ing.deadletter_keep_files)

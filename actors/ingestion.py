@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import PipelineMetrics
+from actors.outbox import Outbox
 from actors.window import InFlightWindow
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.deadletter import DeadLetterStore
@@ -68,6 +69,10 @@ class IngestionActor:
         # is retried, then its batch dead-lettered: never raised into an unrelated ingest call.
         self._in_flight = InFlightWindow(ing.max_in_flight, self._send, ing.downstream_retries, self._downstream_failed,
                                          last_seq=state["last_seq"] if state else 0)
+        # Released batches queue here while the window is full and leave joined (same kind, up to batch_size
+        # rows): small paced batches do not each pay a streamer call when the streamer falls behind.
+        self._outbox = Outbox(self._submit_joined, ing.batch_size, ing.max_in_flight * ing.batch_size,
+                              joinable=lambda first, other: batch_kind(first) == batch_kind(other), name="ingestion-outbox")
         # One lock for validate -> reorder -> forward, so batches reach the streamer in release order.
         self._lock = threading.RLock()
         self._progress: dict = {"state": "idle"}
@@ -152,8 +157,13 @@ class IngestionActor:
 
     def _forward(self, batches: list[pa.RecordBatch]) -> None:
         for batch in batches:
-            self._in_flight.submit(batch)
-            self.metrics.in_flight.set(len(self._in_flight))
+            self._outbox.put(batch)
+
+    def _submit_joined(self, batches: list[pa.RecordBatch]) -> None:
+        """The outbox's sender thread: the only one that submits into the window (drains wait for it first)."""
+        joined = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+        self._in_flight.submit(joined)
+        self.metrics.in_flight.set(len(self._in_flight))
 
     def _downstream_failed(self, batch: pa.RecordBatch, error: BaseException) -> None:
         """The streamer failed on this batch after every retry: its rows are dead letters, not lost."""
@@ -173,7 +183,8 @@ class IngestionActor:
         return self.status()
 
     def _drain_and_commit(self) -> None:
-        with self._lock:
+        with self._lock:  # no new puts meanwhile; the sender is idle once the outbox is joined
+            self._outbox.join()
             self._in_flight.drain()
             self._commit()
 
@@ -199,7 +210,7 @@ class IngestionActor:
 
     # -- reads --------------------------------------------------------------------------------
     def status(self) -> dict:
-        return {**self.core.counters.as_dict(), "in_flight": len(self._in_flight),
+        return {**self.core.counters.as_dict(), "in_flight": len(self._in_flight), "queue": self._outbox.status(),
                 "max_in_flight": self._in_flight.limit, "max_in_flight_seen": self._in_flight.max_seen,
                 "downstream_errors": self.downstream_errors, "restarted": self.restarted,
                 "dead_letters": self.deadletters.total, "replay": dict(self._progress)}

@@ -5,7 +5,7 @@ import threading
 
 import pandas as pd
 
-from actors.outbox import DecisionOutbox
+from actors.outbox import Outbox
 
 
 def rows(start: int, n: int) -> pd.DataFrame:
@@ -28,7 +28,7 @@ class GatedLoop:
 
 def test_rows_queued_while_the_loop_is_busy_leave_as_one_batch_in_order():
     loop = GatedLoop()
-    outbox = DecisionOutbox(loop.send, max_batch_rows=7, max_queue_rows=100)
+    outbox = Outbox(loop.send, max_batch_rows=7, max_queue_rows=100)
     outbox.put(rows(0, 2))
     loop.taken.acquire()  # the loop is free: the first put leaves alone, at once
     for k in range(5):  # while it is busy, five puts of 2 rows queue up
@@ -43,7 +43,7 @@ def test_rows_queued_while_the_loop_is_busy_leave_as_one_batch_in_order():
 
 def test_a_full_queue_blocks_the_producer_until_the_loop_takes_rows():
     loop = GatedLoop()
-    outbox = DecisionOutbox(loop.send, max_batch_rows=1000, max_queue_rows=4)
+    outbox = Outbox(loop.send, max_batch_rows=1000, max_queue_rows=4)
     outbox.put(rows(0, 1))
     loop.taken.acquire()
     outbox.put(rows(1, 4))  # fills the queue
