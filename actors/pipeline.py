@@ -86,7 +86,9 @@ class Pipeline:
             shutil.rmtree(state, ignore_errors=True)
             url = audit_url(cfg)
             if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+                db = Path(url.removeprefix("sqlite:///"))
+                for leftover in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):  # WAL mode
+                    leftover.unlink(missing_ok=True)
         d = cfg.decisions
         audit = AuditActor.options(name=AUDIT, **common).remote(audit_url(cfg))
         executor = ExecutorActor.options(name=EXECUTOR, **common).remote(d.ledger.model_dump(), str(state / "executor.json"))
