@@ -272,7 +272,10 @@ def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
     table.add_row("PnL", f"{perf['pnl']:,.2f}")
     table.add_row("Sharpe (annualised, per-bar)", f"{perf['sharpe']:.2f}" if perf["sharpe"] is not None else "-")
     table.add_row("max drawdown", f"{perf['max_drawdown']:.2%}")
-    table.add_row("decision latency p50 / p99", f"{d['latency_ms_p50'] or 0:.1f} / {d['latency_ms_p99'] or 0:.1f} ms")
+    table.add_row("decision latency p50 / p99 (receipt to audited)", f"{d['latency_ms_p50'] or 0:.1f} / {d['latency_ms_p99'] or 0:.1f} ms")
+    # Where it went: queueing (waiting for the stage ahead) apart from each stage's own service time.
+    for stage, p in d.get("stages_ms", {}).items():
+        table.add_row(f"  {stage.replace('_', ' ')} p50 / p99", f"{p['p50']:.1f} / {p['p99']:.1f} ms")
     for shadow in d["shadows"]:
         table.add_row(f"shadow {shadow['name']} delta PnL vs live", f"{shadow['delta_pnl_vs_live']:,.2f}")
     console.print(table)
