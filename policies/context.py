@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edgeray.regime import float64_column, column_array
+from edgeray.regime import column_array, float64_column
 
 N_REGIMES = 7  # edgeray.regime codes: TRENDING_UP=0 .. REVERSAL=6 (plain ints, no import)
 CONTEXT_NAMES: tuple[str, ...] = (
@@ -59,6 +59,7 @@ def build_context(frame: pd.DataFrame, regimes: np.ndarray, recent_pnl: np.ndarr
         # The scaled and clipped columns as the rows of one block, so the multiply and the NaN -> 0 are one call
         # each, and the clip one per pair of bounds. The bounds stay scalars: numpy clips -0.0 to -0.0 with
         # scalar bounds but to +0.0 with array bounds (another loop), and the per-column code used scalars.
+        # ndarray.clip is what np.clip calls, minus ~3 us of dispatch.
         block = np.empty((len(_BLOCK_COLUMNS), n))
         block[0], block[1], volume_ratio, block[2], block[3] = columns
         block[4] = pnl
@@ -66,9 +67,9 @@ def build_context(frame: pd.DataFrame, regimes: np.ndarray, recent_pnl: np.ndarr
             # ratio 0 -> -inf -> clipped to -3 (a real "no volume" signal); negative/NaN -> NaN -> 0.
             np.log(volume_ratio, out=block[5])
         block *= _BLOCK_SCALE
-        block[0:2] = np.clip(block[0:2], 0.0, 10.0)  # volatility, spread
-        block[2:5] = np.clip(block[2:5], -5.0, 5.0)  # ret_15, mom_30, recent PnL
-        block[5] = np.clip(block[5], -3.0, 3.0)  # log volume ratio
+        block[0:2] = block[0:2].clip(0.0, 10.0)  # volatility, spread
+        block[2:5] = block[2:5].clip(-5.0, 5.0)  # ret_15, mom_30, recent PnL
+        block[5] = block[5].clip(-3.0, 3.0)  # log volume ratio
         block[np.isnan(block)] = 0.0
         out[:, _BLOCK_COLUMNS] = block.T
     else:  # some column is not plain float64: column by column through pandas, as before
@@ -89,7 +90,7 @@ def build_context(frame: pd.DataFrame, regimes: np.ndarray, recent_pnl: np.ndarr
 def _utc_minute_of_day(frame: pd.DataFrame) -> np.ndarray:
     """UTC hour * 60 + minute per row (int64), after the same checks as before."""
     values = column_array(frame, "event_ts")
-    if isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None and values.unit == "ns":
+    if isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None and getattr(values, "unit", None) == "ns":
         # Straight from epoch ns: floor division (and a non-negative remainder) also holds before 1970,
         # so this is the UTC wall-clock minute that .dt.hour / .dt.minute give, without a tz_convert.
         ns = values.asi8
@@ -133,7 +134,7 @@ def _scaled(column: pd.Series, scale: float, low: float, high: float) -> np.ndar
 
 
 def _clip_nan0(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    # clip maps +-inf to the bounds; NaN survives clip, so it is zeroed after.
-    out = np.clip(values, low, high)
+    # clip maps +-inf to the bounds; NaN survives clip, so it is zeroed after. (values.clip: np.clip's own call.)
+    out = values.clip(low, high)
     out[np.isnan(out)] = 0.0
     return out

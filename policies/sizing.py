@@ -74,7 +74,7 @@ class Sizer:
                 horizon_bars.flags.writeable = False  # read-only, as the broadcast_to view below is
             else:
                 horizon_bars = np.broadcast_to(horizon_bars, (n,))
-            if not np.all(horizon_bars >= 1):
+            if not (horizon_bars >= 1).all():
                 raise ValueError(f"horizon_bars must be >= 1, got {np.unique(horizon_bars).tolist()}")
         direction = direction.astype(float)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

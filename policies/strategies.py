@@ -69,16 +69,17 @@ def _fired(fire: np.ndarray, direction: np.ndarray, strength: np.ndarray, expect
     that only re-prove what this construction guarantees (those cost more than the signal on a tiny batch).
 
     The values match from_mask's: a fired row has a finite strength and expected return, so nan_to_num leaves
-    them as they are, and the rest are 0 either way; a direction counts when it is neither 0 nor NaN (what
-    nan_to_num's NaN -> 0 did), and its sign is that of nan_to_num's (inf -> max float keeps the sign).
+    them as they are, and the rest are 0 either way; a direction counts when it is neither 0 nor NaN, i.e.
+    |direction| > 0 (what nan_to_num's NaN -> 0 then != 0 did), and its sign is that of nan_to_num's (inf ->
+    max float keeps the sign).
     """
     shape = np.shape(fire)
     if len(shape) != 1 or direction.shape != shape or strength.shape != shape or expected_return.shape != shape:
         return SignalBatch.from_mask(fire, direction, strength, expected_return)  # e.g. a duplicated column: its error
-    fire = fire & (direction != 0) & ~np.isnan(direction) & np.isfinite(strength) & np.isfinite(expected_return)
+    fire = fire & (np.abs(direction) > 0) & np.isfinite(strength) & np.isfinite(expected_return)
     batch = SignalBatch.__new__(SignalBatch)
     batch.direction = np.where(fire, np.sign(direction), 0).astype(np.int8)
-    batch.strength = np.where(fire, np.clip(strength, 0.0, 1.0), 0.0)
+    batch.strength = np.where(fire, strength.clip(0.0, 1.0), 0.0)  # ndarray.clip: np.clip's own call, less dispatch
     batch.expected_return = np.where(fire, expected_return, 0.0)
     return batch
 

@@ -307,6 +307,7 @@ def test_decide_matches_the_reference_end_to_end(syn_rows, tmp_path):
     with reference_pieces():
         old = engine_module.DecisionEngine(cfg, SYN_SYMBOLS, "t", spec, tmp_path / "old")
     positions = {"new": {}, "old": {}}
+    seen = {"orders": 0, "shadow": 0, "explained": 0}
     pending = {"new": [], "old": []}
     rows = syn_rows.iloc[:1000].replace([np.inf, -np.inf], np.nan)  # decide() refuses inf (the edge model does)
     for k, frame in enumerate(batches(rows, 7, 0)):
@@ -314,6 +315,8 @@ def test_decide_matches_the_reference_end_to_end(syn_rows, tmp_path):
         for side, eng in (("new", new), ("old", old)):
             with reference_pieces() if side == "old" else _nothing():
                 batch = eng.decide(frame, {"equity": 1e6, "positions": dict(positions[side])})
+                # The shadows (when the engine runs them apart from decide) trade the same strategies' signals.
+                batch.shadow_records = eng.shadow_step(batch) if hasattr(eng, "shadow_step") else []
                 eng.register(batch.orders["decision_id"].tolist(), batch.arms, batch.contexts)
                 pending[side].append(batch.orders["decision_id"].tolist())
                 if len(pending[side]) > 3:
@@ -325,9 +328,18 @@ def test_decide_matches_the_reference_end_to_end(syn_rows, tmp_path):
         got, want = out["new"], out["old"]
         pd.testing.assert_frame_equal(got.orders, want.orders, check_exact=True)
         assert json.dumps(got.records, default=str) == json.dumps(want.records, default=str), f"batch {k}: records differ"
+        assert json.dumps(got.shadow_records, default=str) == json.dumps(want.shadow_records, default=str), \
+            f"batch {k}: shadow records differ"
+        for field in ("regimes", "direction"):
+            if getattr(want, field, None) is not None:
+                assert_same(getattr(got, field), getattr(want, field), f"batch {k} {field}")
         assert_same(got.contexts, want.contexts, f"batch {k} contexts")
         assert_same(got.arms, want.arms, f"batch {k} arms")
         assert got.n_decisions == want.n_decisions
+        seen["orders"] += len(got.orders)
+        seen["shadow"] += len(got.shadow_records)
+        seen["explained"] += sum(bool(r["payload"].get("explanation")) for r in got.records)
+    assert seen["orders"] and seen["explained"] and (seen["shadow"] or not hasattr(new, "shadow_step")), seen
     assert new.edge is not None and old.edge is not None
     state_new, state_old = new.state_dict(), old.state_dict()
     assert Path(state_new.pop("edge_model")).name == Path(state_old.pop("edge_model")).name
@@ -351,6 +363,17 @@ def _frame(n: int = 6, symbol="X", **overrides) -> pd.DataFrame:
     frame["spread_bps"] = 5.0 * rng.random(n)
     for name, value in overrides.items():
         frame[name] = value
+    return frame
+
+
+def _from_matrix(n: int) -> pd.DataFrame:
+    """Every feature from one C-ordered 2-D array: the float block is Fortran-ordered, its columns strided views."""
+    rng = np.random.default_rng(n)
+    frame = pd.DataFrame(rng.normal(0, 0.01, (n, len(FEATURES))), columns=FEATURES)
+    frame["rv_30"] = 0.001 + 0.001 * rng.random(n)
+    frame.insert(0, "symbol", ["A", "B"] * (n // 2))
+    frame.insert(1, "event_ts", pd.date_range("2024-01-02", periods=n, freq="1min", tz="UTC"))
+    frame["close"] = 100.0 + rng.random(n)
     return frame
 
 
@@ -413,6 +436,8 @@ ODD_FRAMES = {
     "signed zeros": lambda: _frame(mom_30=[-0.0, -0.0, 0.0, np.nan, -0.0, 0.0], vwap_dist_30=[-0.0, 0.0, -0.0, -0.0, np.nan, 0.0],
                                    spread_bps=[-0.0, 0.0, -0.0, 1.0, np.nan, -0.0], ret_15=[-0.0, 0.0, np.nan, -0.0, 0.0, -0.0],
                                    rv_30=[-0.0, 0.0, 0.001, 0.002, -0.0, 0.003], ret_1=[-0.0, 0.0, 0.001, -0.001, -0.0, 0.0]),
+    "from a matrix": lambda: _from_matrix(6),
+    "from a matrix (40 rows)": lambda: _from_matrix(40),
     "unsorted": _unsorted,
     "NaT": _with_nat,
     "naive stamps": lambda: _frame(event_ts=pd.date_range("2024-01-02", periods=6, freq="1min")),
@@ -444,8 +469,11 @@ ODD_REGIMES = {
 
 @pytest.fixture(scope="module")
 def small_edge_models() -> dict:
-    return {label: mods.explain.EdgeModel(FEATURES, horizon_bars=2).fit(_frame(60, symbol="A"))
-            for label, mods in (("new", NEW), ("old", REF))}
+    fit = _frame(60, symbol="A")
+    models = {label: mods.explain.EdgeModel(FEATURES, horizon_bars=2).fit(fit) for label, mods in (("new", NEW), ("old", REF))}
+    models.update({f"{label} logistic": mods.explain.EdgeModel(FEATURES, horizon_bars=2, model="logistic").fit(fit)
+                   for label, mods in (("new", NEW), ("old", REF))})
+    return models
 
 
 @pytest.mark.parametrize("frame_name", sorted(ODD_FRAMES))
@@ -482,6 +510,14 @@ def test_odd_frames_give_the_same_outputs_and_errors(frame_name, small_edge_mode
             assert_same(*result, f"{frame_name}: p_up")
         result = both(lambda: sides["new"].edge.explain(frame_new, top_k=3), lambda: sides["old"].edge.explain(frame_old, top_k=3),
                       f"{frame_name}: explain")
+        if result:
+            assert result[0] == result[1]
+        new_lr, old_lr = small_edge_models["new logistic"], small_edge_models["old logistic"]
+        result = both(lambda: new_lr.predict_proba(frame_new), lambda: old_lr.predict_proba(frame_old), f"{frame_name}: logistic")
+        if result:
+            assert_same(*result, f"{frame_name}: logistic p_up")
+        result = both(lambda: new_lr.explain(frame_new, top_k=3), lambda: old_lr.explain(frame_old, top_k=3),
+                      f"{frame_name}: logistic explain")
         if result:
             assert result[0] == result[1]
 
