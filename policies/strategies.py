@@ -84,6 +84,13 @@ def _fired(fire: np.ndarray, direction: np.ndarray, strength: np.ndarray, expect
     return batch
 
 
+def _flat(n: int) -> SignalBatch:
+    """SignalBatch.flat(n) without re-validating its zeros: what _fired returns when nothing fires."""
+    batch = SignalBatch.__new__(SignalBatch)
+    batch.direction, batch.strength, batch.expected_return = np.zeros(n, np.int8), np.zeros(n), np.zeros(n)
+    return batch
+
+
 def _positive(name: str, value: float) -> float:
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
@@ -333,6 +340,11 @@ class PairsStatArb(Strategy):
         spread = (log_a - self.beta * log_b)[1:]
 
         obs_rows = np.flatnonzero((is_a | is_b) & np.isfinite(spread))
+        if not len(obs_rows):
+            # No spread observation in this batch (no leg printed, or one leg has no price yet, as for a pair
+            # whose second leg is not in the stream): the history stands, z is NaN on every row, nothing fires,
+            # which is all the rest would work out (it cannot warn on all-NaN z either).
+            return _flat(len(frame))
         series = np.concatenate([self._history, spread[obs_rows]])
         # Stats of the `window` observations before each one: windows ending one step earlier (exact per window,
         # so any split of the stream into batches gives identical numbers).
