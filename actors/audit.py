@@ -1,30 +1,20 @@
-"""Audit log actor: the single writer of the append-only decision audit (SQLite or PostgreSQL)."""
+"""Audit log actor: reads of the append-only decision audit (SQLite or PostgreSQL) and the writes of the
+kill switch, veto reviews and drift alerts; the meta-controller writes its decision records in process."""
 from __future__ import annotations
-
-import time
 
 import ray
 
 from edgeray.audit import AuditLog
-from edgeray.latency import LatencyRing
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # threads: reads (HTTP lookups) answer while a batch is written
 class AuditActor:
     def __init__(self, url: str):
         self.log = AuditLog(url)
-        self._latency = LatencyRing()
 
-    def append(self, records: list[dict], received_ns=None) -> int:
-        """Write in one transaction; `received_ns` (the batch's market-event receipt stamps) makes
-        this the end of the end-to-end latency: event in -> decision durable in the audit log."""
-        written = self.log.append(records) if records else 0
-        if received_ns is not None and len(received_ns):
-            self._latency.record_since(received_ns, time.time_ns())
-        return written
-
-    def latency(self) -> dict:
-        return self._latency.percentiles()
+    def append(self, records: list[dict]) -> int:
+        """Write in one transaction (the meta-controller writes its decision records itself, in process)."""
+        return self.log.append(records) if records else 0
 
     def get(self, decision_id: str) -> list[dict]:
         return self.log.get(decision_id)

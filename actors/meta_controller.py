@@ -17,7 +17,8 @@ import ray
 
 from actors.metrics import DecisionStageMetrics
 from edgeray.config import PipelineConfig
-from edgeray.latency import StageLatencies
+from edgeray.audit import AuditLog
+from edgeray.latency import LatencyRing, StageLatencies
 from edgeray.statefile import load_state, save_state
 from edgeray.watermark import NEVER, SymbolWatermark
 from envs.trading import TradingEnvConfig
@@ -70,7 +71,14 @@ class MetaControllerActor:
             self.engine.load_state(state["engine"])
             if state["pending_orders"]:
                 self._pending_orders = pd.read_json(io.StringIO(state["pending_orders"]), orient="table")
-        self.executor, self.risk, self.veto, self.audit = executor, risk, veto, audit
+        self.executor, self.risk, self.veto = executor, risk, veto
+        # The loop writes its own records in process: on a busy 2-core box the audit actor's round trip cost
+        # ~10 ms a batch for ~1 ms of work (bench/decisions.py). The database serialises writers (SQLite WAL
+        # with a busy timeout, or PostgreSQL); the AuditActor stays the writer for kill switch, veto reviews,
+        # drift alerts and serves the reads. Waiting for it first means it has created the table.
+        ray.get(audit.count.remote())
+        self.audit_log = AuditLog(self.cfg.audit_url)
+        self._latency = LatencyRing()  # receipt -> decision durable in the audit log, per row
         self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
         self._done = SymbolWatermark((state or {}).get("done_until"))
         # The pairs strategy reads both legs as one stream, so its clock is shared across symbols.
@@ -120,14 +128,14 @@ class MetaControllerActor:
         # The audit write must be durable before the checkpoint says this batch is done: a write still in
         # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
         t = time.perf_counter_ns()
-        ray.get(self.audit.append.remote(records, received))
+        self._audit(records, received)
         timed["audit"] = (time.perf_counter_ns() - t) / 1e6
         # The shadows never execute, so they wait until the live decisions are durable (off the latency
         # path); their records are durable before the checkpoint too.
         t = time.perf_counter_ns()
         shadow_records = self.engine.shadow_step(batch)
         if shadow_records:
-            ray.get(self.audit.append.remote(shadow_records, None))
+            self._audit(shadow_records)
         timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
         self._done.advance(frame)
         if self._cross_symbol:
@@ -179,8 +187,15 @@ class MetaControllerActor:
                 for i, r in zip(ids, rejected[["symbol", "event_ts", "reason", "close"]].to_dict("records"))]
 
     def _audit_rejected(self, rejected: pd.DataFrame) -> None:
-        ray.get(self.audit.append.remote(self._rejected_records(rejected), None))
+        self._audit(self._rejected_records(rejected))
         save_state(self.state_path, self._state())
+
+    def _audit(self, records: list[dict], received_ns: np.ndarray | None = None) -> None:
+        """One transaction; with `received_ns` (the rows' receipt stamps) this ends their end-to-end latency."""
+        if records:
+            self.audit_log.append(records)
+        if received_ns is not None and len(received_ns):
+            self._latency.record_since(received_ns, time.time_ns())
 
     def _upstream_ms(self, frame: pd.DataFrame, started_ns: int) -> dict:
         """ingest (per row), features and queue_wait (per batch) from the stamps riding on the rows."""
@@ -258,7 +273,7 @@ class MetaControllerActor:
         return self.engine.bandit.stats()
 
     def status(self) -> dict:
-        latency = ray.get(self.audit.latency.remote())
+        latency = self._latency.percentiles()
         equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
         return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
                 "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity),

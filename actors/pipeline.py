@@ -32,10 +32,6 @@ POLICY_SERVER = "policy_server"
 DECISION_ACTORS = (META_CONTROLLER, RISK_MONITOR, VETO_GATE, EXECUTOR, AUDIT)
 
 
-def audit_url(cfg: PipelineConfig) -> str:
-    return cfg.decisions.audit_url or f"sqlite:///{Path(cfg.run_dir).resolve() / 'audit.db'}"
-
-
 def ensure_ray(cfg: PipelineConfig) -> None:
     """Join the cluster named by RAY_ADDRESS / config (as under `ray job submit`), else start a local one."""
     if ray.is_initialized():
@@ -84,13 +80,13 @@ class Pipeline:
         state = Path(cfg.run_dir) / "state"
         if fresh:
             shutil.rmtree(state, ignore_errors=True)
-            url = audit_url(cfg)
+            url = cfg.audit_url
             if url.startswith("sqlite:///"):
                 db = Path(url.removeprefix("sqlite:///"))
                 for leftover in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):  # WAL mode
                     leftover.unlink(missing_ok=True)
         d = cfg.decisions
-        audit = AuditActor.options(name=AUDIT, **common).remote(audit_url(cfg))
+        audit = AuditActor.options(name=AUDIT, **common).remote(cfg.audit_url)
         executor = ExecutorActor.options(name=EXECUTOR, **common).remote(d.ledger.model_dump(), str(state / "executor.json"))
         risk = RiskMonitorActor.options(name=RISK_MONITOR, **common).remote(
             d.risk_config, d.ledger.initial_cash, str(state / "risk_monitor.json"), executor, audit)

@@ -169,6 +169,11 @@ class PipelineConfig(Strict):
     sports: SportsConfig = SportsConfig()
     api: ApiConfig = ApiConfig()
 
+    @property
+    def audit_url(self) -> str:
+        """The decision audit log's database: `decisions.audit_url`, else SQLite under run_dir."""
+        return self.decisions.audit_url or f"sqlite:///{Path(self.run_dir).resolve() / 'audit.db'}"
+
     @classmethod
     def load(cls, path: str | Path, outputs_base: str | Path | None = None) -> "PipelineConfig":
         """Read and validate a pipeline YAML. Paths written in the file resolve against the file's
