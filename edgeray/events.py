@@ -8,6 +8,7 @@ messages are produced one per decision and travel as dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import typing
 from dataclasses import dataclass, field
@@ -166,10 +167,55 @@ def columns(kind: EventKind) -> list[str]:
 def _id_column(values) -> np.ndarray:
     """One identity column as hashable numpy values; timestamps as int64 ns so any input form
     (tz-aware pandas, numpy datetime64, ISO string parsed upstream) gives the same id."""
+    if type(values) is np.ndarray and values.ndim == 1:  # what the Series round trip gives, without it
+        if values.dtype == _M8_NS:  # naive = UTC: to_datetime(utc=True) keeps the ns values
+            return values.view(np.int64)
+        if values.dtype.kind in "fiub" or values.dtype == object:
+            return values
     series = pd.Series(values)
     if pd.api.types.is_datetime64_any_dtype(series):
         return pd.to_datetime(series, utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
     return series.to_numpy()
+
+
+_M8_NS = np.dtype("datetime64[ns]")
+_STR_HASHES: dict[str, int] = {}  # pandas' hash of one str value, which never depends on its neighbours
+_STR_HASHES_MAX = 200_000
+
+
+def _hash(values: np.ndarray) -> np.ndarray:
+    """pd.util.hash_array(values), bit for bit: its integer mix done here for 8-byte numbers and
+    bools (pandas' own steps), and its per-value string hash looked up for all-str object arrays;
+    anything else goes to pandas."""
+    dtype = values.dtype
+    if dtype == bool or (dtype.kind in "fiuMm" and dtype.itemsize == 8):
+        vals = values.astype("u8") if dtype == bool else values.view("u8").astype("u8")
+        vals ^= vals >> 30
+        vals *= np.uint64(0xBF58476D1CE4E5B9)
+        vals ^= vals >> 27
+        vals *= np.uint64(0x94D049BB133111EB)
+        vals ^= vals >> 31
+        return vals
+    if dtype == object and len(values) and all(type(v) is str for v in values) and _plain("".join(values)):
+        cache = _STR_HASHES
+        missing = [v for v in dict.fromkeys(values.tolist()) if v not in cache]
+        if missing:
+            if len(cache) + len(missing) > _STR_HASHES_MAX:
+                cache.clear()
+            cache.update(zip(missing, pd.util.hash_array(np.array(missing, dtype=object)).tolist()))
+        return np.fromiter((cache[v] for v in values.tolist()), np.uint64, len(values))
+    return pd.util.hash_array(values)
+
+
+def _plain(text: str) -> bool:
+    """ASCII without NUL: pandas' factorize (a C-string table) tells such strings apart exactly as
+    Python does. "a" and "a\\x00b" fall in one bucket there, so their hash depends on which comes first."""
+    return text.isascii() and "\x00" not in text
+
+
+@functools.cache
+def _kind_seed(kind: EventKind) -> int:
+    return int(pd.util.hash_array(np.array([str(kind)], dtype=object))[0])
 
 
 def event_ids(kind: EventKind, cols) -> np.ndarray:
@@ -180,9 +226,9 @@ def event_ids(kind: EventKind, cols) -> np.ndarray:
     cls = MARKET_EVENT_TYPES[EventKind(kind)]
     n = len(cols[cls.ID_KEYS[0]])
     # pandas' hash_array uses a fixed default key, so ids are reproducible across runs and hosts.
-    h = np.full(n, pd.util.hash_array(np.array([str(cls.KIND)], dtype=object))[0], dtype=np.uint64)
+    h = np.full(n, _kind_seed(cls.KIND), dtype=np.uint64)
     for key in cls.ID_KEYS:
-        h = (h * np.uint64(1_000_003)) ^ pd.util.hash_array(_id_column(cols[key]))
+        h = (h * np.uint64(1_000_003)) ^ _hash(_id_column(cols[key]))
     return h
 
 
@@ -200,7 +246,7 @@ def content_hashes(kind: EventKind, cols) -> np.ndarray:
     names = content_fields(kind)
     h = np.full(len(cols[names[0]]), 0x9E3779B97F4A7C15, dtype=np.uint64)
     for name in names:
-        h = (h * np.uint64(1_000_003)) ^ pd.util.hash_array(_id_column(cols[name]))
+        h = (h * np.uint64(1_000_003)) ^ _hash(_id_column(cols[name]))
     return h
 
 

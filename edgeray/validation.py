@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import time
 import typing
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +29,15 @@ DEFAULT_MAX_FUTURE_SKEW = pd.Timedelta(seconds=300)
 EPOCH_UNITS = ("s", "ms", "us", "ns")
 MAX_SOURCE_ID_CHARS = 256
 Columns = dict[str, np.ndarray]
+_MIN_TS64 = MIN_TS.tz_localize(None).to_datetime64()
+_NAT_I8 = np.iinfo(np.int64).min
+# Fast path for the common ISO-8601 stamp forms (naive = UTC, or Z / +00:00), one per line of the joined
+# text: numpy parses exactly these as pandas' format="ISO8601" does; anything else (other offsets, dates
+# only, whitespace, years outside 1900-2199) goes through pandas. Impossible dates make numpy raise.
+_ISO_ONE = (r"(?:19|20|21)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+            r"(?:\.\d{1,9})?(?:Z|\+00:00)?")
+_ISO_LINES = re.compile(rf"{_ISO_ONE}(?:\n{_ISO_ONE})*")
+_UTC_SUFFIX = re.compile(r"(?:Z|\+00:00)(?=\n|$)")
 
 
 @dataclass
@@ -62,7 +73,15 @@ def _raw_json(raw: pd.DataFrame, idx: np.ndarray) -> list[str]:
     return [json.dumps(r, default=str) for r in rows.where(rows.notna(), None).to_dict("records")]
 
 
+def _all_str(values: np.ndarray) -> bool:
+    return values.dtype == object and all(type(v) is str for v in values)
+
+
 def _present(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.float64:
+        return ~np.isnan(values)
+    if _all_str(values):  # pd.isna is False for every str
+        return np.fromiter((bool(v.strip()) for v in values), bool, len(values))
     missing = pd.isna(values)
     if values.dtype == object:
         missing |= np.array([isinstance(v, str) and not v.strip() for v in values], dtype=bool)
@@ -80,8 +99,7 @@ def _typed(values: np.ndarray) -> np.ndarray:
 
 def _wrong_type(values: np.ndarray, ok) -> np.ndarray:
     """Present values failing the type test `ok` (strict mode: what a JSON push must send)."""
-    series = pd.Series(values)
-    if series.dtype == bool:
+    if values.dtype == bool:  # what pd.Series(values).dtype is for an ndarray
         return np.array([not ok(True)] * len(values), dtype=bool)
     return np.array([not (v is None or (isinstance(v, float) and np.isnan(v)) or ok(v)) for v in values], dtype=bool)
 
@@ -105,6 +123,56 @@ def _source_ids(raw: pd.DataFrame, strict: bool, fail) -> np.ndarray:
     too_long = np.array([v is not None and len(v) > MAX_SOURCE_ID_CHARS for v in out], dtype=bool)
     fail(too_long, "too_long", name, np.array([v[:64] + "..." if v and len(v) > 64 else v for v in out], dtype=object))
     return out
+
+
+def _fast_timestamps(values, strict: bool) -> np.ndarray | None:
+    """event_ts as datetime64[ns] without pandas' parsing, or None when the input needs the general
+    path: datetime64[ns] columns (tz-aware or naive = UTC; lenient only, a push must send text) and
+    text in the common ISO-8601 forms."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        if strict:
+            return None
+        try:  # other units: the same instants in ns (what to_datetime gives), unless out of its range
+            values = values if dtype.unit == "ns" else values.as_unit("ns")
+        except (ValueError, OverflowError):
+            return None
+        return values.asi8.view("datetime64[ns]").copy()
+    if dtype == np.dtype("datetime64[ns]"):
+        return None if strict else np.array(values, dtype="datetime64[ns]")
+    if dtype != object or not isinstance(values, np.ndarray):
+        return None
+    if not len(values):
+        return None
+    if not strict and all(type(v) is pd.Timestamp and v.tzinfo is not None for v in values):
+        # tz-aware Timestamps in an object column (what the sports loaders give): .value is the UTC ns
+        try:
+            return np.array([v.value for v in values], dtype=np.int64).view("datetime64[ns]")
+        except (ValueError, OverflowError):  # a coarser unit beyond the ns range
+            return None
+    if not _all_str(values):
+        return None
+    text = "\n".join(values)
+    if not _ISO_LINES.fullmatch(text):
+        return None
+    try:
+        return np.array(_UTC_SUFFIX.sub("", text).split("\n"), dtype="datetime64[ns]")
+    except ValueError:  # e.g. 2021-02-30: pandas makes it NaT, the general path says so
+        return None
+
+
+def _isin(values: np.ndarray, known) -> np.ndarray:
+    """pd.Series(values).isin(known), by set lookups when both sides are plain strings."""
+    if isinstance(known, (set, frozenset)) and _all_str(values) and all(type(k) is str for k in known):
+        return np.fromiter((v in known for v in values), bool, len(values))
+    return pd.Series(values).isin(known).to_numpy()
+
+
+# DataFrame._get_column_array(i): private but long-standing; without it, columns come from raw[name].
+_COLUMN_ARRAY = getattr(pd.DataFrame, "_get_column_array", None)
+_EMPTY_REJECTED = pd.DataFrame({"row": np.flatnonzero(np.zeros(0, dtype=bool)),
+                                "reason": np.full(0, None, dtype=object).astype(str),
+                                "field": np.full(0, None, dtype=object).astype(str), "value": [], "raw": []})
 
 
 def parse_timestamps(values: np.ndarray, epoch_unit: str = "ns") -> np.ndarray:
@@ -161,35 +229,87 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
             if values is not None:
                 val[new] = np.asarray(values, dtype=object)[new]
 
+    # Fast paths below give the same results as the general code; they need one column per name.
+    fast = isinstance(raw, pd.DataFrame) and raw.columns.is_unique
+    positions = {name: i for i, name in enumerate(raw.columns)} if fast and _COLUMN_ARRAY is not None else None
+
+    def array(name: str):
+        """The column's own values (ndarray or pandas extension array), without building a Series
+        (which deep-copies the frame's attrs each time)."""
+        if positions is not None:
+            values = _COLUMN_ARRAY(raw, positions[name])
+            if isinstance(values, (np.ndarray, pd.arrays.DatetimeArray)):
+                return values
+        return raw[name].array
+
     def column(name: str, fill=None) -> np.ndarray:
-        return raw[name].to_numpy() if name in raw else np.full(n, fill, dtype=object)
+        if name not in raw:
+            return np.full(n, fill, dtype=object)
+        if positions is not None:
+            values = _COLUMN_ARRAY(raw, positions[name])
+            if isinstance(values, np.ndarray):  # what Series.to_numpy() returns for it
+                return values
+        return raw[name].to_numpy()
 
     floats, strs, bools, defaults = _field_kinds(kind)
     required = set(cls.REQUIRED) | {"event_ts", "symbol"}
     out: Columns = {}
 
-    ts_raw = column("event_ts")
-    fail(~_present(ts_raw), "missing_field", "event_ts")
-    if strict:
-        fail(_present(ts_raw) & _wrong_type(ts_raw, lambda v: isinstance(v, str) or (epoch_unit is not None and _is_number(v))),
-             "wrong_type", "event_ts", _typed(ts_raw))
-    ts = parse_timestamps(ts_raw, epoch_unit or "ns")
-    now = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC").tz_localize(None)
-    fail(np.isnat(ts) | (ts < MIN_TS.tz_localize(None).to_datetime64()), "bad_timestamp", "event_ts", ts_raw)
-    fail(ts > (now + pd.Timedelta(max_future_skew)).to_datetime64(), "future", "event_ts", ts_raw)
+    ts = _fast_timestamps(array("event_ts"), strict) if fast and "event_ts" in raw else None
+    if ts is None:
+        ts_raw = column("event_ts")
+        fail(~_present(ts_raw), "missing_field", "event_ts")
+        if strict:
+            fail(_present(ts_raw) & _wrong_type(ts_raw, lambda v: isinstance(v, str) or (epoch_unit is not None and _is_number(v))),
+                 "wrong_type", "event_ts", _typed(ts_raw))
+        ts = parse_timestamps(ts_raw, epoch_unit or "ns")
+    else:
+        # Text that parsed is present and a str (never wrong_type); only NaT of a datetime column is missing.
+        missing = np.isnat(ts)
+        ts_raw = column("event_ts") if missing.any() else None
+        fail(missing, "missing_field", "event_ts")
+    skew_ns = pd.Timedelta(max_future_skew).value
+    if now is None and abs(skew_ns) < 2**62:  # pd.Timestamp.now(tz="UTC") (microseconds) + skew, as ints
+        limit = np.datetime64(time.time_ns() // 1000 * 1000 + skew_ns, "ns")
+    else:
+        now = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC").tz_localize(None)
+        limit = (now + pd.Timedelta(max_future_skew)).to_datetime64()
+    bad_ts = np.isnat(ts) | (ts < _MIN_TS64)
+    future = ts > limit
+    if ts_raw is None and (bad_ts.any() or future.any()):
+        ts_raw = column("event_ts")
+    fail(bad_ts, "bad_timestamp", "event_ts", ts_raw)
+    fail(future, "future", "event_ts", ts_raw)
     out["event_ts"] = ts
 
     sym = column("symbol")
     fail(~_present(sym), "missing_field", "symbol")
     if strict:
         fail(_present(sym) & _wrong_type(sym, lambda v: isinstance(v, str)), "wrong_type", "symbol", _typed(sym))
-    sym = np.where(pd.isna(sym), "", sym).astype(object)
+    sym = sym.astype(object) if _all_str(sym) else np.where(pd.isna(sym), "", sym).astype(object)
     if known_symbols is not None and kind in (EventKind.BAR, EventKind.QUOTE):
-        fail(~pd.Series(sym).isin(known_symbols).to_numpy(), "unknown_symbol", "symbol", sym)
+        fail(~_isin(sym, known_symbols), "unknown_symbol", "symbol", sym)
     out["symbol"] = sym
 
     for name in floats:
+        if fast and name not in raw:  # all NaN: only missing_field can fail
+            if name in required:
+                fail(np.ones(n, dtype=bool), "missing_field", name)
+            out[name] = np.full(n, np.nan)
+            continue
         col = column(name, np.nan)
+        if fast and col.dtype.kind in "fi" and col.dtype.itemsize == 8:
+            # float64: to_numeric returns the same array; int64: the same as astype(float). No value of
+            # either is a wrong JSON type (np.float64 is a float, np.int64 a number).
+            num = col if col.dtype == np.float64 else col.astype(np.float64)
+            present = ~np.isnan(num)
+            if name in required:
+                fail(~present, "missing_field", name)
+            not_finite = present & ~np.isfinite(num)
+            if not_finite.any():
+                fail(not_finite, "not_a_finite_number", name, col)
+            out[name] = num
+            continue
         present = _present(col)
         num = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         if name in required:
@@ -235,13 +355,19 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
         present = _present(col)
         if name in required:
             fail(~present, "missing_field", name)
-        if strict:
+        if strict and not _all_str(col):
             fail(present & _wrong_type(col, lambda v: isinstance(v, str)), "wrong_type", name, _typed(col))
         out[name] = np.where(present, col, defaults.get(name, "")).astype(str).astype(object)
     if known_sports is not None and "sport" in out:
-        fail(~pd.Series(out["sport"]).isin(known_sports).to_numpy(), "unknown_sport", "sport", out["sport"])
+        fail(~_isin(out["sport"], known_sports), "unknown_sport", "sport", out["sport"])
     for name in bools:
+        if fast and name not in raw:  # False everywhere: "False" is not a true spelling, never wrong_type
+            out[name] = np.zeros(n, dtype=bool)
+            continue
         col = column(name, False)
+        if fast and not strict and (col.dtype == bool or (col.dtype == object and all(type(v) is bool for v in col))):
+            out[name] = col.astype(bool)  # str(True) is "True", str(False) "False"
+            continue
         if strict:
             fail(_present(col) & _wrong_type(col, lambda v: isinstance(v, (bool, np.bool_))), "wrong_type", name, _typed(col))
         out[name] = pd.Series(col).astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
@@ -256,6 +382,8 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
     accepted = {name: accepted[name] for name in SCHEMAS[kind].names}
 
     bad_idx = np.flatnonzero(bad)
+    if not len(bad_idx):
+        return ValidationResult(accepted=accepted, rejected=_EMPTY_REJECTED.copy(), accepted_rows=np.flatnonzero(good))
     rejected = pd.DataFrame({
         "row": bad_idx,
         "reason": reason[bad_idx].astype(str),
