@@ -222,7 +222,10 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
     val = np.full(n, None, dtype=object)
 
     def fail(mask: np.ndarray, why: str, field: str, values: np.ndarray | None = None) -> None:
-        new = np.asarray(mask, dtype=bool) & (reason == None)  # noqa: E711 (elementwise on object array)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape == reason.shape and not mask.any():  # other shapes: numpy says what is wrong, as before
+            return
+        new = mask & (reason == None)  # noqa: E711 (elementwise on object array)
         if new.any():
             reason[new] = why
             fld[new] = field
@@ -243,13 +246,11 @@ def validate(kind: EventKind | str, raw: pd.DataFrame, known_symbols: set[str] |
         return raw[name].array
 
     def column(name: str, fill=None) -> np.ndarray:
-        if name not in raw:
-            return np.full(n, fill, dtype=object)
-        if positions is not None:
+        if positions is not None and name in positions:
             values = _COLUMN_ARRAY(raw, positions[name])
             if isinstance(values, np.ndarray):  # what Series.to_numpy() returns for it
                 return values
-        return raw[name].to_numpy()
+        return raw[name].to_numpy() if name in raw else np.full(n, fill, dtype=object)
 
     floats, strs, bools, defaults = _field_kinds(kind)
     required = set(cls.REQUIRED) | {"event_ts", "symbol"}
