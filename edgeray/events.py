@@ -197,13 +197,18 @@ def _hash(values: np.ndarray) -> np.ndarray:
         vals ^= vals >> 31
         return vals
     if dtype == object and len(values) and all(type(v) is str for v in values) and _plain("".join(values)):
+        # A local map, so another thread clearing the shared cache meanwhile cannot lose a value.
         cache = _STR_HASHES
-        missing = [v for v in dict.fromkeys(values.tolist()) if v not in cache]
+        items = values.tolist()
+        known = {v: cache.get(v) for v in items}
+        missing = [v for v, h in known.items() if h is None]
         if missing:
+            hashed = pd.util.hash_array(np.array(missing, dtype=object)).tolist()
+            known.update(zip(missing, hashed))
             if len(cache) + len(missing) > _STR_HASHES_MAX:
                 cache.clear()
-            cache.update(zip(missing, pd.util.hash_array(np.array(missing, dtype=object)).tolist()))
-        return np.fromiter((cache[v] for v in values.tolist()), np.uint64, len(values))
+            cache.update(zip(missing, hashed))
+        return np.fromiter((known[v] for v in items), np.uint64, len(items))
     return pd.util.hash_array(values)
 
 
