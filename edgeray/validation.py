@@ -30,7 +30,6 @@ EPOCH_UNITS = ("s", "ms", "us", "ns")
 MAX_SOURCE_ID_CHARS = 256
 Columns = dict[str, np.ndarray]
 _MIN_TS64 = MIN_TS.tz_localize(None).to_datetime64()
-_NAT_I8 = np.iinfo(np.int64).min
 # Fast path for the common ISO-8601 stamp forms (naive = UTC, or Z / +00:00), one per line of the joined
 # text: numpy parses exactly these as pandas' format="ISO8601" does; anything else (other offsets, dates
 # only, whitespace, years outside 1900-2199) goes through pandas. Impossible dates make numpy raise.
