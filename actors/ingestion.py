@@ -41,6 +41,10 @@ def as_frame(rows: pd.DataFrame | pa.RecordBatch | pa.Table | list[dict]) -> pd.
     return pd.DataFrame(list(rows))
 
 
+BACKLOG_WAIT_FACTOR = 25  # a paced batch waits at most this many max_batch_wait_ms while the streamer is behind
+BACKLOG_POLL_NS = 500_000  # how often a waiting batch looks at the outbox again
+
+
 @ray.remote(num_cpus=0, max_concurrency=4)  # threads: status/dead-letter reads answer during a replay
 class IngestionActor:
     def __init__(self, config: dict, streamer: "ray.actor.ActorHandle"):
@@ -127,9 +131,7 @@ class IngestionActor:
             while pos < len(frame):
                 received_ns = None
                 if batcher is not None:
-                    wait_ns = batcher.close_at(pos, batch_size) - time.perf_counter_ns()
-                    if wait_ns > 0:
-                        time.sleep(wait_ns / 1e9)  # pacing, not synchronisation: the replay clock
+                    self._wait_for_batch(batcher, pos, batch_size)
                     end = batcher.take(pos, batch_size, time.perf_counter_ns())
                     # Each row arrived when it was due: the wait for its batch to leave is latency too.
                     received_ns = (batcher.wall_due(np.arange(pos, end)) + (time.time_ns() - time.perf_counter_ns())).astype(np.int64)
@@ -150,6 +152,25 @@ class IngestionActor:
         elapsed = time.perf_counter() - started
         self._progress = {**self._progress, "state": "finished", "elapsed_s": elapsed}
         return {"events": done, "elapsed_s": elapsed}
+
+    def _wait_for_batch(self, batcher: PacedBatcher, pos: int, batch_size: int) -> None:
+        """Pacing, not synchronisation: hold the batch starting at `pos` until it is full or its oldest row has
+        waited max_batch_wait_ms. While the streamer is behind (its window full, or batches queued in the outbox),
+        rows would only wait there, so the batch keeps filling until it is full, the queue has drained, or the oldest row has
+        waited BACKLOG_WAIT_FACTOR x max_batch_wait_ms: fewer, larger batches exactly when CPU is short."""
+        full, waited = batcher.full_at(pos, batch_size), batcher.waited_at(pos)
+        patience = batcher.waited_at(pos, BACKLOG_WAIT_FACTOR)
+        while True:
+            now = time.perf_counter_ns()
+            if now >= full or now >= patience or (now >= waited and not self._backlogged()):
+                return
+            until = min(full, waited) if now < waited else min(full, patience, now + BACKLOG_POLL_NS)
+            time.sleep(max(until - now, 0) / 1e9)
+
+    def _backlogged(self) -> bool:
+        """The streamer is behind: its window is full, or batches wait in the outbox (read without the lock:
+        a stale answer only changes how long one batch fills)."""
+        return len(self._in_flight) >= self._in_flight.limit or self._outbox.status()["queued_rows"] > 0
 
     # -- forwarding ---------------------------------------------------------------------------
     def _send(self, batch: pa.RecordBatch, seq: int, after: int) -> ray.ObjectRef:

@@ -116,9 +116,15 @@ class PacedBatcher:
 
     def close_at(self, pos: int, batch_size: int) -> int:
         """When the batch starting at `pos` leaves: its oldest row's due time + max wait, or sooner when full."""
-        last = min(pos + batch_size, len(self.plan.due)) - 1
-        first_due, full_due = self.wall_due(np.array([pos, last]))
-        return int(min(first_due + self.max_wait_ns, full_due))
+        return min(self.waited_at(pos), self.full_at(pos, batch_size))
+
+    def waited_at(self, pos: int, factor: float = 1.0) -> int:
+        """When the oldest row of the batch starting at `pos` has waited `factor` x max wait."""
+        return int(self.wall_due(np.array([pos]))[0] + factor * self.max_wait_ns)
+
+    def full_at(self, pos: int, batch_size: int) -> int:
+        """When the batch starting at `pos` has `batch_size` rows due (or the source's last row is due)."""
+        return int(self.wall_due(np.array([min(pos + batch_size, len(self.plan.due)) - 1]))[0])
 
     def take(self, pos: int, batch_size: int, now_ns: int) -> int:
         """The end of the batch starting at `pos`: every row due by `now_ns` (at least one, at most batch_size)."""
