@@ -31,24 +31,14 @@ def event_ns(frame: pd.DataFrame) -> np.ndarray | None:
     if pd.api.types.is_numeric_dtype(col):
         return None
     try:
-        ts = pd.to_datetime(col, utc=True, errors="coerce", format="mixed") if not isinstance(col.dtype, pd.DatetimeTZDtype) \
-            and not pd.api.types.is_datetime64_dtype(col) else col
-        if not isinstance(ts.dtype, pd.DatetimeTZDtype):
-            ts = ts.dt.tz_localize("UTC")
+        if not pd.api.types.is_datetime64_any_dtype(col):
+            col = pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
+        ts = col if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
     except (ValueError, TypeError):
         return None
     if ts.isna().all():
         return None
-    return ts.array.asi8  # NaT is int64 min: never due late, never holds anything back
-
-
-def symbol_minimums(frame: pd.DataFrame) -> dict[str, int]:
-    ts = event_ns(frame)
-    if ts is None or "symbol" not in frame:
-        return {}
-    valid = ts != np.iinfo(np.int64).min
-    mins = pd.Series(ts[valid]).groupby(frame["symbol"].astype(str).to_numpy()[valid]).min()
-    return {str(k): int(v) for k, v in mins.items()}
+    return ts.dt.as_unit("ns").array.asi8  # NaT is int64 min: never due late, never holds anything back
 
 
 @dataclass
@@ -69,10 +59,14 @@ class SourcePlan:
                 idx = np.flatnonzero((symbols == sym) & valid)
                 # suffix[k] = min event_ts of this symbol's rows from its k-th row on
                 self._suffix[str(sym)] = (idx, np.minimum.accumulate(ts[idx][::-1])[::-1])
-            # due in event time: the latest stamp so far (NaT rows are due with the row before)
-            self.due = np.maximum.accumulate(np.where(valid, ts, np.iinfo(np.int64).min))
+            # due in event time: the latest stamp so far (NaT, int64 min, is due with the row before)
+            self.due = np.maximum.accumulate(ts)
         else:
             self.due = None
+
+    def minimums(self) -> dict[str, int]:
+        """Per symbol, the earliest event_ts in this source (the suffix minimum from its first row)."""
+        return {sym: int(suffix[0]) for sym, (_, suffix) in self._suffix.items() if len(suffix)}
 
     def release_before(self, end: int) -> dict[str, int] | None:
         """Per symbol, the earliest event_ts of any row still to come once rows [0, end) are fed."""
@@ -91,9 +85,10 @@ def plan_sources(loaded: list[tuple[object, pd.DataFrame]]) -> list[SourcePlan]:
     plans: list[SourcePlan] = []
     later: dict[object, dict[str, int]] = {}
     for kind, frame in reversed(loaded):
-        plans.append(SourcePlan(frame, dict(later.get(kind, {}))))
+        plan = SourcePlan(frame, dict(later.get(kind, {})))
+        plans.append(plan)
         merged = later.setdefault(kind, {})
-        for sym, ts in symbol_minimums(frame).items():
+        for sym, ts in plan.minimums().items():
             merged[sym] = min(ts, merged.get(sym, NO_ROW))
     return plans[::-1]
 
@@ -113,10 +108,6 @@ class PacedBatcher:
         # Offsets in int64 first: absolute ns do not fit a float64 exactly (~256 ns steps).
         ahead = np.maximum(self.plan.due[rows], self.clock_event0) - self.clock_event0
         return self.clock_wall0 + ahead / self.rate
-
-    def close_at(self, pos: int, batch_size: int) -> int:
-        """When the batch starting at `pos` leaves: its oldest row's due time + max wait, or sooner when full."""
-        return min(self.waited_at(pos), self.full_at(pos, batch_size))
 
     def waited_at(self, pos: int, factor: float = 1.0) -> int:
         """When the oldest row of the batch starting at `pos` has waited `factor` x max wait."""

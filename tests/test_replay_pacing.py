@@ -67,10 +67,10 @@ def test_a_paced_batch_leaves_when_its_oldest_row_has_waited_or_when_it_is_full(
     plan = SourcePlan(frame, {})
     batcher = PacedBatcher(plan, 0, rate=1.0, max_wait_ms=2.0, now_ns=0)  # rate 1: event time = wall time
     # Oldest row due at 0: the batch closes 2 ms later and takes the 5 rows due by then (0, 0.5 ... 2 ms).
-    assert batcher.close_at(0, 100) == 2_000_000
+    assert min(batcher.waited_at(0), batcher.full_at(0, 100)) == 2_000_000
     assert batcher.take(0, 100, 2_000_000) == 5
     # Full first: with room for 3 rows the batch closes when the third is due (1 ms).
-    assert batcher.close_at(0, 3) == 1_000_000 and batcher.take(0, 3, 1_000_000) == 3
+    assert min(batcher.waited_at(0), batcher.full_at(0, 3)) == 1_000_000 and batcher.take(0, 3, 1_000_000) == 3
     # The parts: when the oldest row has waited (x a backlog factor) and when the batch is full.
     assert batcher.waited_at(0) == 2_000_000 and batcher.waited_at(2, factor=3) == 1_000_000 + 6_000_000
     assert batcher.full_at(0, 3) == 1_000_000 and batcher.full_at(15, 100) == 9_500_000  # the source's last row
