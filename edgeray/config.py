@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeray.features.market import MarketFeatureSpec
 
@@ -22,7 +22,7 @@ class RayConfig(Strict):
 
 class IngestionConfig(Strict):
     symbols: list[str]  # the instrument universe for bars and quotes
-    sports: list[str] = ["ncaam", "nba", "nfl"]  # odds and results must name one of these
+    sports: list[str] = ["ncaam", "nba", "nfl", "mlb", "ncaaf"]  # odds and results must name one of these
     lateness_seconds: float = Field(120.0, ge=0)
     batch_size: int = Field(1000, gt=0)
     # Paced replays: a micro-batch leaves when full or when its oldest row has waited this long.
@@ -65,13 +65,28 @@ class SourceConfig(Strict):
     symbol: str | None = None
     # bars: the file's layout. auto: event_ts, else open_time (exchange kline, epoch ms), else
     # timestamp/time/ts/datetime/date; `columns` renames file columns first ({open_time: event_ts}).
-    format: Literal["auto", "ohlcv", "kline"] = "auto"
+    # sports: a layout of edgeray.sports.formats (auto: detected from the header); `sport` checks it.
+    format: str = "auto"
+    sport: str | None = None
     columns: dict[str, str] = {}
     ts_unit: Literal["auto", "iso", "s", "ms", "us", "ns"] = "auto"  # auto: ISO text, or epoch by magnitude
     # generator
     symbols: list[str] = ["SYN-A", "SYN-B"]
     n_bars: int = 20_000
     seed: int = 7
+
+    @model_validator(mode="after")
+    def _format_fits_type(self) -> "SourceConfig":
+        from edgeray.sports.formats import FORMATS, canonical_sport
+
+        if self.type == "sports":
+            if self.format != "auto" and self.format not in FORMATS:
+                raise ValueError(f"format: unknown sports format {self.format!r}; known: auto, {', '.join(FORMATS)}")
+            if self.sport is not None:
+                self.sport = canonical_sport(self.sport)
+        elif self.format not in ("auto", "ohlcv", "kline"):
+            raise ValueError(f"format: {self.format!r} is not a bars layout; expected auto, ohlcv or kline")
+        return self
 
 
 class RetrainConfig(Strict):
@@ -139,12 +154,40 @@ class DecisionConfig(Strict):
     max_queue_rows: int = Field(20_000, gt=0, le=10_000_000)
 
 
+class SportsSourceConfig(Strict):
+    """One sports archive file: its sport, path and layout (edgeray.sports.formats; auto: detected from the header)."""
+    sport: str
+    path: str
+    format: str = "auto"
+    columns: dict[str, str] = {}  # FILE_COLUMN: COLUMN, applied before the format is matched
+
+    @field_validator("sport")
+    @classmethod
+    def _known_sport(cls, value: str) -> str:
+        from edgeray.sports.formats import canonical_sport
+        return canonical_sport(value)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from edgeray.sports.formats import FORMATS
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"unknown sports format {value!r}; known: auto, {', '.join(FORMATS)}")
+        return value
+
+
 class SportsConfig(Strict):
-    data_dir: str = "../shared/data/sports"  # the sports CSV archives (see README)
+    # Sports archives: the files declared in `sources`, else every CSV in data_dir that fits a sport's format.
+    data_dir: str = "../shared/data/sports"
+    sources: list[SportsSourceConfig] = []
     registry_dir: str = "runs/registry"
     queue_db: str = "runs/training/queue.sqlite"
     max_concurrent_jobs: int = Field(2, gt=0)
     retention_days: float = Field(7.0, gt=0)
+
+    def file_sources(self) -> list[dict]:
+        """The declared sources as plain dicts (edgeray.sports.games.read_sport's `sources`)."""
+        return [src.model_dump() for src in self.sources]
 
 
 class ApiConfig(Strict):
@@ -238,6 +281,8 @@ def resolve_paths(data: dict, base: Path, outputs: Path | None = None) -> None:
         if isinstance(node, dict) and keys[-1] in node:
             node[keys[-1]] = _absolute(node[keys[-1]], outputs if outputs is not None and keys in OUTPUT_PATHS else base)
     specs = list(data.get("sources") or []) + ([data["fallback"]] if isinstance(data.get("fallback"), dict) else [])
+    sports = data.get("sports")
+    specs += list(sports.get("sources") or []) if isinstance(sports, dict) else []
     for spec in specs:
         if isinstance(spec, dict):
             for key in ("path", "ask_path"):

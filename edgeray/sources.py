@@ -13,6 +13,7 @@ from edgeray.events import EventKind
 from edgeray.generator import generate_bars
 from edgeray.loaders import load_bid_ask_bars, load_ohlcv_bars, load_quote_ticks, load_sports_events
 from edgeray.loaders.csvfile import SourceError, bad_lines_frame
+from edgeray.sports.formats import EXPECTED_HINT, SportsFormatError
 
 __all__ = ["SourceError", "SourceReport", "inspect_source", "load_source", "micro_batches", "source_available", "source_identity"]
 
@@ -33,6 +34,8 @@ def inspect_source(spec: SourceConfig) -> SourceReport:
         frames = load_source(spec)
     except SourceError:
         raise
+    except SportsFormatError as exc:
+        raise SourceError(str(exc), EXPECTED_HINT) from exc
     except (ValueError, KeyError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         where = spec.path or spec.type
         raise SourceError(f"{Path(where).name}: cannot be read as {spec.type}: {type(exc).__name__}: {exc}",
@@ -64,7 +67,7 @@ def load_source(spec: SourceConfig) -> list[tuple[EventKind, pd.DataFrame]]:
         return [(EventKind.BAR, load_bid_ask_bars(spec.path, spec.ask_path, _symbol(spec)))]
     if spec.type == "quotes":
         return [(EventKind.QUOTE, load_quote_ticks(spec.path, spec.symbol))]
-    odds, results = load_sports_events(spec.path)
+    odds, results = load_sports_events(spec.path, sport=spec.sport, fmt=spec.format, columns=spec.columns)
     return [(EventKind.ODDS, odds), (EventKind.RESULT, results)]
 
 

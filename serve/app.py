@@ -224,13 +224,13 @@ def build_deployment(app: FastAPI | None = None):
 
         def sport_frame(self, sport: str):
             from edgeray.sports.features import build_features
-            from edgeray.sports.games import SPORTS, load_sport
+            from edgeray.sports.formats import canonical_sport
+            from edgeray.sports.games import load_sport
 
-            sport = sport.lower()
-            if sport not in SPORTS:
-                raise ValueError(f"sport: unknown sport {sport!r}; known: {list(SPORTS)}")
+            sport = canonical_sport(sport)
             if sport not in self._frames:
-                self._frames[sport] = build_features(load_sport(sport, self.cfg.sports.data_dir))
+                self._frames[sport] = build_features(load_sport(sport, self.cfg.sports.data_dir,
+                                                                sources=self.cfg.sports.file_sources()))
             return self._frames[sport]
 
         def underdog_dir(self) -> str:

@@ -48,5 +48,5 @@ def test_sports_files_give_odds_and_results_and_impossible_odds_are_rejected(nam
 def test_unknown_sports_format_is_a_clear_error(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not a known sports odds format"):
+    with pytest.raises(ValueError, match="x.csv: fits no sports format"):
         load_sports_events(path)

@@ -124,7 +124,7 @@ def test_load_games_schema_and_rejections(tmp_path):
 def test_load_games_unknown_format(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(ValueError, match=r"x.csv: fits no sports format \(closest: .*\); found columns \['a', 'b'\]"):
         load_games(path)
     with pytest.raises(ValueError, match="sport"):
         load_sport("curling", tmp_path)

@@ -12,6 +12,7 @@ total where the source has them (for line-movement features) and a precipitation
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,18 +20,18 @@ import numpy as np
 import pandas as pd
 
 from edgeray.odds import american_to_decimal, is_valid_american, remove_margin_multiplicative
+from edgeray.sports.formats import (EXPECTED_HINT, FORMATS, SPORTS, SportFormat, SportsFormatError, canonical_sport,
+                                    detect, read_header, season_of)
 
 log = logging.getLogger(__name__)
 
-SPORTS = ("ncaam", "nba", "nfl")
-SPORT_FILES = {"ncaam": "ncaab_sbr_closing_2012_2022.csv", "nba": "nba_2007_2023.csv", "nfl": "nfl_sbr_2011_2021.csv"}
 NFL_WEATHER_FILE, NFL_STADIUMS_FILE, NFL_TEAMS_FILE = ("nfl_scores_weather_1966_2025.csv", "nfl_stadiums.csv",
                                                        "nfl_teams.csv")
 GAME_COLUMNS = ["game_id", "sport", "date", "season", "home", "away", "venue_known", "home_score", "away_score",
                 "home_win", "home_ml", "away_ml", "home_dec", "away_dec", "home_ml_open", "away_ml_open",
                 "market_prob_home", "temperature_f", "wind_mph", "humidity_pct", "dome"]
 EXTRA_COLUMNS = ["home_spread", "home_spread_open", "total_line", "total_line_open", "precipitation"]
-REJECTED_COLUMNS = ["row", "field", "value", "reason"]
+REJECTED_COLUMNS = ["row", "field", "value", "reason", "file"]
 WEATHER_COLUMNS = ["temperature_f", "wind_mph", "humidity_pct", "dome", "precipitation"]
 
 # SBR spells some NFL teams by city or with typos; team_name_short in nfl_teams.csv covers the rest.
@@ -51,10 +52,6 @@ class GameTable:
     info: dict = field(default_factory=dict)
 
 
-def _season(date: pd.Series) -> pd.Series:
-    return (date.dt.year - (date.dt.month < 8)).astype("int64")
-
-
 def _reject(rejected: list[dict], mask: pd.Series, values: pd.Series, fieldname: str, reason: str) -> None:
     idx = np.flatnonzero(mask.to_numpy())
     rejected.extend({"row": int(i), "field": fieldname, "value": str(values.iat[i]), "reason": reason} for i in idx)
@@ -64,105 +61,152 @@ def _numeric(raw: pd.Series) -> pd.Series:
     return pd.to_numeric(raw, errors="coerce").astype(float)
 
 
-def _build(sport: str, source: str, date_raw: pd.Series, date_format: str, home: pd.Series, away: pd.Series,
-           home_score: pd.Series, away_score: pd.Series, home_ml: pd.Series, away_ml: pd.Series, venue_known: bool,
-           home_spread=None, home_spread_open=None, total=None, total_open=None) -> GameTable:
-    n = len(date_raw)
+def _flag(raw: pd.Series | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=bool) if raw is None else (_numeric(raw).fillna(0).to_numpy() == 1)
+
+
+def _team_names(sport: str, team: pd.Series) -> pd.Series:
+    names = team.fillna("").astype(str).str.strip()
+    # College football archives spell one team "GeorgiaState" and "Georgia State": one key for both.
+    return names.str.replace(r"\s+", "", regex=True) if sport == "ncaaf" else names
+
+
+def _parse_dates(raw: pd.Series, date_format: str | None) -> pd.Series:
+    if date_format is not None:
+        return pd.to_datetime(raw, format=date_format, errors="coerce")
+    # ISO text of any precision; a kick-off time is dropped, as the archives give dates only.
+    ts = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
+    return ts.dt.tz_convert(None).dt.floor("D")
+
+
+def format_fields(fmt: SportFormat, raw: pd.DataFrame) -> dict[str, pd.Series]:
+    """The game-table fields of a raw (all-text) frame in layout `fmt`, as raw text, 0-based index."""
+    cols = {f: raw[c].reset_index(drop=True) for f, c in fmt.fields.items()}
+    cols.update({f: raw[c].reset_index(drop=True) for f, c in fmt.optional.items() if c in raw.columns})
+    if fmt.derive is not None:
+        cols.update({f: v.reset_index(drop=True) for f, v in fmt.derive(raw).items()})
+    return cols
+
+
+def game_identity(sport: str, fmt: SportFormat, cols: Mapping[str, pd.Series]):
+    """(date, home, away, game_id) of each row: the one spelling of a game's id, for tables and for events."""
+    date = _parse_dates(cols["date"], fmt.date_format)
+    home, away = _team_names(sport, cols["home"]), _team_names(sport, cols["away"])
+    n = len(date)
+    game_no = _numeric(cols["game_no"]).fillna(1.0) if "game_no" in cols else pd.Series(np.ones(n))
+    # A doubleheader's second game (same date and teams) keeps its own id instead of reading as a duplicate.
+    suffix = np.where(game_no.to_numpy() > 1, ":g" + game_no.astype(int).astype(str), "")
+    game_id = sport + ":" + date.dt.strftime("%Y%m%d").fillna("?") + ":" + home + ":" + away + suffix
+    return date, home, away, game_id
+
+
+def _build(fmt: SportFormat, sport: str, raw: pd.DataFrame, source: str) -> GameTable:
+    """The game table of one file in a declared layout; every problem row is one `rejected` row."""
+    cols = format_fields(fmt, raw)
+    n = len(raw)
     rejected: list[dict] = []
     bad = np.zeros(n, dtype=bool)
 
-    date = pd.to_datetime(date_raw, format=date_format, errors="coerce")
-    _reject(rejected, date.isna(), date_raw, "date", f"not a date in format {date_format}")
+    date_raw = cols["date"]
+    date, home, away, game_id = game_identity(sport, fmt, cols)
+    _reject(rejected, date.isna(), date_raw, "date", f"not a date in format {fmt.date_format or 'ISO 8601'}")
     bad |= date.isna().to_numpy()
     for name, team in (("home", home), ("away", away)):
-        stripped = team.fillna("").astype(str).str.strip()
-        missing = (stripped == "") | stripped.str.fullmatch(r"\d+")
-        _reject(rejected, missing, team, name, "team name missing or numeric")
+        missing = (team == "") | team.str.fullmatch(r"\d+")
+        _reject(rejected, missing, cols[name], name, "team name missing or numeric")
         bad |= missing.to_numpy()
-    same = home.astype(str) == away.astype(str)
+    same = (home == away) & (home != "")
     _reject(rejected, same, home, "away", "home and away are the same team")
     bad |= same.to_numpy()
     nums = {}
-    for name, raw in (("home_score", home_score), ("away_score", away_score)):
-        val = _numeric(raw)
+    for name in ("home_score", "away_score"):
+        val = _numeric(cols[name])
         invalid = val.isna() | (val < 0)
-        _reject(rejected, invalid, raw, name, "score missing, non-numeric or negative")
+        _reject(rejected, invalid, cols[name], name, "score missing, non-numeric or negative")
         bad |= invalid.to_numpy()
         nums[name] = val
-    for name, raw in (("home_ml", home_ml), ("away_ml", away_ml)):
-        val = _numeric(raw)
-        invalid = ~pd.Series(is_valid_american(val.to_numpy()), index=val.index)
-        _reject(rejected, invalid, raw, name, "American odds must be <= -100 or >= +100")
-        bad |= invalid.to_numpy()
+    for name in ("home_ml", "away_ml"):
+        val = _numeric(cols[name])
+        absent = val.isna()
+        _reject(rejected, absent, cols[name], name, "moneyline missing")
+        invalid = ~absent & ~pd.Series(is_valid_american(val.to_numpy()), index=val.index)
+        _reject(rejected, invalid, cols[name], name, "American odds must be <= -100 or >= +100")
+        bad |= (absent | invalid).to_numpy()
         nums[name] = val
+    suspect = _flag(cols.get("ml_suspect"), n)
+    _reject(rejected, pd.Series(suspect & ~bad), cols["home_ml"], "home_ml", "the source flags this closing moneyline as suspect")
+    bad |= suspect
 
-    day = date.dt.strftime("%Y%m%d")
-    game_id = sport + ":" + day.fillna("?") + ":" + home.astype(str) + ":" + away.astype(str)
     dup = pd.Series(game_id.where(~bad).duplicated().to_numpy() & ~bad, index=game_id.index)
     _reject(rejected, dup, game_id, "game_id", "duplicate game (same date and teams as an earlier row)")
     bad |= dup.to_numpy()
 
     keep = ~bad
+    m = int(keep.sum())
 
-    def extra(values) -> np.ndarray:
-        if values is None:
-            return np.full(int(keep.sum()), np.nan)
-        return _numeric(pd.Series(values).reset_index(drop=True))[keep].to_numpy()
+    def extra(name: str) -> np.ndarray:
+        return _numeric(cols[name])[keep].to_numpy() if name in cols else np.full(m, np.nan)
+
+    def american(name: str) -> np.ndarray:  # an opening price that is no valid American price is unknown
+        v = extra(name)
+        return np.where(is_valid_american(v), v, np.nan)
 
     hs, as_ = nums["home_score"][keep].to_numpy(), nums["away_score"][keep].to_numpy()
     hml, aml = nums["home_ml"][keep].to_numpy(), nums["away_ml"][keep].to_numpy()
     hdec, adec = np.asarray(american_to_decimal(hml), dtype=float), np.asarray(american_to_decimal(aml), dtype=float)
     market = remove_margin_multiplicative(1.0 / hdec, 1.0 / adec)[0] if len(hdec) else np.empty(0)
     kept_date = date[keep].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    m = int(keep.sum())
+    undecided = _flag(cols.get("undecided"), n)[keep] | (hs == as_)  # ties and suspended games have no winner
+    venue = np.full(m, fmt.venue_known) & ~_flag(cols.get("neutral"), n)[keep]
     games = pd.DataFrame({
         "game_id": game_id[keep].to_numpy(dtype=object), "sport": sport, "date": kept_date.to_numpy(),
-        "season": _season(kept_date).to_numpy(), "home": home[keep].astype(str).to_numpy(dtype=object),
-        "away": away[keep].astype(str).to_numpy(dtype=object), "venue_known": np.full(m, venue_known),
-        "home_score": hs, "away_score": as_, "home_win": np.where(hs == as_, np.nan, (hs > as_).astype(float)),
+        "season": season_of(sport, kept_date).to_numpy(), "home": home[keep].to_numpy(dtype=object),
+        "away": away[keep].to_numpy(dtype=object), "venue_known": venue,
+        "home_score": hs, "away_score": as_, "home_win": np.where(undecided, np.nan, (hs > as_).astype(float)),
         "home_ml": hml, "away_ml": aml, "home_dec": hdec, "away_dec": adec,
-        "home_ml_open": np.full(m, np.nan), "away_ml_open": np.full(m, np.nan), "market_prob_home": market,
+        "home_ml_open": american("home_ml_open"), "away_ml_open": american("away_ml_open"), "market_prob_home": market,
         **{c: np.full(m, np.nan) for c in ("temperature_f", "wind_mph", "humidity_pct", "dome")},
-        "home_spread": extra(home_spread), "home_spread_open": extra(home_spread_open),
-        "total_line": extra(total), "total_line_open": extra(total_open), "precipitation": np.full(m, np.nan),
+        "home_spread": extra("home_spread"), "home_spread_open": extra("home_spread_open"),
+        "total_line": extra("total"), "total_line_open": extra("total_open"), "precipitation": np.full(m, np.nan),
     })
     games["date"] = games["date"].astype("datetime64[ns, UTC]")
     games = games.sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
-    rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["row", "field"], kind="mergesort")
-    info = {"sport": sport, "source": source, "rows_read": n, "games": len(games),
+    rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS[:4]).sort_values(["row", "field"], kind="mergesort")
+    rej["file"] = source
+    info = {"sport": sport, "source": source, "format": fmt.name, "rows_read": n, "games": len(games),
             "rows_rejected": int(bad.sum()), "problems": len(rej)}
     return GameTable(games, rej.reset_index(drop=True), info)
 
 
-def read_games(path: str | Path) -> GameTable:
-    """Detect the archive format by its columns (as edgeray.loaders.sports does) and build the game table."""
+def read_games(path: str | Path, *, sport: str | None = None, fmt: str | None = None,
+               columns: Mapping[str, str] | None = None) -> GameTable:
+    """The game table of one archive file. Its layout is `fmt` or detected from the header (edgeray.sports.formats);
+    `sport`, when given, must agree with it; `columns` renames file columns first (FILE_COLUMN -> COLUMN)."""
+    spec, sport, raw = read_archive(path, sport=sport, fmt=fmt, columns=columns)
+    return _build(spec, sport, raw, Path(path).name)
+
+
+def read_archive(path: str | Path, *, sport: str | None = None, fmt: str | None = None,
+                 columns: Mapping[str, str] | None = None) -> tuple[SportFormat, str, pd.DataFrame]:
+    """(format, sport, the file as text columns) of one sports archive, its layout declared or detected."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"path: no such file {path}")
-    raw = pd.read_csv(path, dtype=str)
-    cols = set(raw.columns)
-    if {"top_team", "bottom_team", "top_ml_odds"} <= cols:  # NCAAM SBR: top = favourite, venue unknown
-        return _build("ncaam", path.name, raw["game_datetime"], "%Y-%m-%d", raw["top_team"], raw["bottom_team"],
-                      raw["top_final"], raw["bottom_final"], raw["top_ml_odds"], raw["bottom_ml_odds"], False,
-                      home_spread=raw.get("top_spread"), total=raw.get("top_total"))
-    if {"moneyline_home", "moneyline_away", "dates"} <= cols:  # NBA: spread is unsigned, whos_favored says who gives it
-        spread = _numeric(raw["spread"]) if "spread" in cols else None
-        if spread is not None and "whos_favored" in cols:
-            spread = spread.where(raw["whos_favored"].str.strip().str.lower() != "home", -spread)
-        return _build("nba", path.name, raw["dates"], "%m/%d/%Y", raw["home"], raw["away"], raw["score_home"],
-                      raw["score_away"], raw["moneyline_home"], raw["moneyline_away"], True,
-                      home_spread=spread, total=raw.get("total"))
-    if {"home_close_ml", "away_close_ml", "date"} <= cols:  # NFL SBR: opening spread/total but no opening moneyline
-        return _build("nfl", path.name, raw["date"], "%Y%m%d", raw["home_team"], raw["away_team"], raw["home_final"],
-                      raw["away_final"], raw["home_close_ml"], raw["away_close_ml"], True,
-                      home_spread=raw.get("home_close_spread"), home_spread_open=raw.get("home_open_spread"),
-                      total=raw.get("close_over_under"), total_open=raw.get("open_over_under"))
-    raise ValueError(f"path: {path.name} is not a known sports odds format (columns {sorted(cols)[:8]}...)")
+    header = [(columns or {}).get(c, c) for c in read_header(path)]
+    spec = detect(header, sport=sport, fmt=fmt, where=path.name)
+    try:
+        raw = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SportsFormatError(f"{path.name}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
+    if columns:
+        raw = raw.rename(columns=dict(columns))
+    return spec, spec.sport or canonical_sport(sport), raw
 
 
-def load_games(path: str | Path, errors: list | None = None) -> pd.DataFrame:
-    """The game table of one archive file; rejected rows are appended to `errors` (dicts row/field/value/reason)."""
-    table = read_games(path)
+def load_games(path: str | Path, errors: list | None = None, **kwargs) -> pd.DataFrame:
+    """The game table of one archive file (read_games' keywords); rejected rows are appended to `errors`
+    (dicts row/field/value/reason/file)."""
+    table = read_games(path, **kwargs)
     if errors is not None:
         errors.extend(table.rejected.to_dict("records"))
     return table.games
@@ -171,8 +215,8 @@ def load_games(path: str | Path, errors: list | None = None) -> pd.DataFrame:
 # ---------------------------------------------------------------- NFL: team ids and weather
 
 
-def _nfl_team_maps(data_dir: Path) -> tuple[dict, dict]:
-    teams = pd.read_csv(data_dir / NFL_TEAMS_FILE)
+def _nfl_team_maps(teams_file: Path) -> tuple[dict, dict]:
+    teams = pd.read_csv(teams_file)
     by_name = dict(zip(teams["team_name"], teams["team_id"]))
     shorts = teams.groupby("team_name_short")["team_id"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
     by_short = {k: v for k, v in shorts.items() if v is not None}
@@ -197,19 +241,19 @@ def _dome(detail: pd.Series, stadium_type: pd.Series) -> np.ndarray:
     return dome
 
 
-def _attach_nfl_weather(table: GameTable, data_dir: Path) -> GameTable:
+def _attach_nfl_weather(table: GameTable, files: Mapping[str, Path]) -> GameTable:
     games = table.games
-    by_name, by_short = _nfl_team_maps(data_dir)
+    by_name, by_short = _nfl_team_maps(files[NFL_TEAMS_FILE])
     sbr_ids = {**by_short, **_SBR_NFL_ALIASES}
     home_id, away_id = games["home"].map(sbr_ids), games["away"].map(sbr_ids)
 
-    weather = pd.read_csv(data_dir / NFL_WEATHER_FILE, dtype={"weather_detail": str})
+    weather = pd.read_csv(files[NFL_WEATHER_FILE], dtype={"weather_detail": str})
     weather["date"] = pd.to_datetime(weather["schedule_date"], format="%m/%d/%Y", errors="coerce").dt.tz_localize("UTC")
     lo, hi = games["date"].min(), games["date"].max()
     weather = weather[(weather["date"] >= lo) & (weather["date"] <= hi)].reset_index(drop=True)
     weather["home_id"] = _weather_team_id(weather["team_home"], by_name)
     weather["away_id"] = _weather_team_id(weather["team_away"], by_name)
-    stadiums = pd.read_csv(data_dir / NFL_STADIUMS_FILE, encoding="latin-1")
+    stadiums = pd.read_csv(files[NFL_STADIUMS_FILE], encoding="latin-1")
     stype = weather["stadium"].map(dict(zip(stadiums["stadium_name"], stadiums["stadium_type"])))
     detail = weather["weather_detail"].fillna("").str.lower()
     known = weather["weather_temperature"].notna() | (detail != "")
@@ -264,27 +308,112 @@ def _attach_nfl_weather(table: GameTable, data_dir: Path) -> GameTable:
     return GameTable(games, table.rejected, info)
 
 
-def read_sport(sport: str, data_dir: str | Path) -> GameTable:
-    """The game table for one sport from its archive in data_dir; NFL gets weather, dome and team ids."""
-    key = str(sport).strip().lower()
-    if key not in SPORTS:
-        raise ValueError(f"sport: unknown sport {sport!r}; expected one of {list(SPORTS)}")
-    data_dir = Path(data_dir)
-    path = data_dir / SPORT_FILES[key]
-    if not path.exists():
-        raise FileNotFoundError(f"data_dir: {path} not found for sport {key!r}")
-    table = read_games(path)
-    if key == "nfl" and all((data_dir / f).exists() for f in (NFL_WEATHER_FILE, NFL_STADIUMS_FILE, NFL_TEAMS_FILE)):
-        table = _attach_nfl_weather(table, data_dir)
-    elif key == "nfl":
-        table.info["weather_join_rate"] = 0.0
-        log.warning("nfl weather files absent from %s: weather columns are NaN", data_dir)
+@dataclass(frozen=True)
+class SportsFile:
+    """One declared sports source (`sports.sources` in the pipeline config)."""
+    sport: str
+    path: str
+    format: str = "auto"
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+
+# The NFL weather join's companion files, recognised by their headers (any file name) in the data folder.
+_NFL_COMPANIONS = {NFL_WEATHER_FILE: {"schedule_date", "team_home", "team_away", "weather_temperature"},
+                   NFL_STADIUMS_FILE: {"stadium_name", "stadium_type"},
+                   NFL_TEAMS_FILE: {"team_name", "team_name_short", "team_id"}}
+
+
+def _csv_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+
+
+def find_sport_files(sport: str, data_dir: str | Path) -> list[SportsFile]:
+    """Every CSV in data_dir whose header fits one of the sport's formats, whatever its name."""
+    sport = canonical_sport(sport)
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data_dir: {folder} is not a folder")
+    found = []
+    for path in _csv_files(folder):
+        try:
+            fmt = detect(read_header(path), where=path.name)
+        except SportsFormatError:
+            continue  # another kind of file (weather, teams, a market file): not this sport's archive
+        if fmt.sport == sport:
+            found.append(SportsFile(sport, str(path), fmt.name))
+    return found
+
+
+def _companion(data_dir: Path, name: str) -> Path | None:
+    if (data_dir / name).is_file():
+        return data_dir / name
+    wanted = _NFL_COMPANIONS[name]
+    for path in _csv_files(data_dir):
+        try:
+            if wanted <= set(read_header(path)):
+                return path
+        except SportsFormatError:
+            continue
+    return None
+
+
+def _concat(tables: Sequence[GameTable], sport: str) -> GameTable:
+    """One table from several files of a sport; a game in two files is kept once (the first file's)."""
+    if len(tables) == 1:
+        return tables[0]
+    games = pd.concat([t.games for t in tables], ignore_index=True)
+    rejected = [t.rejected for t in tables]
+    dup = games["game_id"].duplicated().to_numpy()
+    if dup.any():
+        rejected.append(pd.DataFrame({"row": -1, "field": "game_id", "value": games.loc[dup, "game_id"].to_numpy(),
+                                      "reason": "game also in an earlier file", "file": "(several files)"}))
+    games = games.loc[~dup].sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
+    info = {"sport": sport, "source": [t.info["source"] for t in tables], "format": [t.info["format"] for t in tables],
+            "rows_read": sum(t.info["rows_read"] for t in tables), "games": len(games),
+            "rows_rejected": sum(t.info["rows_rejected"] for t in tables) + int(dup.sum()),
+            "problems": sum(t.info["problems"] for t in tables) + int(dup.sum())}
+    return GameTable(games, pd.concat(rejected, ignore_index=True), info)
+
+
+def read_sport(sport: str, data_dir: str | Path | None = None,
+               sources: Sequence[SportsFile | Mapping] | None = None) -> GameTable:
+    """The game table for one sport: from the sources declared for it, else from every file in data_dir
+    (a folder, or one file) that fits one of its formats. NFL gets weather, dome and team ids when the
+    weather files are beside its archive."""
+    key = canonical_sport(sport)
+    files = [s if isinstance(s, SportsFile) else SportsFile(**s) for s in (sources or [])]
+    files = [f for f in files if canonical_sport(f.sport) == key]
+    if not files:
+        if data_dir is None:
+            raise ValueError(f"sports.sources: none declared for {key!r} and no data_dir to search")
+        target = Path(data_dir)
+        if target.is_file():
+            files = [SportsFile(key, str(target))]
+        elif not target.exists():
+            raise FileNotFoundError(f"data_dir: {target} not found for sport {key!r}")
+        else:
+            files = find_sport_files(key, target)
+            if not files:
+                raise FileNotFoundError(
+                    f"data_dir: no {key} archive in {target} (no CSV there fits a {key} format: "
+                    f"{[f.name for f in FORMATS.values() if f.sport == key]}); {EXPECTED_HINT}")
+    tables = [read_games(f.path, sport=key, fmt=f.format, columns=f.columns) for f in files]
+    table = _concat(tables, key)
+    if key == "nfl":
+        folder = Path(files[0].path).parent
+        found = {name: _companion(folder, name) for name in _NFL_COMPANIONS}
+        if all(found.values()):
+            table = _attach_nfl_weather(table, found)
+        else:
+            table.info["weather_join_rate"] = 0.0
+            log.warning("nfl weather files absent from %s: weather columns are NaN", folder)
     return table
 
 
-def load_sport(sport: str, data_dir: str | Path, errors: list | None = None) -> pd.DataFrame:
+def load_sport(sport: str, data_dir: str | Path | None = None, errors: list | None = None,
+               sources: Sequence[SportsFile | Mapping] | None = None) -> pd.DataFrame:
     """The game table for one sport; rejected rows are appended to `errors` when given."""
-    table = read_sport(sport, data_dir)
+    table = read_sport(sport, data_dir, sources)
     if errors is not None:
         errors.extend(table.rejected.to_dict("records"))
     return table.games

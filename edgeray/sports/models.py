@@ -42,7 +42,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-SPORTS = ("ncaam", "nba", "nfl")
+from edgeray.sports.formats import SPORTS, canonical_sport
+
 FAMILIES: dict[str, list[str]] = {
     "statistical": ["logistic_l2", "poisson", "bayes_logistic"],
     "ensemble": ["voting_soft", "voting_hard", "stacked"],
@@ -679,9 +680,7 @@ def make_model(family: str, sport: str, name: str | None = None, params: dict | 
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
-    if not isinstance(sport, str) or sport.lower() not in SPORTS:
-        raise ValueError(f"sport must be one of {list(SPORTS)}, got {sport!r}")
-    sport = sport.lower()
+    sport = canonical_sport(sport)
     name = FAMILIES[family][0] if name is None else name
     if name not in FAMILIES[family]:
         raise ValueError(f"name must be one of {FAMILIES[family]} for family {family!r}, got {name!r}")

@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 
 from edgeray.audit import jsonable
+from edgeray.sports.formats import SPORTS, canonical_sport
 
-SPORTS = ("ncaam", "nba", "nfl")
 FAMILIES = ("statistical", "ensemble", "neural", "lstm")
 LATEST = "latest"
 _MAX_TAG_LEN = 100
@@ -58,9 +58,7 @@ def _utc_now() -> datetime:
 
 
 def check_sport(sport: Any) -> str:
-    if sport not in SPORTS:
-        raise ValueError(f"sport: unknown sport {sport!r}; expected one of {list(SPORTS)}")
-    return sport
+    return canonical_sport(sport)
 
 
 def check_family(family: Any) -> str:

@@ -12,7 +12,8 @@ from typing import Callable
 import pandas as pd
 
 from edgeray.sports.features import build_features
-from edgeray.sports.games import SPORTS, load_sport
+from edgeray.sports.formats import canonical_sport
+from edgeray.sports.games import load_sport
 from edgeray.sports.models import FAMILIES, make_model, train_and_evaluate
 from edgeray.sports.performance import frame_performance
 from edgeray.sports.registry import ModelRegistry
@@ -35,9 +36,10 @@ def default_seasons(frame: pd.DataFrame, train_seasons: list[int] | None, test_s
 def validate_params(params: dict) -> dict:
     """Normalise and check a training request; ValueError names the field and value."""
     p = dict(params or {})
-    sport = str(p.get("sport", "")).lower()
-    if sport not in SPORTS:
-        raise ValueError(f"params.sport: unknown sport {p.get('sport')!r}; known: {list(SPORTS)}")
+    try:
+        sport = canonical_sport(p.get("sport"))
+    except ValueError as exc:
+        raise ValueError(f"params.{exc}") from None
     family = p.get("family")
     if family not in FAMILIES:
         raise ValueError(f"params.family: unknown model family {family!r}; known: {sorted(FAMILIES)}")
@@ -55,7 +57,7 @@ def train_sport_model(params: dict, progress: Callable[[int, int, dict], None] |
     data_dir = Path(p["data_dir"])
     if not data_dir.exists():
         raise ValueError(f"params.data_dir: {data_dir} does not exist")
-    frame = build_features(load_sport(p["sport"], data_dir))
+    frame = build_features(load_sport(p["sport"], data_dir, sources=p.get("sources")))
     train_seasons, test_seasons = default_seasons(frame, p.get("train_seasons"), p.get("test_seasons"))
     model, report = train_and_evaluate(p["sport"], p["family"], p.get("name"), p.get("model_params") or {}, frame,
                                        train_seasons, test_seasons, progress=progress, device=device)

@@ -71,7 +71,7 @@ MAX_NUM_GPUS = 16           # per job; the actor also refuses more than the larg
 MAX_EPOCHS = 100_000
 MAX_SEED = 2**32 - 1        # torch and numpy seeds
 # Caller params never name a filesystem location: the server's config does (`server_params`).
-PATH_KEYS = frozenset({"data_dir", "registry_dir", "out_dir", "db_path"})
+PATH_KEYS = frozenset({"data_dir", "registry_dir", "out_dir", "db_path", "sources"})  # sources: files to read
 PATH_SUFFIXES = ("_dir", "_path", "_file")
 
 

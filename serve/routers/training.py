@@ -43,7 +43,8 @@ class PipelineRunBody(Body):
 
 
 def _server_params(api) -> dict:
-    return {"data_dir": api.cfg.sports.data_dir, "registry_dir": api.cfg.sports.registry_dir}
+    return {"data_dir": api.cfg.sports.data_dir, "registry_dir": api.cfg.sports.registry_dir,
+            "sources": api.cfg.sports.file_sources()}
 
 
 @router.get("/api/training/queue", responses=responses(401, 403, 503))
@@ -148,12 +149,13 @@ async def data_pipeline_status(api=Depends(get_api), who=require("read")) -> dic
 
 @router.post("/api/data/pipeline/run", responses=responses(401, 403, 409, 413, 422))
 async def data_pipeline_run(body: PipelineRunBody, api=Depends(get_api), who=require("trade")) -> dict:
-    from edgeray.sports.games import SPORTS
+    from edgeray.sports.formats import canonical_sport
     from edgeray.sports.pipeline import STAGES, run_pipeline
 
-    sport = body.sport.lower()
-    if sport not in SPORTS:
-        raise error(422, ["body", "sport"], f"sport: unknown sport {body.sport!r}; known: {list(SPORTS)}", "unknown_sport", body.sport)
+    try:
+        sport = canonical_sport(body.sport)
+    except ValueError as exc:
+        raise error(422, ["body", "sport"], str(exc), "unknown_sport", body.sport) from None
     if api.pipeline_status.get("state") == "running":
         raise error(409, ["body", "sport"], "a data pipeline run is already in progress", "conflict", body.sport)
     api.pipeline_status = status = {"state": "running", "sport": sport, "stage": None, "stages_done": 0,
@@ -164,7 +166,7 @@ async def data_pipeline_run(body: PipelineRunBody, api=Depends(get_api), who=req
 
     def work() -> None:
         try:
-            report = run_pipeline(sport, api.cfg.sports.data_dir, progress=progress)
+            report = run_pipeline(sport, api.cfg.sports.data_dir, progress=progress, sources=api.cfg.sports.file_sources())
             status.update(state="finished", progress=1.0, report=report.to_dict())
         except Exception as exc:  # noqa: BLE001 - the status shows why the run failed
             status.update(state="failed", error=f"{type(exc).__name__}: {exc}")
