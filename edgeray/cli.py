@@ -130,6 +130,16 @@ def run(config: ConfigOption = None,
                code=1, hint="run again with --debug for the traceback")
 
 
+def _column_map(items: list[str] | None, example: str = "open_time=event_ts") -> dict[str, str]:
+    mapping = {}
+    for item in items or []:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            _error(f"--map {item!r}: expected FILE_COLUMN=FIELD, e.g. --map {example}")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
 def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: str, ts_unit: str,
                   columns: list[str] | None, n_bars: int | None, check: bool = False) -> tuple[PipelineConfig, list[SourceConfig]]:
     """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
@@ -146,12 +156,7 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
         _error(f"--format {fmt!r}: expected auto, ohlcv or kline")
     if ts_unit not in ("auto", "iso", "s", "ms", "us", "ns"):
         _error(f"--ts-unit {ts_unit!r}: expected auto, iso, s, ms, us or ns")
-    mapping = {}
-    for item in columns or []:
-        src, sep, dst = item.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            _error(f"--map {item!r}: expected FILE_COLUMN=FIELD, e.g. --map open_time=event_ts")
-        mapping[src.strip()] = dst.strip()
+    mapping = _column_map(columns)
     if columns and source is None:
         _error("--map applies to --source; for configured sources put `columns: {FILE_COLUMN: FIELD}` in the source")
     if source is not None:
@@ -382,10 +387,84 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
         json_out.write_text(json.dumps(jsonable(result), indent=2))
 
 
+sports_app = typer.Typer(help="Sports archives: which files and layouts edgeray finds, and what it reads from them.",
+                         no_args_is_help=True)
+app.add_typer(sports_app, name="sports")
+
+
+SPORTS_FORMAT_HINT = ("`edgeray sports formats` lists the layouts and their columns; a file of your own: --format generic "
+                      "--sport S, with --map FILE_COLUMN=COLUMN for names that differ")
+
+
+@sports_app.command("check")
+def sports_check(path: Annotated[Path, typer.Argument(help="A sports CSV, or a folder of them")],
+                 sport: Annotated[Optional[str], typer.Option(help="Only this sport (ncaam/ncaab, nba, nfl, mlb, ncaaf)")] = None,
+                 fmt: Annotated[str, typer.Option("--format", help="A file's layout (default: detected from its header)")] = "auto",
+                 columns: Annotated[Optional[list[str]], typer.Option(
+                     "--map", metavar="FILE_COLUMN=COLUMN", help="Rename a column of the file first, e.g. gamedate=date (repeatable)")] = None,
+                 json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here")] = None) -> None:
+    """Read sports archives as training and backtests would: the layout found, games, rejected rows, seasons."""
+    from edgeray.sports.formats import SPORTS, SportsFormatError, canonical_sport, detect, read_header
+    from edgeray.sports.games import SportsFile, find_sport_files, read_sport
+
+    try:
+        wanted = [canonical_sport(sport)] if sport else list(SPORTS)
+        mapping = _column_map(columns, "gamedate=date")
+        if path.is_file():  # the header (or --format) says which sport, and must agree with --sport
+            spec = detect([mapping.get(c, c) for c in read_header(path)], sport=sport, fmt=fmt, where=path.name)
+            files = [SportsFile(spec.sport or wanted[0], str(path), fmt, mapping)]
+        elif columns:
+            _error("--map applies to one file; give the file rather than its folder")
+        elif path.is_dir():
+            files = [f for s in wanted for f in find_sport_files(s, path)]
+        else:
+            _error(f"{path}: no such file or folder")
+        if not files:
+            _error(f"{path}: no CSV there fits a sports format{' for ' + wanted[0] if sport else ''}",
+                   hint="`edgeray sports formats` lists the layouts and their columns")
+        tables = {s: read_sport(s, sources=[f for f in files if f.sport == s])
+                  for s in dict.fromkeys(f.sport for f in files)}
+    except SportsFormatError as exc:
+        _error(str(exc), hint=SPORTS_FORMAT_HINT)
+    except (ValueError, FileNotFoundError) as exc:
+        _error(str(exc))
+    table = Table(title=f"sports archives in {path}", header_style="bold")
+    for col in ("sport", "files", "format", "games", "rejected rows", "seasons"):
+        table.add_column(col, justify="right" if col in ("games", "rejected rows") else "left", overflow="fold")
+    report = {}
+    for s, t in tables.items():
+        seasons = sorted(int(x) for x in t.games["season"].unique())
+        files_of = [Path(f.path).name for f in files if f.sport == s]
+        fmts = t.info["format"] if isinstance(t.info["format"], list) else [t.info["format"]]
+        span = f"{seasons[0]}-{seasons[-1]} ({len(seasons)})" if seasons else "-"
+        table.add_row(s, ", ".join(files_of), ", ".join(fmts), f"{len(t.games):,}", f"{t.info['rows_rejected']:,}", span)
+        report[s] = {"files": files_of, "formats": fmts, "games": len(t.games), "rows_read": t.info["rows_read"],
+                     "rows_rejected": t.info["rows_rejected"], "seasons": seasons,
+                     "rejected_reasons": t.rejected["reason"].value_counts().to_dict()}
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+
+
+@sports_app.command("formats")
+def sports_formats() -> None:
+    """The sports layouts edgeray reads: name, sport and the columns each needs."""
+    from edgeray.sports.formats import FORMATS
+
+    table = Table(title="sports formats (declare one with sports.sources[].format, or let the header decide)",
+                  header_style="bold")
+    for col in ("format", "sport", "columns it reads", "what it is"):
+        table.add_column(col, overflow="fold")
+    for f in FORMATS.values():
+        cols = ", ".join(f"{k}={v}" if k != v else k for k, v in f.fields.items())
+        table.add_row(f.name, f.sport or "(declared)", cols, f.description)
+    console.print(table)
+
+
 underdog_app = typer.Typer(help="The NCAAM underdog model: train, predict, backtest, compare.", no_args_is_help=True)
 app.add_typer(underdog_app, name="underdog")
 UnderdogDir = Annotated[Path, typer.Option("--model-dir", help="Artefacts of the trained run")]
-SportsData = Annotated[Path, typer.Option("--data-dir", help="Folder with ncaab_sbr_closing_2012_2022.csv")]
+SportsData = Annotated[Path, typer.Option("--data-dir", help="An NCAAM archive, or a folder holding one (any file name)")]
 DEFAULT_UNDERDOG_DIR = Path("runs/underdog")
 DEFAULT_SPORTS_DATA = Path("../shared/data/sports")
 
@@ -576,5 +655,27 @@ def keys_list(file: KeyFileOption = os.environ.get("EDGERAY_API_KEYS_FILE", "~/.
         print(f"{entry.name}\t{entry.role}")
 
 
+def main() -> None:
+    """The console entry point: a mistake in what the user gave (a file, a field, a value) is one or two
+    lines and exit 2; anything else is one line naming the error and exit 1; tracebacks only with --debug."""
+    import sys
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the one place every error reaches the user
+        if _DEBUG["on"] or "--debug" in sys.argv[1:]:
+            raise
+        cause = getattr(exc, "cause", None)  # a RayTaskError carries the actor's exception
+        exc = cause if isinstance(cause, BaseException) else exc
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        if isinstance(exc, (ValueError, OSError, KeyError)):
+            err_console.print(f"{first or type(exc).__name__}", style="red", soft_wrap=True)
+            err_console.print("run with --debug for the traceback", soft_wrap=True)
+            sys.exit(2)
+        err_console.print(f"edgeray: internal error {type(exc).__name__}: {first}", style="red", soft_wrap=True)
+        err_console.print("run again with --debug for the traceback, and report it", soft_wrap=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()
