@@ -341,7 +341,7 @@ def _seasons(text: str | None) -> list[int] | None:
 
 
 @app.command()
-def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
+def train(sport: Annotated[str, typer.Option(help="ncaam (ncaab), nba, nfl, mlb or ncaaf")],
           model: Annotated[str, typer.Option(help="Model family: statistical, ensemble, neural, lstm")],
           name: Annotated[Optional[str], typer.Option(help="Model within the family (default: the family's first)")] = None,
           train_seasons: Annotated[Optional[str], typer.Option(help="e.g. 2018,2019,2020 (default: 3 before the test season)")] = None,
@@ -349,13 +349,15 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
           data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the sports CSV files")] = None,
           registry: Annotated[Path, typer.Option(help="Model registry folder")] = Path("runs/registry"),
           device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+          allow_earlier: Annotated[bool, typer.Option("--allow-earlier", help="Allow test seasons before the training "
+                                                      "ones (out of sample, but not a forward test)")] = False,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here")] = None) -> None:
     """Train a sport model on earlier seasons, evaluate it against the market on later ones, register it."""
     from edgeray.sports.train import train_sport_model
 
     params = {"sport": sport.lower(), "family": model.lower(), "name": name, "train_seasons": _seasons(train_seasons),
               "test_seasons": _seasons(test_seasons), "data_dir": str(data_dir) if data_dir else None,
-              "registry_dir": str(registry)}
+              "registry_dir": str(registry), "allow_earlier": allow_earlier}
     with Progress(TextColumn("train {task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"{params['sport']}/{params['family']}", total=None, info="")
@@ -370,7 +372,8 @@ def train(sport: Annotated[str, typer.Option(help="ncaam, nba or nfl")],
             progress.stop()
             _error(str(exc))
     report, perf = result["report"], result["performance"]
-    table = Table(title=f"{report['sport']} {report['family']}/{report['name']}: test seasons {report['test_seasons']}",
+    table = Table(title=f"{report['sport']} {report['family']}/{report['name']}: test seasons {report['test_seasons']} "
+                        f"({report['evaluation']} {report['train_seasons']})",
                   header_style="bold")
     for col in ("metric", "model", "market"):
         table.add_column(col, justify="right" if col != "metric" else "left")
@@ -466,6 +469,8 @@ app.add_typer(underdog_app, name="underdog")
 UnderdogDir = Annotated[Path, typer.Option("--model-dir", help="Artefacts of the trained run")]
 SportsData = Annotated[Path, typer.Option("--data-dir", help="An NCAAM archive, or a folder holding one (any file name)")]
 DEFAULT_UNDERDOG_DIR = Path("runs/underdog")
+AllowEarlier = Annotated[bool, typer.Option("--allow-earlier", help="Also evaluate on games before the training window "
+                                            "(out of sample, but the model was fitted on later seasons)")]
 DEFAULT_SPORTS_DATA = Path("../shared/data/sports")
 
 
@@ -531,17 +536,34 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
                       min_edge: Annotated[float, typer.Option(help="Minimum model - market probability")] = 0.03,
                       bankroll: Annotated[float, typer.Option(help="Initial bankroll")] = 1000.0,
                       model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA,
+                      allow_earlier: AllowEarlier = False,
                       json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON")] = None) -> None:
-    """Backtest the underdog model's bets (quarter Kelly, capped at 10%) on games after its training window."""
+    """Backtest the underdog model's bets (quarter Kelly, capped at 10%) on games outside its training window
+    (after it; before it too with --allow-earlier)."""
     from edgeray.backtest.engine import SizingSpec, run_bets
     from edgeray.backtest.metrics import by_odds_range_frame
     from edgeray.backtest.plots import plot_equity, plot_reliability, plot_roi_by_odds
     from edgeray.underdog.model import backtest_opportunities
 
-    opportunities = _underdog_call(backtest_opportunities, model_dir, data_dir, seasons=_seasons(seasons), tiers=_tiers(tiers))
+    opportunities = _underdog_call(backtest_opportunities, model_dir, data_dir, seasons=_seasons(seasons),
+                                   tiers=_tiers(tiers), allow_earlier=allow_earlier)
+    attrs = dict(opportunities.attrs)
+    console.print(f"evaluated on {len(opportunities):,} games {attrs.get('evaluation', '')} (training window "
+                  f"{attrs.get('train_from')} to {attrs.get('train_to')}; {attrs.get('n_in_sample_excluded', 0):,} "
+                  f"in-sample games left out)", soft_wrap=True)
+    if attrs.get("note"):
+        console.print(f"note: {attrs['note']}", soft_wrap=True)
+    if opportunities.empty:
+        _no_bets(attrs["empty_reason"], json_out, attrs)
+        return
     spec = SizingSpec(method="kelly", kelly_fraction=0.25, kelly_cap=0.10, min_edge=min_edge)
     result = _underdog_call(run_bets, opportunities, spec, bankroll)
     m = result.metrics
+    if not result.bets["placed"].any():
+        best = float((opportunities["model_prob"] - opportunities["market_prob"]).max())
+        _no_bets(f"none of the {len(opportunities):,} games reached the minimum edge {min_edge:.3f} "
+                 f"(the largest edge was {best:+.3f})", json_out, attrs)
+        return
     out = model_dir / "backtest"
     pngs = [plot_equity({"underdog quarter Kelly": result.equity}, out / "equity.png"), plot_roi_by_odds(m, out / "roi_by_odds.png")]
     placed = result.bets[result.bets["placed"]]
@@ -571,13 +593,22 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
         json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
 
 
+def _no_bets(reason: str, json_out: Path | None, attrs: dict) -> None:
+    """An empty backtest is a result, not an error: say so and why."""
+    console.print(f"no bets: {reason}", soft_wrap=True)
+    if json_out:
+        json_out.write_text(json.dumps({"total_bets": 0, "no_bets_reason": reason,
+                                        **{k: v for k, v in attrs.items() if k != "empty_reason"}}, indent=2, default=str))
+
+
 @underdog_app.command("compare")
 def underdog_compare(seasons: Annotated[Optional[str], typer.Option(help="e.g. 2020,2021")] = None,
-                     model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA) -> None:
+                     model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA,
+                     allow_earlier: AllowEarlier = False) -> None:
     """The underdog model vs the general model on the same underdog games."""
     from edgeray.underdog.model import compare
 
-    result = _underdog_call(compare, model_dir, data_dir, seasons=_seasons(seasons))
+    result = _underdog_call(compare, model_dir, data_dir, seasons=_seasons(seasons), allow_earlier=allow_earlier)
     console.print_json(data=json.loads(json.dumps(result, default=str)))
 
 

@@ -737,8 +737,9 @@ def evaluate(model: SportModel, frame: pd.DataFrame) -> dict:
 
 def train_and_evaluate(sport: str, family: str, name: str | None, params: dict, frame: pd.DataFrame,
                        train_seasons: list[int], test_seasons: list[int], progress: Progress | None = None,
-                       device: str = "cpu") -> tuple[SportModel, dict]:
-    """Fit on `train_seasons`, report on strictly later `test_seasons`."""
+                       device: str = "cpu", allow_earlier: bool = False) -> tuple[SportModel, dict]:
+    """Fit on `train_seasons`, report on strictly later `test_seasons` (or, with `allow_earlier`, on seasons
+    before the training ones as well; never on one inside the training span)."""
     model = make_model(family, sport, name, params)
     _require_columns(frame, ["season"], "train_and_evaluate")
     train_seasons, test_seasons = [int(s) for s in train_seasons or []], [int(s) for s in test_seasons or []]
@@ -746,9 +747,14 @@ def train_and_evaluate(sport: str, family: str, name: str | None, params: dict, 
         raise ValueError(f"train_seasons must name at least one season, got {train_seasons!r}")
     if not test_seasons:
         raise ValueError(f"test_seasons must name at least one season, got {test_seasons!r}")
-    if min(test_seasons) <= max(train_seasons):
-        raise ValueError(f"test_seasons must all come after train_seasons: test {test_seasons} "
-                         f"vs train {train_seasons}")
+    lo, hi = min(train_seasons), max(train_seasons)
+    inside = [s for s in test_seasons if lo <= s <= hi]
+    earlier = [s for s in test_seasons if s < lo]
+    if inside:
+        raise ValueError(f"test_seasons: {inside} lie inside the training span {lo}-{hi} (train {train_seasons})")
+    if earlier and not allow_earlier:
+        raise ValueError(f"test_seasons must all come after train_seasons: test {test_seasons} vs train "
+                         f"{train_seasons}; ask for earlier ones with --allow-earlier (allow_earlier)")
     season = frame["season"]
     train, test = frame.loc[season.isin(train_seasons)], frame.loc[season.isin(test_seasons)]
     for label, part, wanted in (("train_seasons", train, train_seasons), ("test_seasons", test, test_seasons)):
@@ -761,6 +767,8 @@ def train_and_evaluate(sport: str, family: str, name: str | None, params: dict, 
     report = evaluate(model, test)
     report.update({"sport": model.sport, "family": model.family, "name": model.name, "params": model.params,
                    "train_seasons": train_seasons, "test_seasons": test_seasons,
+                   "evaluation": ("before and after training" if earlier and len(earlier) < len(test_seasons) else
+                                  "before training" if earlier else "after training"),
                    "n_train": model.diagnostics["n_train"],
                    "fit_seconds": round(fit_seconds, 3), "device": model.diagnostics["device"]})
     return model, report

@@ -26,6 +26,12 @@ DEFAULT_TRAIN_SEASONS = 3  # seasons before the test season, when none are named
 def default_seasons(frame: pd.DataFrame, train_seasons: list[int] | None, test_seasons: list[int] | None) -> tuple[list[int], list[int]]:
     """Test on the latest complete season, train on the seasons just before it."""
     seasons = sorted(int(s) for s in frame["season"].dropna().unique())
+    if not seasons:
+        raise ValueError("data: the sport's files hold no games")
+    for label, named in (("train_seasons", train_seasons), ("test_seasons", test_seasons)):
+        absent = sorted(set(named or []) - set(seasons))
+        if absent:
+            raise ValueError(f"{label}: season(s) {absent} are not in the data, which holds {seasons[0]}-{seasons[-1]}")
     if not test_seasons:
         test_seasons = [seasons[-1]]
     if not train_seasons:
@@ -43,6 +49,8 @@ def validate_params(params: dict) -> dict:
     family = p.get("family")
     if family not in FAMILIES:
         raise ValueError(f"params.family: unknown model family {family!r}; known: {sorted(FAMILIES)}")
+    if not isinstance(p.get("allow_earlier", False), bool):
+        raise ValueError(f"params.allow_earlier: must be true or false, got {p.get('allow_earlier')!r}")
     for key in ("train_seasons", "test_seasons"):
         value = p.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(s, int) for s in value)):
@@ -60,7 +68,8 @@ def train_sport_model(params: dict, progress: Callable[[int, int, dict], None] |
     frame = build_features(load_sport(p["sport"], data_dir, sources=p.get("sources")))
     train_seasons, test_seasons = default_seasons(frame, p.get("train_seasons"), p.get("test_seasons"))
     model, report = train_and_evaluate(p["sport"], p["family"], p.get("name"), p.get("model_params") or {}, frame,
-                                       train_seasons, test_seasons, progress=progress, device=device)
+                                       train_seasons, test_seasons, progress=progress, device=device,
+                                       allow_earlier=bool(p.get("allow_earlier")))
     test = frame[frame["season"].isin(test_seasons)]
     performance = frame_performance(model.predict_proba(test), test)
     record = ModelRegistry(p["registry_dir"]).register(

@@ -469,25 +469,58 @@ def predict(out_dir, data_dir, date: str | None = None, min_odds=100, max_odds=N
     return out
 
 
-def _out_of_sample(out_dir, data_dir, seasons, tiers) -> tuple[UnderdogEnsemble, pd.DataFrame]:
+def _out_of_sample(out_dir, data_dir, seasons, tiers, allow_earlier: bool = False) -> tuple[UnderdogEnsemble, pd.DataFrame]:
+    """The games a trained model may be evaluated on: those after its training window, and, when
+    `allow_earlier`, those before it. Games inside the window are in-sample and never evaluated.
+    attrs say what was left out and why, and `empty_reason` why nothing is left, if so."""
     ens = UnderdogEnsemble.load(out_dir)
     frame = _select(_underdog_frame(data_dir, ens.config), seasons, tiers, ens.config)
     rows = _trainable(frame)
+    train_start = pd.Timestamp(ens.meta["train_from"], tz="UTC")
     train_end = pd.Timestamp(ens.meta["train_end_ns"], tz="UTC")
-    oos = rows.loc[(rows["date"] > train_end).to_numpy()].sort_values(["date", "game_id"], kind="mergesort")
-    oos = oos.reset_index(drop=True)
-    oos.attrs.update({"n_in_sample_excluded": int((rows["date"] <= train_end).sum()),
-                      "n_ineligible_excluded": int((~frame["eligible"]).sum()), "train_to": ens.meta["train_to"]})
+    window = f"{ens.meta['train_from']} to {ens.meta['train_to']}"
+    after = (rows["date"] > train_end).to_numpy()
+    before = (rows["date"] < train_start).to_numpy()
+    if before.any() and seasons is not None and not allow_earlier:
+        early = sorted(int(s) for s in rows.loc[before, "season"].unique())
+        raise ValueError(f"seasons: {int(before.sum())} games of season(s) {early} come before the model's training "
+                         f"window ({window}); ask for them with --allow-earlier (allow_earlier), knowing the model "
+                         f"was fitted on later seasons")
+    keep = after | (before & allow_earlier)
+    oos = rows.loc[keep].sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
+    inside = ~after & ~before
+    n_before, n_after = int((before & keep).sum()), int(after.sum())
+    evaluation = ("before and after training" if n_before and n_after else
+                  "before training" if n_before else "after training")
+    oos.attrs.update({"n_in_sample_excluded": int(inside.sum()), "n_before_training": n_before,
+                      "n_after_training": n_after, "n_before_excluded": int((before & ~keep).sum()),
+                      "n_ineligible_excluded": int((~frame["eligible"]).sum()), "train_from": ens.meta["train_from"],
+                      "train_to": ens.meta["train_to"], "evaluation": evaluation})
+    if n_before:
+        oos.attrs["note"] = (f"{n_before} games precede the training window ({window}): out of sample, but not a "
+                             f"forward test, as the model was fitted on later seasons")
+    if oos.empty:
+        asked = f"season(s) {sorted(int(s) for s in seasons)}" if seasons is not None else "the data"
+        if len(rows) == 0:
+            reason = f"{asked} hold no eligible decided underdog games{' of tiers ' + str(tiers) if tiers else ''}"
+        elif before.any() and not allow_earlier:
+            reason = (f"all {len(rows)} games of {asked} outside the training window ({window}) come before it; "
+                      f"ask for them with --allow-earlier")
+        else:
+            reason = f"all {len(rows)} games of {asked} fall inside the training window ({window}): in-sample"
+        oos.attrs["empty_reason"] = reason
     return ens, oos
 
 
-def backtest_opportunities(out_dir, data_dir, seasons=None, tiers=None) -> pd.DataFrame:
-    """Out-of-sample bet opportunities for the backtest engine: only games after the model's training window.
+def backtest_opportunities(out_dir, data_dir, seasons=None, tiers=None, allow_earlier: bool = False) -> pd.DataFrame:
+    """Out-of-sample bet opportunities for the backtest engine: games after the model's training window, and
+    with `allow_earlier` those before it (named seasons before the window are an error without it).
 
-    Games on or before the last training date are left out (they would be look-ahead), counted in
-    attrs["n_in_sample_excluded"]; ineligible rows are counted in attrs["n_ineligible_excluded"].
+    Games inside the training window are left out (they would be look-ahead), counted in
+    attrs["n_in_sample_excluded"]; ineligible rows are counted in attrs["n_ineligible_excluded"];
+    attrs["empty_reason"] says why there is nothing to bet on, when so.
     """
-    ens, rows = _out_of_sample(out_dir, data_dir, seasons, tiers)
+    ens, rows = _out_of_sample(out_dir, data_dir, seasons, tiers, allow_earlier)
     parts = ens.predict_components(rows) if len(rows) else {k: np.empty(0) for k in ("base", "market", "blend")}
     p = parts["blend"]
     # The two component probabilities travel along so a sweep can tune the blend weight without refitting.
@@ -499,14 +532,14 @@ def backtest_opportunities(out_dir, data_dir, seasons=None, tiers=None) -> pd.Da
     return out
 
 
-def compare(out_dir, data_dir, seasons=None) -> dict:
+def compare(out_dir, data_dir, seasons=None, allow_earlier: bool = False) -> dict:
     """Underdog model vs the general logistic_l2 (trained on all games in the same window) on the same games."""
     from edgeray.sports.features import build_features
     from edgeray.sports.models import decided_games, make_model
 
-    ens, rows = _out_of_sample(out_dir, data_dir, seasons, None)
+    ens, rows = _out_of_sample(out_dir, data_dir, seasons, None, allow_earlier)
     if rows.empty:
-        raise ValueError(f"seasons: no out-of-sample underdog games after {ens.meta['train_to']} in {seasons}")
+        raise ValueError(f"seasons: nothing to compare on: {rows.attrs['empty_reason']}")
     cfg = ens.config
     games = load_sport("ncaam", data_dir)
     feats = build_features(games, dict(cfg.standard_features) or None)
@@ -519,7 +552,9 @@ def compare(out_dir, data_dir, seasons=None) -> dict:
     p_general = np.where(rows["side"].to_numpy() == "home", p_home, 1.0 - p_home)
     y, market, dec = rows["won"].to_numpy(float), rows["market_prob"].to_numpy(float), rows["decimal_odds"].to_numpy(float)
     report = {"n": int(len(rows)), "from": str(rows["date"].min().date()), "to": str(rows["date"].max().date()),
-              "min_edge": cfg.min_edge}
+              "min_edge": cfg.min_edge, "evaluation": rows.attrs["evaluation"]}
+    if "note" in rows.attrs:
+        report["note"] = rows.attrs["note"]
     for name, p in (("underdog", ens.predict_proba(rows)), ("general", p_general), ("market", market)):
         report[name] = _scores(y, p, cfg.ece_bins)
         report[name]["flat_bets_at_min_edge"] = _flat_roi(y, dec, (p - market) >= cfg.min_edge)

@@ -68,6 +68,7 @@ class UnderdogBacktestBody(SizingBody):
     seasons: Seasons = Field(None, max_length=100)
     tiers: list[str] | None = Field(None, max_length=10)
     min_edge: float = Field(0.03, ge=0, le=1)
+    allow_earlier: bool = False  # also games before the training window (not a forward test)
 
 
 def _opportunities(api, body: BacktestBody):
@@ -156,5 +157,9 @@ async def underdog_backtest(body: UnderdogBacktestBody, api=Depends(get_api), wh
     from actors.backtest_tasks import backtest_task
     from edgeray.underdog.model import backtest_opportunities
 
-    opportunities = backtest_opportunities(api.underdog_dir(), api.cfg.sports.data_dir, seasons=body.seasons, tiers=body.tiers)
+    opportunities = backtest_opportunities(api.underdog_dir(), api.cfg.sports.data_dir, seasons=body.seasons,
+                                           tiers=body.tiers, allow_earlier=body.allow_earlier)
+    if opportunities.empty:  # nothing to bet on is a result, with its reason
+        return {"metrics": {"total_bets": 0}, "no_bets_reason": opportunities.attrs["empty_reason"],
+                "evaluation": opportunities.attrs}
     return await backtest_task.remote(opportunities, body.spec("kelly"), body.initial_bankroll)
