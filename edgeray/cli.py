@@ -114,10 +114,11 @@ def run(config: ConfigOption = None,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
     """The main job: replay market data through ingestion and feature streaming into Feast."""
     _DEBUG["on"] = _DEBUG["on"] or debug
-    cfg = _load_config(config)
+    cfg = _outputs_outside_job_copy(_load_config(config))
     cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars, check)
     if check:
-        console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to {cfg.run_dir}", soft_wrap=True)
+        console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to "
+                      f"{cfg.results_uri or cfg.run_dir}", soft_wrap=True)
         return
     try:
         _run(cfg, sources, rate, json_out, keep)
@@ -128,6 +129,26 @@ def run(config: ConfigOption = None,
             raise
         _error(f"edgeray run failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
                code=1, hint="run again with --debug for the traceback")
+
+
+def _outputs_outside_job_copy(cfg: PipelineConfig) -> PipelineConfig:
+    """Under `ray job submit --working-dir`, outputs configured inside Ray's temporary copy of that folder
+    (deleted after the job) go to EDGERAY_HOME/jobs/<submission id>/ instead, and the job says so."""
+    from edgeray.storage import job_home, outside_job_copy, submitted_job, where
+
+    job = submitted_job()
+    if job is None or not job["working_dir"]:
+        return cfg
+    home, copy = job_home(job["submission_id"]), Path.cwd()
+    data = cfg.model_dump()
+    data["run_dir"] = outside_job_copy(cfg.run_dir, copy, home)
+    data["feast"]["directory"] = outside_job_copy(cfg.feast.directory, copy, home)
+    for key in ("registry_dir", "queue_db"):
+        data["sports"][key] = outside_job_copy(data["sports"][key], copy, home)
+    if data != cfg.model_dump():
+        console.print(f"ray job {job['submission_id']}: outputs kept outside Ray's temporary working-dir copy, in "
+                      f"{where(home)}", soft_wrap=True)
+    return PipelineConfig.model_validate(data)
 
 
 def _column_map(items: list[str] | None, example: str = "open_time=event_ts") -> dict[str, str]:
@@ -222,12 +243,22 @@ def _run(cfg: PipelineConfig, sources: list[SourceConfig], rate: float | None, j
     console.print(_summary_table(status, result["elapsed_s"]))
     if pipeline.decision:
         status["decision_report"] = _decision_report(pipeline, status, cfg)
+    summary = {**status, "elapsed_s": result["elapsed_s"]}
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if json_out:
-        json_out.write_text(json.dumps({**status, "elapsed_s": result["elapsed_s"]}, indent=2, default=str))
+        json_out.write_text(json.dumps(summary, indent=2, default=str))
     if not keep:
-        pipeline.shutdown()
-    console.print(f"results in {cfg.run_dir} (dead letters: {Path(cfg.run_dir) / 'deadletters.jsonl'}; "
-                  f"Feast store: {cfg.feast.directory})" + (f"; summary: {json_out}" if json_out else ""), soft_wrap=True)
+        pipeline.shutdown()  # closes the audit log, so the published copy is complete
+    from edgeray.storage import publish, where
+
+    if cfg.results_uri:
+        written = publish(cfg.run_dir, cfg.results_uri)
+        console.print(f"results published to {cfg.results_uri} ({len(written)} files; staged in {cfg.run_dir}"
+                      + ("; the actors run on, so publish again when they stop" if keep else "") + ")", soft_wrap=True)
+    console.print(f"results in {where(cfg.results_uri or cfg.run_dir)} (summary.json, audit.db, equity_curve.png, "
+                  f"deadletters.jsonl; Feast store: {cfg.feast.directory})" + (f"; summary: {json_out}" if json_out else ""),
+                  soft_wrap=True)
 
 
 INIT_FILES = ("pipeline.yaml", "risk.yaml", "veto.yaml", "serve.yaml")
@@ -590,7 +621,7 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
     console.print(table)
     console.print("plots: " + ", ".join(str(p) for p in pngs))
     if json_out:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        json_out.write_text(json.dumps({**result.to_dict(), "evaluation": attrs}, indent=2, default=str))
 
 
 def _no_bets(reason: str, json_out: Path | None, attrs: dict) -> None:

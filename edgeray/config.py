@@ -212,6 +212,18 @@ class PipelineConfig(Strict):
     sports: SportsConfig = SportsConfig()
     api: ApiConfig = ApiConfig()
 
+    # Set from run_dir when run_dir is a storage URI: results are published there, run_dir becomes a staging folder.
+    results_uri: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_uri_run_dir(cls, data):
+        from edgeray.storage import is_uri, staging_dir
+
+        if isinstance(data, dict) and is_uri(data.get("run_dir")):
+            data = {**data, "results_uri": data["run_dir"], "run_dir": str(staging_dir(data["run_dir"]))}
+        return data
+
     @property
     def audit_url(self) -> str:
         """The decision audit log's database: `decisions.audit_url`, else SQLite under run_dir."""

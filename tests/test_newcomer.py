@@ -204,3 +204,130 @@ def test_the_packaged_risk_and_veto_configs_are_the_repositorys():
     root = Path(__file__).resolve().parents[1]
     for name in ("risk.yaml", "veto.yaml"):
         assert (DEFAULTS_DIR / name).read_text() == (root / "configs" / name).read_text(), name
+
+
+# -- 8. ray job submit: results outside Ray's temporary copy, or published to a storage URI -------------
+
+def job_submit_scenario(project: str, home: str, port: int) -> dict:
+    """A head node with the dashboard (a real Ray cluster, in this subprocess), then the README's
+    `ray job submit --working-dir PROJECT -- edgeray run` against it; returns the job's output."""
+    from ray.cluster_utils import Cluster
+
+    bin_dir = Path(sys.executable).parent
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"  # the cluster's PATH reaches the job, as `ray start` from a venv
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+        "object_store_memory": 200 * 1024**2})
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}",
+                               "--working-dir", project, "--runtime-env-json",
+                               json.dumps({"env_vars": {"EDGERAY_HOME": home, "COLUMNS": "250"}}),
+                               "--", "edgeray", "run", "--config", "pipeline.yaml"],
+                              capture_output=True, text=True, env=env, timeout=400)
+        return {"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr}
+    finally:
+        cluster.shutdown()
+
+
+def test_ray_job_submit_keeps_outputs_and_publishes_results_to_a_storage_uri(tmp_path, btc):
+    """Through `ray job submit`: outputs configured inside the working dir are kept under EDGERAY_HOME, a
+    file:// run_dir receives the results, and a source whose every row is invalid is counted and
+    dead-lettered rather than crashing the run."""
+    from tests.conftest import free_port
+
+    project = tmp_path / "proj"
+    ok(edgeray("init", project, cwd=tmp_path))
+    bad = btc.head(300).copy()
+    bad["high"] = bad["low"] - 1.0  # every bar impossible
+    bad.to_csv(project / "bars.csv", index=False)
+    cfg = yaml.safe_load((project / "pipeline.yaml").read_text())
+    published = tmp_path / "published" / "run1"
+    cfg["run_dir"] = published.as_uri()
+    cfg["sources"] = [{"type": "bars", "path": "bars.csv", "symbol": "BTCUSDT-PERP"}]
+    (project / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, sys; from tests.test_newcomer import job_submit_scenario; "
+            "print('RESULT' + json.dumps(job_submit_scenario(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
+    proc = subprocess.run([sys.executable, "-c", code, str(project), str(home), str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    job = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    logs = job["out"] + job["err"]
+    assert job["rc"] == 0 and "succeeded" in logs and "Traceback" not in logs, logs[-4000:]
+    text = " ".join(logs.split())
+    submission = next(w.strip("'") for w in text.split() if w.strip("'").startswith("raysubmit_"))
+    job_home = home / "jobs" / submission
+    assert f"outputs kept outside Ray's temporary working-dir copy, in {job_home}" in text
+    assert f"results published to {published.as_uri()}" in text and f"results in {published.as_uri()}" in text
+    assert (job_home / "runs" / "feast").is_dir()  # the Feast store outlives the job's copy
+    summary = json.loads((published / "summary.json").read_text())
+    ing = summary["ingestion"]
+    assert ing["received"] == ing["rejected"] == 300 and ing["accepted"] == 0
+    assert ing["rejected_by_reason"] == {"high_below_open_close_or_low": 300}
+    dead = (published / "deadletters.jsonl").read_text().splitlines()
+    assert len(dead) == 300 and all(json.loads(d)["reason"] == "high_below_open_close_or_low" for d in dead)
+    assert (published / "audit.db").exists() and (published / "state" / "ingestion.json").exists()
+
+
+# -- 6. sports files under any name, by declared or detected format -----------------------------------
+
+def test_sports_files_are_found_by_their_header_not_their_name(tmp_path):
+    data = tmp_path / "my data"
+    data.mkdir()
+    ncaab = pd.read_csv(shared_file("sports/ncaab_sbr_closing_2012_2022.csv"), dtype=str)
+    years = ncaab["game_datetime"].str[:4].astype(int)
+    ncaab[years <= 2016].to_csv(data / "college hoops older.csv", index=False)   # one archive split in two,
+    ncaab[years > 2016].to_csv(data / "hoops_recent.csv", index=False)         # neither under its own name
+    shutil.copy(shared_file("sports/mlb_sbro_2010_2013.csv"), data / "baseball.csv")
+    out = ok(edgeray("sports", "check", data, "--json", "report.json", cwd=tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report) == {"ncaam", "mlb"} and "sbro_ncaab" in out and "sbro_mlb" in out
+    assert sorted(report["ncaam"]["files"]) == ["college hoops older.csv", "hoops_recent.csv"]
+    assert report["ncaam"]["games"] + report["ncaam"]["rows_rejected"] == report["ncaam"]["rows_read"] == len(ncaab)
+    assert report["mlb"]["seasons"] == [2010, 2011, 2012, 2013]  # a baseball season is one calendar year
+
+    # The issue's baseball file: closing moneylines under NFL-like names, no NFL scores. Never taken for NFL.
+    mine = tmp_path / "mlb_mine.csv"
+    mine.write_text("date,home_team,away_team,home_close_ml,away_close_ml,home_score,away_score\n"
+                    "2012-05-01,NYY,BOS,-120,110,3,2\n2012-05-01,NYY,BOS,-125,115,4,6\n")
+    user_error(edgeray("sports", "check", mine, cwd=tmp_path), "mlb_mine.csv: fits no sports format (closest:",
+               "found columns ['away_close_ml'", "--format generic")
+    out = ok(edgeray("sports", "check", mine, "--sport", "MLB", "--format", "generic", "--map", "home_team=home",
+                     "--map", "away_team=away", "--map", "home_close_ml=home_ml", "--map", "away_close_ml=away_ml",
+                     "--json", "mine.json", cwd=tmp_path))
+    mine_report = json.loads((tmp_path / "mine.json").read_text())["mlb"]
+    assert mine_report["games"] == 1 and mine_report["rejected_reasons"] == {
+        "duplicate game (same date and teams as an earlier row)": 1}
+    user_error(edgeray("sports", "check", data / "baseball.csv", "--sport", "nfl", cwd=tmp_path),
+               "baseball.csv: is a mlb file (format sbro_mlb), not nfl")
+
+
+# -- 7. the underdog model on seasons outside its training window; an empty result is a report ---------
+
+def test_underdog_evaluates_earlier_seasons_when_asked_and_reports_no_bets(tmp_path):
+    data = tmp_path / "hoops"
+    data.mkdir()
+    shutil.copy(shared_file("sports/ncaab_sbr_closing_2012_2022.csv"), data / "archive.csv")
+    args = ("--model-dir", "model", "--data-dir", data)
+    ok(edgeray("underdog", "train", "--seasons", "2016,2017", *args, cwd=tmp_path))
+    text = user_error(edgeray("underdog", "backtest", "--seasons", "2013", *args, cwd=tmp_path),
+                      "seasons:", "of season(s) [2013] come before the model's training window", "--allow-earlier")
+    assert "by_odds_range" not in text
+    out = ok(edgeray("underdog", "backtest", "--seasons", "2013", "--allow-earlier", "--json", "early.json", *args,
+                     cwd=tmp_path))
+    assert "games before training" in out and "not a forward test" in out
+    early = json.loads((tmp_path / "early.json").read_text())
+    assert early["metrics"]["total_bets"] > 0 and early["evaluation"]["evaluation"] == "before training"
+    assert early["evaluation"]["n_before_training"] > 0 and early["evaluation"]["n_after_training"] == 0
+    days = early["equity"]["date"]
+    assert days and max(days) < early["evaluation"]["train_from"] and min(days) >= "2013-11-01"  # season 2013 only
+    out = ok(edgeray("underdog", "backtest", "--seasons", "2016", "--json", "inside.json", *args, cwd=tmp_path))
+    assert "no bets: all" in out and "fall inside the training window" in out
+    inside = json.loads((tmp_path / "inside.json").read_text())
+    assert inside["total_bets"] == 0 and inside["n_in_sample_excluded"] > 0
+    out = ok(edgeray("underdog", "backtest", "--min-edge", "0.99", *args, cwd=tmp_path))
+    assert "no bets: none of the" in out and "reached the minimum edge 0.990" in out
