@@ -1,0 +1,132 @@
+"""Sports archives by declared format (issue 13 item 6): detection by header, never by file name or guess;
+MLB and NCAAF game tables (seasons, doubleheaders, ties, opening lines, two NCAAF layouts in one table)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from edgeray.config import PipelineConfig
+from edgeray.loaders import load_sports_events
+from edgeray.sports.features import build_features
+from edgeray.sports.formats import FORMATS, SportsFormatError, canonical_sport, detect, read_header
+from edgeray.sports.games import find_sport_files, read_games, read_sport
+from edgeray.training.jobs import validate_submission
+from tests.conftest import shared_file
+
+
+@pytest.mark.parametrize("file, fmt", [
+    ("ncaab_sbr_closing_2012_2022.csv", "sbro_ncaab"), ("nba_2007_2023.csv", "kaggle_nba"),
+    ("nfl_sbr_2011_2021.csv", "sbr_nfl"), ("mlb_sbro_2010_2013.csv", "sbro_mlb"),
+    ("ncaaf_sbro_2014_2019.csv", "sbro_ncaaf"), ("ncaaf_cfbd_2020_2022.csv", "cfbd_ncaaf")])
+def test_every_archive_is_detected_by_its_header(file, fmt):
+    header = read_header(shared_file(f"sports/{file}"))
+    assert detect(header).name == fmt
+    assert detect(header, sport=FORMATS[fmt].sport).name == fmt
+
+
+def test_the_more_specific_layout_wins_and_companion_files_are_not_archives():
+    cfbd = set(read_header(shared_file("sports/ncaaf_cfbd_2020_2022.csv")))
+    assert FORMATS["sbro_ncaaf"].columns <= cfbd  # CFBD's header fits both NCAAF layouts...
+    assert detect(cfbd).name == "cfbd_ncaaf"      # ...and its own, the superset, is the one taken
+    for companion in ("nfl_scores_weather_1966_2025.csv", "nfl_stadiums.csv", "nfl_teams.csv"):
+        with pytest.raises(SportsFormatError, match="fits no sports format"):
+            detect(read_header(shared_file(f"sports/{companion}")), where=companion)
+
+
+def test_no_guessing_wrong_sport_unknown_format_and_generic_without_a_sport():
+    nfl_like = ["date", "home_team", "away_team", "home_close_ml", "away_close_ml", "home_score", "away_score"]
+    with pytest.raises(SportsFormatError, match=r"x.csv: fits no sports format \(closest: sbr_nfl, missing "
+                                                r"\['away_final', 'home_final'\]\)"):
+        detect(nfl_like, where="x.csv")
+    nfl = read_header(shared_file("sports/nfl_sbr_2011_2021.csv"))
+    with pytest.raises(SportsFormatError, match="is a nfl file \\(format sbr_nfl\\), not mlb"):
+        detect(nfl, sport="mlb")
+    with pytest.raises(SportsFormatError, match="format: unknown sports format 'sbr'"):
+        detect(nfl, fmt="sbr")
+    with pytest.raises(SportsFormatError, match="does not fit format sbro_ncaab: missing columns"):
+        detect(nfl, fmt="sbro_ncaab")
+    generic = ["date", "home", "away", "home_score", "away_score", "home_ml", "away_ml"]
+    with pytest.raises(SportsFormatError, match="do not say the sport"):
+        detect(generic)
+    assert detect(generic, sport="NCAAB").name == "generic"
+    assert [canonical_sport(s) for s in ("NBA", "ncaab", "NCAAM", " mlb ", "CFB")] == ["nba", "ncaam", "ncaam", "mlb", "ncaaf"]
+    with pytest.raises(ValueError, match="sport: unknown sport 'curling'"):
+        canonical_sport("curling")
+
+
+def test_mlb_seasons_doubleheaders_ties_and_opening_lines():
+    path = shared_file("sports/mlb_sbro_2010_2013.csv")
+    raw = pd.read_csv(path)
+    table = read_sport("mlb", path.parent)
+    g = table.games
+    assert len(g) == len(raw) and table.info["rows_rejected"] == 0 and g["game_id"].is_unique
+    assert sorted(g["season"].unique()) == [2010, 2011, 2012, 2013]  # not split at August
+    second = g[g["game_id"].str.endswith(":g2")]
+    assert len(second) == int((raw["game_no"] == 2).sum()) > 0
+    first_ids = second["game_id"].str.removesuffix(":g2")
+    assert first_ids.isin(g["game_id"]).all()  # each has its first game, same date and teams
+    flagged = raw["tie_or_suspended"] == 1
+    assert g["home_win"].isna().sum() >= int(flagged.sum()) > 0
+    has_open = raw["home_open_ml"].notna() & raw["away_open_ml"].notna()
+    assert int(g["home_ml_open"].notna().sum()) == int(has_open.sum()) > 0.99 * len(raw)
+
+    feats = build_features(g)
+    pair = feats.set_index("game_id")
+    gid = second["game_id"].iloc[0]
+    home_cols = [c for c in feats.columns if c.startswith("f_home_")]
+    # A doubleheader's second game sees no more of its teams' history than the first (same-day games are blind).
+    np.testing.assert_array_equal(pair.loc[gid, home_cols].to_numpy(float),
+                                  pair.loc[gid.removesuffix(":g2"), home_cols].to_numpy(float))
+
+    odds, results = load_sports_events(path)
+    assert list(odds["symbol"]) == list(g.set_index("game_id").reindex(odds["symbol"]).index)
+    assert set(odds["symbol"]) == set(g["game_id"]) and (results["event_ts"] > odds["event_ts"]).all()
+
+
+def test_ncaaf_two_layouts_make_one_table_with_one_spelling_per_team():
+    folder = shared_file("sports/ncaaf_sbro_2014_2019.csv").parent
+    files = find_sport_files("ncaaf", folder)
+    assert sorted(f.format for f in files) == ["cfbd_ncaaf", "sbro_ncaaf"]
+    table = read_sport("NCAAF", folder)
+    g = table.games
+    assert g["game_id"].is_unique and set(table.info["format"]) == {"cfbd_ncaaf", "sbro_ncaaf"}
+    teams = set(g["home"]) | set(g["away"])
+    assert "GeorgiaState" in teams and "Georgia State" not in teams
+    assert {2019, 2021}.issubset(set(g.loc[g["home"] == "GeorgiaState", "season"]) | set(g.loc[g["away"] == "GeorgiaState", "season"]))
+    january = g[g["date"].dt.month == 1]
+    assert len(january) and (january["season"] == january["date"].dt.year - 1).all()  # bowls: the autumn's season
+    assert (table.rejected["reason"] == "moneyline missing").sum() > 0  # CFBD 2020 has no moneylines: counted
+    assert len(g) + table.info["rows_rejected"] == table.info["rows_read"]
+
+
+def test_declared_sources_in_a_config_resolve_against_it_and_must_fit(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    nba = pd.read_csv(shared_file("sports/nba_2007_2023.csv"), dtype=str, nrows=500)
+    nba.rename(columns={"dates": "Game Date"}).to_csv(data / "league.csv", index=False)
+    cfg_path = tmp_path / "conf" / "pipeline.yaml"
+    cfg_path.parent.mkdir()
+    cfg_path.write_text(yaml.safe_dump({
+        "ingestion": {"symbols": ["X"]}, "sources": [{"type": "generator"}],
+        "sports": {"data_dir": "../nowhere", "sources": [
+            {"sport": "NBA", "path": "../data/league.csv", "format": "kaggle_nba", "columns": {"Game Date": "dates"}}]}}))
+    cfg = PipelineConfig.load(cfg_path)
+    src = cfg.sports.sources[0]
+    assert src.sport == "nba" and src.path == str(data / "league.csv")
+    games = read_sport("nba", cfg.sports.data_dir, cfg.sports.file_sources()).games
+    assert len(games) == 500 and games["game_id"].str.startswith("nba:").all()
+    with pytest.raises(SportsFormatError, match="league.csv: does not fit format kaggle_nba: missing columns \\['dates'\\]"):
+        read_games(data / "league.csv", fmt="kaggle_nba")
+    with pytest.raises(ValueError, match="unknown sports format 'nba_csv'"):
+        PipelineConfig.model_validate({"ingestion": {"symbols": ["X"]}, "sources": [{"type": "generator"}],
+                                       "sports": {"sources": [{"sport": "nba", "path": "x", "format": "nba_csv"}]}})
+    with pytest.raises(FileNotFoundError, match="data_dir: no mlb archive in"):
+        read_sport("mlb", data)
+
+
+def test_a_training_request_cannot_name_files_to_read():
+    with pytest.raises(ValueError, match="sources"):
+        validate_submission("ann", "sport_model", {"sport": "nba", "family": "statistical",
+                                                  "sources": [{"sport": "nba", "path": "/etc/passwd"}]}, 0, 0)
