@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgeray.sports.features import build_features, feature_columns  # noqa: E402
-from edgeray.sports.games import SPORT_FILES, SPORTS, read_sport  # noqa: E402
+from edgeray.sports.games import SPORTS, find_sport_files, read_sport  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sports"
 TARGET_MS_PER_1000 = 20.0
@@ -37,7 +37,8 @@ def bench(sport: str, data_dir: Path, repeats: int) -> dict:
         times.append(time.perf_counter() - t)
     best = min(times)
     ms = best * 1000 / len(games) * 1000
-    return {"sport": sport, "file": SPORT_FILES[sport], "games": len(games), "features": len(feature_columns(frame)),
+    files = table.info["source"]
+    return {"sport": sport, "file": files if isinstance(files, list) else [files], "games": len(games), "features": len(feature_columns(frame)),
             "ms_per_1000_games": round(ms, 3), "ms_per_1000_games_median": round(sorted(times)[len(times) // 2]
                                                                                 * 1e6 / len(games), 3),
             "build_s": round(best, 4), "load_s": round(load_s, 3), "rejected_rows": table.info["rows_rejected"],
@@ -52,9 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    missing = [SPORT_FILES[s] for s in SPORTS if not (args.data_dir / SPORT_FILES[s]).exists()]
+    missing = [s for s in SPORTS if not find_sport_files(s, args.data_dir)]
     if missing:
-        sys.exit(f"data files absent from {args.data_dir}: {missing}")
+        sys.exit(f"no archive for {missing} in {args.data_dir}")
     results = [bench(s, args.data_dir, args.repeats) for s in SPORTS]
     print(json.dumps({"bench": "sports_features", "machine": f"{platform.machine()} {os.cpu_count()} cpus",
                       "python": platform.python_version(), "target_ms_per_1000_games": TARGET_MS_PER_1000,

@@ -189,6 +189,11 @@ class SportsConfig(Strict):
         """The declared sources as plain dicts (edgeray.sports.games.read_sport's `sources`)."""
         return [src.model_dump() for src in self.sources]
 
+    def data(self):
+        """What every sports reader takes as its data (edgeray.sports.games.SportsData)."""
+        from edgeray.sports.games import SportsData
+        return SportsData(self.data_dir, tuple(self.file_sources()))
+
 
 class ApiConfig(Strict):
     """The HTTP API's limits (the Serve app reads them; keys come from the environment, see edgeray.auth)."""

@@ -229,8 +229,7 @@ def build_deployment(app: FastAPI | None = None):
 
             sport = canonical_sport(sport)
             if sport not in self._frames:
-                self._frames[sport] = build_features(load_sport(sport, self.cfg.sports.data_dir,
-                                                                sources=self.cfg.sports.file_sources()))
+                self._frames[sport] = build_features(load_sport(sport, self.cfg.sports.data()))
             return self._frames[sport]
 
         def underdog_dir(self) -> str:

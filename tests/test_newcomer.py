@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -220,12 +221,17 @@ def job_submit_scenario(project: str, home: str, port: int) -> dict:
         "object_store_memory": 200 * 1024**2})
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        proc = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}",
-                               "--working-dir", project, "--runtime-env-json",
-                               json.dumps({"env_vars": {"EDGERAY_HOME": home, "COLUMNS": "250"}}),
-                               "--", "edgeray", "run", "--config", "pipeline.yaml"],
-                              capture_output=True, text=True, env=env, timeout=400)
-        return {"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr}
+        command = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}", "--working-dir",
+                   project, "--runtime-env-json", json.dumps({"env_vars": {"EDGERAY_HOME": home, "COLUMNS": "250"}}),
+                   "--", "edgeray", "run", "--config", "pipeline.yaml"]
+        deadline = time.monotonic() + 120
+        while True:
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
+            # The head's job agent registers a few seconds after the node is up (longer on a busy machine);
+            # until then the dashboard refuses submissions with this message and nothing has started.
+            if "No available agent to submit job" not in proc.stderr or time.monotonic() > deadline:
+                return {"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr}
+            time.sleep(1.0)  # polling interval only; the deadline bounds the wait
     finally:
         cluster.shutdown()
 

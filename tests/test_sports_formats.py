@@ -130,3 +130,19 @@ def test_a_training_request_cannot_name_files_to_read():
     with pytest.raises(ValueError, match="sources"):
         validate_submission("ann", "sport_model", {"sport": "nba", "family": "statistical",
                                                   "sources": [{"sport": "nba", "path": "/etc/passwd"}]}, 0, 0)
+
+
+def test_mlb_trains_and_evaluates_after_or_when_asked_before_its_training_seasons():
+    from edgeray.sports.models import train_and_evaluate
+
+    frame = build_features(read_sport("mlb", shared_file("sports/mlb_sbro_2010_2013.csv").parent).games)
+    _, forward = train_and_evaluate("mlb", "statistical", "logistic_l2", {}, frame, [2011, 2012], [2013])
+    assert forward["evaluation"] == "after training" and forward["n"] > 2000
+    with pytest.raises(ValueError, match="test_seasons must all come after train_seasons.*--allow-earlier"):
+        train_and_evaluate("mlb", "statistical", "logistic_l2", {}, frame, [2012, 2013], [2010])
+    with pytest.raises(ValueError, match=r"test_seasons: \[2011\] lie inside the training span 2010-2012"):
+        train_and_evaluate("mlb", "statistical", "logistic_l2", {}, frame, [2010, 2012], [2011], allow_earlier=True)
+    _, backward = train_and_evaluate("mlb", "statistical", "logistic_l2", {}, frame, [2012, 2013], [2010],
+                                     allow_earlier=True)
+    assert backward["evaluation"] == "before training" and backward["test_seasons"] == [2010]
+    assert 0.6 < backward["model"]["log_loss"] < 0.75 and 0.6 < backward["market"]["log_loss"] < 0.75

@@ -317,6 +317,13 @@ class SportsFile:
     columns: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SportsData:
+    """Where the sports archives are: files declared per sport, else every fitting CSV in data_dir."""
+    data_dir: str | None = None
+    sources: tuple[SportsFile | Mapping, ...] = ()
+
+
 # The NFL weather join's companion files, recognised by their headers (any file name) in the data folder.
 _NFL_COMPANIONS = {NFL_WEATHER_FILE: {"schedule_date", "team_home", "team_away", "weather_temperature"},
                    NFL_STADIUMS_FILE: {"stadium_name", "stadium_type"},
@@ -375,12 +382,14 @@ def _concat(tables: Sequence[GameTable], sport: str) -> GameTable:
     return GameTable(games, pd.concat(rejected, ignore_index=True), info)
 
 
-def read_sport(sport: str, data_dir: str | Path | None = None,
+def read_sport(sport: str, data_dir: str | Path | SportsData | None = None,
                sources: Sequence[SportsFile | Mapping] | None = None) -> GameTable:
     """The game table for one sport: from the sources declared for it, else from every file in data_dir
     (a folder, or one file) that fits one of its formats. NFL gets weather, dome and team ids when the
     weather files are beside its archive."""
     key = canonical_sport(sport)
+    if isinstance(data_dir, SportsData):
+        sources, data_dir = [*data_dir.sources, *(sources or [])], data_dir.data_dir
     files = [s if isinstance(s, SportsFile) else SportsFile(**s) for s in (sources or [])]
     files = [f for f in files if canonical_sport(f.sport) == key]
     if not files:
@@ -410,7 +419,7 @@ def read_sport(sport: str, data_dir: str | Path | None = None,
     return table
 
 
-def load_sport(sport: str, data_dir: str | Path | None = None, errors: list | None = None,
+def load_sport(sport: str, data_dir: str | Path | SportsData | None = None, errors: list | None = None,
                sources: Sequence[SportsFile | Mapping] | None = None) -> pd.DataFrame:
     """The game table for one sport; rejected rows are appended to `errors` when given."""
     table = read_sport(sport, data_dir, sources)

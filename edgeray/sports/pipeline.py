@@ -172,9 +172,8 @@ def consistency(frame: pd.DataFrame) -> dict:
     return {"score": float(np.mean(list(per_check.values()))), "per_check": per_check, "failures": failures}
 
 
-def run_pipeline(sport: str, data_dir: str | Path, progress: Callable[[str, int, int], None] | None = None,
-                 fit_seasons: list[int] | None = None, feature_config: dict | None = None,
-                 sources: list[dict] | None = None) -> PipelineReport:
+def run_pipeline(sport: str, data_dir, progress: Callable[[str, int, int], None] | None = None,
+                 fit_seasons: list[int] | None = None, feature_config: dict | None = None) -> PipelineReport:
     """Run the four stages for one sport; progress(stage, index, total) is called as each stage finishes."""
     stages: list[StageReport] = []
 
@@ -184,7 +183,7 @@ def run_pipeline(sport: str, data_dir: str | Path, progress: Callable[[str, int,
             progress(report.name, len(stages), len(STAGES))
 
     t = time.perf_counter()
-    table = read_sport(sport, data_dir, sources)
+    table = read_sport(sport, data_dir)
     rejected = table.rejected.to_dict("records")
     done(StageReport("ingestion", table.info["rows_read"], len(table.games), time.perf_counter() - t,
                      rejected[:MAX_ERRORS_LISTED], len(rejected), {**table.info, "rows_rejected":

@@ -13,7 +13,7 @@ import pandas as pd
 
 from edgeray.sports.features import build_features
 from edgeray.sports.formats import canonical_sport
-from edgeray.sports.games import load_sport
+from edgeray.sports.games import SportsData, load_sport
 from edgeray.sports.models import FAMILIES, make_model, train_and_evaluate
 from edgeray.sports.performance import frame_performance
 from edgeray.sports.registry import ModelRegistry
@@ -63,9 +63,9 @@ def validate_params(params: dict) -> dict:
 def train_sport_model(params: dict, progress: Callable[[int, int, dict], None] | None = None, device: str = "cpu") -> dict:
     p = validate_params(params)
     data_dir = Path(p["data_dir"])
-    if not data_dir.exists():
+    if not p.get("sources") and not data_dir.exists():
         raise ValueError(f"params.data_dir: {data_dir} does not exist")
-    frame = build_features(load_sport(p["sport"], data_dir, sources=p.get("sources")))
+    frame = build_features(load_sport(p["sport"], SportsData(str(data_dir), tuple(p.get("sources") or ()))))
     train_seasons, test_seasons = default_seasons(frame, p.get("train_seasons"), p.get("test_seasons"))
     model, report = train_and_evaluate(p["sport"], p["family"], p.get("name"), p.get("model_params") or {}, frame,
                                        train_seasons, test_seasons, progress=progress, device=device,

@@ -140,7 +140,7 @@ async def underdog_train(body: UnderdogTrainBody, api=Depends(get_api), who=requ
     from edgeray.underdog.model import train
 
     return await asyncio.get_running_loop().run_in_executor(None, lambda: train(
-        api.cfg.sports.data_dir, api.underdog_dir(), tiers=body.tiers, seasons=body.seasons))
+        api.cfg.sports.data(), api.underdog_dir(), tiers=body.tiers, seasons=body.seasons))
 
 
 @router.get("/api/underdog/predict", responses=responses(401, 403, 422))
@@ -149,7 +149,7 @@ async def underdog_predict(date: str | None = Query(None, max_length=32), min_od
                            who=require("read")) -> list[dict]:
     from edgeray.underdog.model import predict
 
-    return api.records(predict(api.underdog_dir(), api.cfg.sports.data_dir, date=date, min_odds=min_odds, max_odds=max_odds))
+    return api.records(predict(api.underdog_dir(), api.cfg.sports.data(), date=date, min_odds=min_odds, max_odds=max_odds))
 
 
 @router.post("/api/underdog/backtest", responses=responses(401, 403, 413, 422, 503))
@@ -157,7 +157,7 @@ async def underdog_backtest(body: UnderdogBacktestBody, api=Depends(get_api), wh
     from actors.backtest_tasks import backtest_task
     from edgeray.underdog.model import backtest_opportunities
 
-    opportunities = backtest_opportunities(api.underdog_dir(), api.cfg.sports.data_dir, seasons=body.seasons,
+    opportunities = backtest_opportunities(api.underdog_dir(), api.cfg.sports.data(), seasons=body.seasons,
                                            tiers=body.tiers, allow_earlier=body.allow_earlier)
     if opportunities.empty:  # nothing to bet on is a result, with its reason
         return {"metrics": {"total_bets": 0}, "no_bets_reason": opportunities.attrs["empty_reason"],

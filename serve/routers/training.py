@@ -166,7 +166,7 @@ async def data_pipeline_run(body: PipelineRunBody, api=Depends(get_api), who=req
 
     def work() -> None:
         try:
-            report = run_pipeline(sport, api.cfg.sports.data_dir, progress=progress, sources=api.cfg.sports.file_sources())
+            report = run_pipeline(sport, api.cfg.sports.data(), progress=progress)
             status.update(state="finished", progress=1.0, report=report.to_dict())
         except Exception as exc:  # noqa: BLE001 - the status shows why the run failed
             status.update(state="failed", error=f"{type(exc).__name__}: {exc}")
@@ -190,4 +190,4 @@ async def features_explain(model_id: int = Query(ge=0, le=2**31), rows: int = Qu
                            who=require("read")) -> dict:
     from edgeray.sports.explain import explain_sport_model
 
-    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data_dir, model_id, rows)
+    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data(), model_id, rows)
