@@ -61,7 +61,7 @@ def test_queue_trains_a_real_model_that_the_matrix_and_explainer_serve(api):
     assert report["beats_market_log_loss"] == (report["model"]["log_loss"] < report["market"]["log_loss"])
     assert api.post(f"/api/training/job/{job_id}/cancel", headers=TRADER).status_code == 409  # already finished
 
-    matrix = api.get("/api/performance/matrix", params={"sport": "nba"}, headers=VIEWER).json()
+    matrix = api.get("/api/performance/matrix", params={"sport": "nba"}, headers=VIEWER).json()["matrix"]
     assert [row["model_id"] for row in matrix] == [model_id]
     assert abs(matrix[0]["log_loss"] - report["model"]["log_loss"]) < 1e-9
     board = api.get("/api/performance/leaderboard/nba", params={"metric": "brier"}, headers=VIEWER).json()

@@ -23,13 +23,27 @@ def game_opportunities(games: pd.DataFrame, p_home: np.ndarray) -> pd.DataFrame:
     return out[np.isfinite(out["decimal_odds"]) & (out["decimal_odds"] > 1)].sort_values(["date", "game_id", "side"]).reset_index(drop=True)
 
 
-def model_opportunities(registry, model_id: int, frame: pd.DataFrame, start_date=None, end_date=None) -> pd.DataFrame:
+def _day(value, field: str) -> pd.Timestamp | None:
+    if not value:
+        return None
+    try:
+        return pd.Timestamp(value, tz="UTC")
+    except (ValueError, TypeError):
+        raise ValueError(f"{field}: expected a date like 2024-01-31, got {value!r}") from None
+
+
+def model_opportunities(registry, model_id: int | str, frame: pd.DataFrame, start_date=None, end_date=None) -> pd.DataFrame:
     """Opportunities for games in [start_date, end_date) that the model never trained on (no look-ahead:
     a window that reaches into the model's training seasons is refused)."""
-    record = registry.get(model_id)
+    record = registry.resolve(model_id)
+    model_id = record["model_id"]
     trained = (record.get("data") or {}).get("train_seasons") or []
-    start = pd.Timestamp(start_date, tz="UTC") if start_date else None
-    end = pd.Timestamp(end_date, tz="UTC") if end_date else None
+    start, end = _day(start_date, "start_date"), _day(end_date, "end_date")
+    if len(frame) and ((start is not None and start > frame["date"].max()) or (end is not None and end <= frame["date"].min())):
+        raise ValueError(f"{'start_date' if start is not None and start > frame['date'].max() else 'end_date'}: "
+                         f"{start_date if start is not None and start > frame['date'].max() else end_date!r} is "
+                         f"outside the {record['sport']} data, which spans {frame['date'].min().date()} to "
+                         f"{frame['date'].max().date()}")
     window = frame[(frame["date"] >= start) if start is not None else np.ones(len(frame), bool)]
     if end is not None:
         window = window[window["date"] < end]

@@ -128,6 +128,39 @@ PARAM_SCHEMAS: dict[str, type[_Params]] = {
 }
 
 
+def resolve_model_type(model_type: Any, name: str | None = None) -> tuple[str, str]:
+    """A family ('ensemble') or one model of a family ('lstm_weather', 'stacked') -> (family, model name)."""
+    key = str(model_type).strip().lower() if isinstance(model_type, str) else ""
+    if key in FAMILIES:
+        return key, FAMILIES[key][0] if name is None else name
+    for family, names in FAMILIES.items():
+        if key in names:
+            if name not in (None, key):
+                raise ValueError(f"name: {name!r} is not the model that model_type {model_type!r} names")
+            return family, key
+    known = sorted(FAMILIES) + [n for names in FAMILIES.values() for n in names]
+    raise ValueError(f"model_type: unknown model type {model_type!r}; known: {known}")
+
+
+# The specification's generic training knobs, mapped onto each model's own parameter (first that exists).
+SPEC_HYPERPARAMETERS = {"epochs": ("epochs",), "batch_size": ("batch_size",), "learning_rate": ("lr",)}
+
+
+def spec_hyperparameters(name: str, values: dict) -> tuple[dict, list[str]]:
+    """(the model's params from the generic knobs given, the knobs this model has no use for)."""
+    fields = PARAM_SCHEMAS[name].model_fields
+    params, ignored = {}, []
+    for key, value in values.items():
+        if value is None:
+            continue
+        target = next((f for f in SPEC_HYPERPARAMETERS[key] if f in fields), None)
+        if target is None:
+            ignored.append(key)
+        else:
+            params[target] = value
+    return params, ignored
+
+
 def _validate_params(name: str, params: dict, source: str) -> _Params:
     try:
         return PARAM_SCHEMAS[name].model_validate(params)

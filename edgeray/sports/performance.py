@@ -22,7 +22,8 @@ from sklearn import metrics as skm
 
 from edgeray.sports.registry import FAMILIES, ModelRegistry, check_family, check_sport
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "log_loss", "brier")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "log_loss", "brier", "confidence",
+                          "n_predictions")
 BETTING_METRICS = ("roi", "profit_loss", "sharpe", "n_bets", "hit_rate")
 MARKET_METRICS = ("market_log_loss", "market_brier", "market_accuracy", "market_auc")
 METRICS = CLASSIFICATION_METRICS + BETTING_METRICS + MARKET_METRICS
@@ -73,7 +74,23 @@ def prediction_metrics(y_true: Any, p_home: Any, threshold: float = 0.5) -> dict
         "auc": float(skm.roc_auc_score(y_int, p)) if both_classes else None,
         "log_loss": float(skm.log_loss(y_int, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1])),
         "brier": float(skm.brier_score_loss(y_int, p)),
+        # How sure the model is of its picks: the mean probability it gives the side it picks.
+        "confidence": float(np.maximum(p, 1.0 - p).mean()),
+        "n_predictions": int(len(y)),
     }
+
+
+# The specification's performance thresholds (training-queue spec, "Performance Thresholds").
+THRESHOLDS = {"min_accuracy": 0.55, "target_accuracy": 0.70, "min_roi": 0.05, "target_roi": 0.15}
+
+
+def threshold_flags(accuracy: float | None, roi: float | None) -> dict:
+    """Each threshold met (True/False), or None where the figure is unknown."""
+    def met(value, bar):
+        return None if value is None or not np.isfinite(value) else bool(value >= bar)
+    return {"meets_min_accuracy": met(accuracy, THRESHOLDS["min_accuracy"]),
+            "meets_target_accuracy": met(accuracy, THRESHOLDS["target_accuracy"]),
+            "meets_min_roi": met(roi, THRESHOLDS["min_roi"]), "meets_target_roi": met(roi, THRESHOLDS["target_roi"])}
 
 
 def betting_metrics(p_home: Any, market_prob_home: Any, home_dec: Any, away_dec: Any, home_win: Any,
@@ -191,16 +208,37 @@ class PerformanceMatrix:
             row = {k: r[k] for k in _IDENTITY}
             row.update({m: flat.get(m) for m in METRICS})
             row["beats_market_log_loss"] = flat.get("beats_market_log_loss")
+            if row.get("n_predictions") is None:  # records written before the count was kept
+                row["n_predictions"] = flat.get("n")
+            row.update(threshold_flags(row.get("accuracy"), row.get("roi")))
             row["tags"] = ",".join(r["tags"])
             row["params"] = json.dumps(r["params"], sort_keys=True)
             rows.append(row)
-        columns = [*_IDENTITY, *METRICS, "beats_market_log_loss", "tags", "params"]
+        columns = [*_IDENTITY, *METRICS, "beats_market_log_loss", *threshold_flags(None, None), "tags", "params"]
         table = pd.DataFrame(rows, columns=columns)
         table[list(METRICS)] = table[list(METRICS)].astype(float)  # None -> NaN
         table["created_at"] = pd.to_datetime(table["created_at"], utc=True, format="ISO8601")
         if sort_by is not None:
             table = self._sorted(table, sort_by, ascending)
         return table.reset_index(drop=True)
+
+    def summary(self, table: pd.DataFrame) -> dict:
+        """Totals over a matrix: models per sport and family, the best model by log loss and by ROI, how many
+        beat the market and meet each threshold (the specification's `{matrix, summary}` response)."""
+        def best(metric: str) -> dict | None:
+            known = table.dropna(subset=[metric])
+            if known.empty:
+                return None
+            row = self._sorted(known, metric).iloc[0]
+            return {"model_id": int(row["model_id"]), "sport": str(row["sport"]), "family": str(row["family"]),
+                    "name": str(row["name"]), metric: float(row[metric])}
+        flags = list(threshold_flags(None, None))
+        def counts(column: str) -> dict:
+            return {str(k): int(v) for k, v in table[column].value_counts().items()}
+        return {"models": int(len(table)), "by_sport": counts("sport"), "by_family": counts("family"),
+                "best_log_loss": best("log_loss"), "best_roi": best("roi"),
+                "beat_market_log_loss": int((table["beats_market_log_loss"] == True).sum()),  # noqa: E712 - None stays out
+                "thresholds": dict(THRESHOLDS), **{f: int((table[f] == True).sum()) for f in flags}}  # noqa: E712
 
     @staticmethod
     def _sorted(table: pd.DataFrame, metric: str, ascending: bool | None = None) -> pd.DataFrame:

@@ -189,8 +189,16 @@ class ModelRegistry:
             raise KeyError(f"model_id {model_id} is not in the registry at {self.root}")
         return records[0]
 
-    def resolve(self, ref: int | tuple) -> dict:
-        """A record from a model_id or a (sport, family, name, version | "latest") tuple."""
+    def resolve(self, ref: int | str | tuple) -> dict:
+        """A record from a model_id, a caller's model key (the newest model tagged with it; digits are an id)
+        or a (sport, family, name, version | "latest") tuple."""
+        if isinstance(ref, str):
+            if ref.strip().isdigit():
+                return self.get(int(ref))
+            tagged = self.list(tag=ref)
+            if not tagged:
+                raise KeyError(f"model_id {ref!r}: no registered model has this id or tag")
+            return max(tagged, key=lambda r: (r["created_at"], r["model_id"]))
         if isinstance(ref, tuple):
             if len(ref) != 4:
                 raise ValueError(f"ref: expected (sport, family, name, version|'latest'), got {ref!r}")

@@ -1,6 +1,6 @@
 """Backtests of registered sport models and the underdog model (viewer reads, trader trains)."""
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import ray
 from fastapi import APIRouter, Depends, Query
@@ -10,7 +10,10 @@ from serve.deps import Body, error, get_api, require, responses
 
 router = APIRouter(tags=["backtest"])
 
-Method = Literal["fixed", "percentage", "kelly", "confidence"]
+Method = Literal["fixed", "percentage", "kelly", "confidence", "kelly_criterion", "fixed_amount", "confidence_based"]
+# The specification's strategy names for the engine's four methods.
+STRATEGY_ALIASES = {"kelly_criterion": "kelly", "fixed_amount": "fixed", "confidence_based": "confidence"}
+ModelRef = Annotated[int, Field(ge=0, le=2**31)] | Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Seasons = list[int] | None
 Date = str | None
 
@@ -25,12 +28,12 @@ class SizingBody(Body):
     percentage: float = Field(0.02, gt=0, le=1)
 
     def spec(self, method: str) -> dict:
-        return {"method": method, "amount": self.amount, "percentage": self.percentage, "kelly_fraction": self.kelly_fraction,
+        return {"method": STRATEGY_ALIASES.get(method, method), "amount": self.amount, "percentage": self.percentage, "kelly_fraction": self.kelly_fraction,
                 "kelly_cap": self.kelly_cap, "min_edge": self.min_edge, "min_confidence": self.min_confidence}
 
 
 class BacktestBody(SizingBody):
-    model_id: int = Field(ge=0, le=2**31)
+    model_id: ModelRef  # the registry's id, or the caller's key (the model_id given when it was trained)
     sport: str = Field(max_length=32)
     start_date: Date = Field(None, max_length=32)
     end_date: Date = Field(None, max_length=32)
@@ -75,12 +78,14 @@ def _opportunities(api, body: BacktestBody):
     from edgeray.backtest.opportunities import model_opportunities
     from edgeray.sports.registry import ModelRegistry
 
+    from edgeray.sports.formats import canonical_sport
+
     registry = ModelRegistry(api.cfg.sports.registry_dir)
-    record = registry.get(body.model_id)  # KeyError -> 404
-    if record["sport"] != body.sport.lower():
+    record = registry.resolve(body.model_id)  # KeyError -> 404
+    if record["sport"] != canonical_sport(body.sport):
         raise error(422, ["body", "sport"], f"sport: model {body.model_id} is a {record['sport']} model, not {body.sport!r}",
                     "wrong_sport", body.sport)
-    return model_opportunities(registry, body.model_id, api.sport_frame(body.sport), body.start_date, body.end_date)
+    return model_opportunities(registry, record["model_id"], api.sport_frame(body.sport), body.start_date, body.end_date)
 
 
 @router.post("/api/backtest/run", responses=responses(401, 403, 404, 413, 422, 503))

@@ -17,21 +17,55 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\
 Params = Annotated[dict[str, Any], Field(max_length=64)]
 
 
+ModelKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
 class SubmitBody(Body):
+    """`{task, params}`, or the specification's flat sport-model form: `{model_id, sport, model_type, epochs,
+    batch_size, learning_rate}` (model_id is the caller's name for the model; the registry tags it with it)."""
     task: str = Field("sport_model", max_length=64)
     params: Params = {}
     priority: int = Field(0, ge=-100, le=100)
     num_gpus: float | None = Field(None, ge=0, le=64)
+    model_id: ModelKey | None = None
+    sport: str | None = Field(None, max_length=32)
+    model_type: str | None = Field(None, max_length=32)
+    model_name: str | None = Field(None, max_length=200)
+    epochs: int | None = Field(None, ge=1, le=100_000)
+    batch_size: int | None = Field(None, ge=2, le=1_000_000)
+    learning_rate: float | None = Field(None, gt=0, le=10)
+
+    def flat(self) -> bool:
+        return any(v is not None for v in (self.sport, self.model_type, self.model_id, self.epochs, self.batch_size,
+                                           self.learning_rate, self.model_name))
 
 
 class SportModelBody(Body):
     sport: str = Field(max_length=32)
-    model_type: str = Field(max_length=32)  # the model family: statistical, ensemble, neural, lstm
+    model_type: str = Field(max_length=32)  # a family (statistical, ensemble, neural, lstm) or one model (lstm_weather)
     name: str | None = Field(None, max_length=200)
+    model_name: str | None = Field(None, max_length=200)  # a display name; kept as a tag of the registered model
+    model_id: ModelKey | None = None                         # the caller's id for the model; a tag too
     params: Params = {}
     train_seasons: list[int] | None = Field(None, max_length=50)
     test_seasons: list[int] | None = Field(None, max_length=50)
     priority: int = Field(0, ge=-100, le=100)
+
+
+def _sport_model_params(sport: str, model_type: str, name: str | None, model_params: dict, hyper: dict,
+                        tags: list[str]) -> tuple[dict, list[str]]:
+    """A sport_model job's params from either request form; (params, the generic knobs the model ignores)."""
+    from edgeray.sports.models import resolve_model_type, spec_hyperparameters
+
+    try:
+        family, model = resolve_model_type(model_type, name)
+    except ValueError as exc:
+        field = "name" if str(exc).startswith("name") else "model_type"
+        raise error(422, ["body", field], str(exc), "value_error", model_type) from None
+    extra, ignored = spec_hyperparameters(model, hyper)
+    params = {"sport": sport, "family": family, "name": model, "model_params": {**extra, **model_params},
+              "tags": [t for t in tags if t]}
+    return params, ignored
 
 
 class CompareBody(Body):
@@ -55,8 +89,22 @@ async def training_queue(api=Depends(get_api), who=require("read")) -> list[dict
 
 @router.post("/api/training/submit", responses=responses(401, 403, 413, 422, 503))
 async def training_submit(body: SubmitBody, api=Depends(get_api), who=require("trade")) -> dict:
+    params, ignored = body.params, []
+    if body.flat():
+        if body.task != "sport_model":
+            raise error(422, ["body", "sport"], f"the flat form (sport, model_type, ...) is for task sport_model, "
+                        f"not {body.task!r}", "value_error", body.task)
+        if body.sport is None or body.model_type is None:
+            missing = "sport" if body.sport is None else "model_type"
+            raise error(422, ["body", missing], f"{missing}: required in the flat sport-model form", "missing", None)
+        hyper = {"epochs": body.epochs, "batch_size": body.batch_size, "learning_rate": body.learning_rate}
+        params, ignored = _sport_model_params(body.sport, body.model_type, (body.params or {}).get("name"),
+                                              (body.params or {}).get("model_params") or {}, hyper,
+                                              [body.model_id, body.model_name])
+        params = {**{k: v for k, v in body.params.items() if k not in ("name", "model_params")}, **params}
     server = _server_params(api) if body.task == "sport_model" else None
-    return await api.queue().submit.remote(who.name, body.task, body.params, body.priority, body.num_gpus, server)
+    job = await api.queue().submit.remote(who.name, body.task, params, body.priority, body.num_gpus, server)
+    return {**job, "ignored_params": ignored} if ignored else job
 
 
 @router.get("/api/training/job/{job_id}", responses=responses(401, 403, 404, 422, 503))
@@ -86,8 +134,9 @@ async def training_gpu_stats(api=Depends(get_api), who=require("read")) -> dict:
 
 @router.post("/api/models/create-sport-model", responses=responses(401, 403, 413, 422, 503))
 async def create_sport_model(body: SportModelBody, api=Depends(get_api), who=require("trade")) -> dict:
-    params = {"sport": body.sport, "family": body.model_type, "name": body.name, "model_params": body.params,
-              "train_seasons": body.train_seasons, "test_seasons": body.test_seasons}
+    params, _ = _sport_model_params(body.sport, body.model_type, body.name, body.params, {},
+                                    [body.model_id, body.model_name])
+    params.update({"train_seasons": body.train_seasons, "test_seasons": body.test_seasons})
     return await api.queue().submit.remote(who.name, "sport_model", params, body.priority, None, _server_params(api))
 
 
@@ -109,8 +158,11 @@ Metric = Annotated[str, Query(max_length=32)]
 @router.get("/api/performance/matrix", responses=responses(401, 403, 404, 422))
 async def performance_matrix(sport: str | None = Query(None, max_length=32), days_back: int | None = Query(None, ge=1, le=36_500),
                              sort_by: str | None = Query(None, max_length=32), api=Depends(get_api),
-                             who=require("read")) -> list[dict]:
-    return api.records(api.matrix().matrix(sport=sport, days_back=days_back, sort_by=sort_by))
+                             who=require("read")) -> dict:
+    """`{matrix: [one row per model], summary: {...}}`; each row flags the performance thresholds it meets."""
+    matrix = api.matrix()
+    table = matrix.matrix(sport=sport, days_back=days_back, sort_by=sort_by)
+    return {"matrix": api.records(table), "summary": matrix.summary(table)}
 
 
 @router.post("/api/performance/compare", responses=responses(401, 403, 404, 413, 422))

@@ -1,0 +1,113 @@
+"""The specification's own HTTP examples (training-queue spec, "Getting Started"), sent exactly as written
+through the real Serve app over HTTP: each works, or answers a 4xx that says what to change."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import SHARED, TRADER, VIEWER, pipeline_config, serve_api, shared_file
+
+DEADLINE_S = 240
+
+SUBMIT = {"model_id": "nba_ensemble_v1", "sport": "NBA", "model_type": "ensemble", "epochs": 50, "batch_size": 32,
+          "learning_rate": 0.001}
+CREATE = {"sport": "NFL", "model_type": "lstm_weather", "model_name": "NFL Weather LSTM v1"}
+BACKTEST = {"model_id": "nba_ensemble_v1", "sport": "NBA", "start_date": "2024-01-01", "end_date": "2024-02-01",
+            "initial_bankroll": 1000, "betting_strategy": "kelly_criterion", "min_confidence": 0.65}
+
+
+@pytest.fixture(scope="module")
+def api(ray_session, tmp_path_factory):
+    shared_file("sports/nba_2007_2023.csv")
+    tmp = tmp_path_factory.mktemp("seed_contract")
+    cfg = pipeline_config(tmp, "seed_contract", sports={"data_dir": str(SHARED / "sports"), "registry_dir": str(tmp / "registry"),
+                                                        "queue_db": str(tmp / "queue.sqlite")})
+    with serve_api(cfg, "edgeray-seed-contract", timeout=120) as client:
+        yield client
+
+
+def wait_for(fetch, done, what: str):
+    """Poll a status route until `done(body)` or the deadline (waiting on a condition, not a clock)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        body = fetch()
+        if done(body):
+            return body
+        time.sleep(0.25)
+    raise AssertionError(f"{what} did not finish in {DEADLINE_S} s: {body}")
+
+
+@pytest.fixture(scope="module")
+def trained(api):
+    """The documented submission, trained to the end."""
+    job = api.post("/api/training/submit", json=SUBMIT, headers=TRADER)
+    assert job.status_code == 200, job.text
+    body = job.json()
+    # An ensemble has no epochs, batch size or learning rate of its own: said, not silently dropped.
+    assert body["ignored_params"] == ["epochs", "batch_size", "learning_rate"]
+    assert body["params"]["sport"] == "nba" and body["params"]["family"] == "ensemble"
+    assert body["params"]["tags"] == ["nba_ensemble_v1"]
+    done = wait_for(lambda: api.get(f"/api/training/job/{body['job_id']}", headers=TRADER).json(),
+                    lambda j: j["state"] in ("completed", "failed", "cancelled"), "the documented training job")
+    assert done["state"] == "completed", done.get("error")
+    return done
+
+
+def test_documented_training_submission_trains_a_model_found_by_its_string_id(api, trained):
+    model_id = trained["result"]["model_id"]
+    record = api.get("/api/performance/leaderboard/NBA", headers=VIEWER)
+    assert record.status_code == 200 and [r["model_id"] for r in record.json()] == [model_id]
+    assert "nba_ensemble_v1" in record.json()[0]["tags"]
+
+
+def test_documented_sport_model_creation_takes_the_model_type_and_name(api):
+    job = api.post("/api/models/create-sport-model", json=CREATE, headers=TRADER)
+    assert job.status_code == 200, job.text
+    params = job.json()["params"]
+    assert (params["sport"], params["family"], params["name"]) == ("nfl", "lstm", "lstm_weather")
+    assert params["tags"] == ["NFL Weather LSTM v1"]
+    cancelled = api.post(f"/api/training/job/{job.json()['job_id']}/cancel", headers=TRADER)  # not needed further
+    assert cancelled.status_code in (200, 409)
+    wrong = api.post("/api/models/create-sport-model", json={**CREATE, "model_type": "lstm_sunshine"}, headers=TRADER)
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "model_type"]
+    assert "lstm_weather" in wrong.json()["detail"][0]["msg"]  # the known types are listed
+
+
+def test_documented_backtest_names_the_data_span_and_runs_inside_it(api, trained):
+    outside = api.post("/api/backtest/run", json=BACKTEST, headers=VIEWER)
+    assert outside.status_code == 422, outside.text
+    item = outside.json()["detail"][0]
+    assert item["loc"][-1] == "start_date"
+    assert "'2024-01-01' is outside the nba data, which spans 2007-10-30 to 2023-01-16" in item["msg"]
+
+    inside = api.post("/api/backtest/run", json={**BACKTEST, "start_date": "2022-11-01", "end_date": "2023-01-17"},
+                      headers=VIEWER)
+    assert inside.status_code == 200, inside.text
+    result = inside.json()
+    assert result["sizing"]["method"] == "kelly" and result["initial_bankroll"] == 1000
+    metrics = result["metrics"]
+    assert metrics["opportunities"] > 100 and 0 <= metrics["total_bets"] <= metrics["opportunities"]
+    unknown = api.post("/api/backtest/run", json={**BACKTEST, "model_id": "nba_ensemble_v9"}, headers=VIEWER)
+    assert unknown.status_code == 404 and "nba_ensemble_v9" in unknown.json()["detail"][0]["msg"]
+
+
+def test_documented_performance_matrix_is_matrix_and_summary(api, trained):
+    got = api.get("/api/performance/matrix?sport=NBA&days_back=30", headers=VIEWER)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert set(body) == {"matrix", "summary"}
+    row = next(r for r in body["matrix"] if r["model_id"] == trained["result"]["model_id"])
+    perf = trained["result"]["performance"]
+    assert row["n_predictions"] == perf["n_predictions"] > 100 and row["confidence"] == pytest.approx(perf["confidence"])
+    assert 0.5 <= row["confidence"] <= 1.0
+    assert row["meets_min_accuracy"] == (row["accuracy"] >= 0.55)
+    assert row["meets_target_roi"] is None if row["roi"] is None else row["meets_target_roi"] == (row["roi"] >= 0.15)
+    summary = body["summary"]
+    assert summary["models"] == len(body["matrix"]) and summary["by_sport"] == {"nba": len(body["matrix"])}
+    assert summary["thresholds"] == {"min_accuracy": 0.55, "target_accuracy": 0.70, "min_roi": 0.05, "target_roi": 0.15}
+    assert summary["best_log_loss"]["model_id"] == row["model_id"]
+    assert summary["meets_min_accuracy"] == sum(1 for r in body["matrix"] if r["meets_min_accuracy"])
+    for sport in ("NBA", "ncaab", "MLB", "ncaaf"):
+        assert api.get("/api/performance/matrix", params={"sport": sport}, headers=VIEWER).status_code == 200
+        assert api.get(f"/api/performance/leaderboard/{sport}", headers=VIEWER).status_code == 200
