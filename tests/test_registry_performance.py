@@ -319,3 +319,28 @@ def test_matrix_reads_the_contract_evaluate_output(tmp_path, games):
     row = PerformanceMatrix(registry).matrix().iloc[0]
     assert (row.log_loss, row.market_log_loss, row.auc) == (0.61, 0.6, 0.7)
     assert not row.beats_market_log_loss and math.isnan(row.roi)
+
+
+def test_significance_vs_market_on_constructed_predictions():
+    from scipy import stats
+
+    from edgeray.sports.performance import significance_vs_market
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    truth = rng.uniform(0.2, 0.8, n)
+    y = (rng.uniform(size=n) < truth).astype(float)
+    dates = np.repeat(np.arange(n // 8), 8)
+    noisy = np.clip(truth + rng.normal(0, 0.15, n), 0.02, 0.98)  # a market that knows less than the truth
+    better = significance_vs_market(y, truth, noisy, dates)
+    assert better["mean_diff"] < 0 and better["ci95"][1] < 0 and better["model_better"] and better["p_value"] < 1e-6
+    same = significance_vs_market(y, noisy, noisy, dates)
+    assert same["mean_diff"] == 0 and same["p_value"] == 1.0 and not same["model_better"]
+    worse = significance_vs_market(y, noisy, truth, dates)
+    assert worse["ci95"][0] > 0 and not worse["model_better"]
+    # The p-value is the Diebold-Mariano statistic by hand on a tiny case.
+    y3, pm, pk = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.7, 0.4, 0.6, 0.8]), np.array([0.6, 0.5, 0.5, 0.6])
+    d = -(y3 * np.log(pm) + (1 - y3) * np.log(1 - pm)) + (y3 * np.log(pk) + (1 - y3) * np.log(1 - pk))
+    z = d.mean() / (d.std(ddof=1) / 2)
+    got = significance_vs_market(y3, pm, pk)
+    assert got["mean_diff"] == pytest.approx(d.mean()) and got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)))

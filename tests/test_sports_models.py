@@ -27,6 +27,7 @@ SMALL = {
     "logistic_l2": {"Cs": [0.1, 1.0], "cv_splits": 3},
     "poisson": {"alphas": [0.01, 1.0], "cv_splits": 3},
     "bayes_logistic": {"prior_vars": [0.1, 10.0], "cv_splits": 3},
+    "linear_regression": {"alphas": [1.0, 100.0], "cv_splits": 3},
     "voting_soft": {"n_estimators": 30, "gb_max_iter": 30},
     "voting_hard": {"n_estimators": 30, "gb_max_iter": 30},
     "stacked": {"n_estimators": 30, "gb_max_iter": 30, "cv_splits": 3},

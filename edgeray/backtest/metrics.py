@@ -134,6 +134,13 @@ def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: 
                  "avg_stake": staked / n if n else nan,
                  "market_implied_win_rate": float(implied.mean()) if n else nan}
     out["win_rate_minus_implied"] = out["win_rate"] - out["market_implied_win_rate"]
+    if "market_prob" in bets.columns:  # every opportunity, bet or not: is the model better than the market?
+        from edgeray.sports.performance import significance_vs_market
+
+        market_all = bets["market_prob"].to_numpy(dtype=float)
+        ok = np.isfinite(market_all) & np.isfinite(won_all) & np.isfinite(p_all)
+        out["significance_vs_market"] = significance_vs_market(won_all[ok], p_all[ok], market_all[ok],
+                                                               bets["date"].to_numpy()[ok], seed=seed)
 
     # Risk-adjusted returns per bet, annualised by how many bets a year this record places.
     years = max((date_ns[-1] - date_ns[0]) / np.timedelta64(1, "D"), 1.0) / 365.25 if n else nan

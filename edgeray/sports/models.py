@@ -7,7 +7,7 @@ slice of the training data (never on test rows). `evaluate` scores a model again
 margin-free closing probability on the same games; `train_and_evaluate` insists the test seasons
 come after the training seasons.
 
-Families: statistical (logistic_l2, poisson, bayes_logistic; sklearn/scipy), ensemble (voting_soft,
+Families: statistical (logistic_l2, poisson, bayes_logistic, linear_regression; sklearn/scipy), ensemble (voting_soft,
 voting_hard, stacked; sklearn), neural (mlp; torch) and lstm (lstm_weather; torch, in models_torch).
 
 Device policy: device="cuda" on a machine without CUDA raises ValueError (a job asked for a GPU and
@@ -31,21 +31,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import linalg, optimize, stats
 from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import SelectKBest, f_classif, f_regression
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression, PoissonRegressor
+from sklearn.linear_model import LogisticRegression, PoissonRegressor, Ridge
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier
 
 from edgeray.sports.formats import SPORTS, canonical_sport
 
 FAMILIES: dict[str, list[str]] = {
-    "statistical": ["logistic_l2", "poisson", "bayes_logistic"],
+    "statistical": ["logistic_l2", "poisson", "bayes_logistic", "linear_regression"],
     "ensemble": ["voting_soft", "voting_hard", "stacked"],
     "neural": ["mlp"],
     "lstm": ["lstm_weather"],
@@ -74,7 +75,7 @@ KFeatures = PosInt | Literal["all"]
 
 class _SelectCVParams(_Params):
     k_features: list[KFeatures] = Field(default_factory=lambda: [5, 10, "all"], min_length=1)
-    cv_splits: int = Field(4, ge=2, le=20)
+    cv_splits: int = Field(5, ge=2, le=20)
 
 
 class LogisticL2Params(_SelectCVParams):
@@ -83,6 +84,10 @@ class LogisticL2Params(_SelectCVParams):
 
 class PoissonParams(_SelectCVParams):
     alphas: list[PosFloat] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0], min_length=1)
+
+
+class LinearRegressionParams(_SelectCVParams):
+    alphas: list[PosFloat] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0], min_length=1)  # ridge strengths
 
 
 class BayesLogisticParams(_SelectCVParams):
@@ -97,7 +102,7 @@ class EnsembleParams(_Params):
     lr_C: PosFloat = 1.0
     nn_hidden: list[PosInt] = Field(default_factory=lambda: [16], min_length=1)
     nn_max_iter: PosInt = 300
-    cv_splits: int = Field(4, ge=2, le=20)  # stacked: time-ordered folds for the out-of-fold predictions
+    cv_splits: int = Field(5, ge=2, le=20)  # stacked: time-ordered folds for the out-of-fold predictions
 
 
 class MLPParams(_Params):
@@ -123,6 +128,7 @@ class LSTMParams(_Params):
 
 PARAM_SCHEMAS: dict[str, type[_Params]] = {
     "logistic_l2": LogisticL2Params, "poisson": PoissonParams, "bayes_logistic": BayesLogisticParams,
+    "linear_regression": LinearRegressionParams,
     "voting_soft": EnsembleParams, "voting_hard": EnsembleParams, "stacked": EnsembleParams,
     "mlp": MLPParams, "lstm_weather": LSTMParams,
 }
@@ -619,11 +625,41 @@ class PoissonScoreModel(_SelectCVModel):
         self._estimators = state
 
 
+class LinearMarginModel(_SelectCVModel):
+    """Linear regression (ridge) of the home margin; P(home win) = Phi(predicted margin / residual sd), the
+    sports analyst's classic: margins are roughly normal around the prediction."""
+
+    required_columns = ("home_score", "away_score")
+
+    def _fit_base(self, rows, X, y, progress, device):
+        margin = (pd.to_numeric(rows["home_score"], errors="coerce")
+                  - pd.to_numeric(rows["away_score"], errors="coerce")).to_numpy(dtype=float)
+        if not np.isfinite(margin).all():
+            raise ValueError("home_score/away_score: decided games need finite scores")
+        search, info = self._search(rows, X, margin, Ridge(), f_regression, "alpha", self.params["alphas"],
+                                    "neg_mean_squared_error")
+        self._estimator = search.best_estimator_
+        residual = margin - self._estimator.predict(X)
+        self._sigma = float(max(residual.std(ddof=X.shape[1] if len(margin) > X.shape[1] + 1 else 0), 1e-6))
+        self.diagnostics.update({**info, "residual_sd": self._sigma})
+        _report(progress, 1, 1, {"loss": float(log_loss(y, np.clip(self._predict_base(rows, X), 1e-6, 1 - 1e-6),
+                                                         labels=[0, 1]))})
+
+    def _predict_base(self, rows, X):
+        return stats.norm.cdf(self._estimator.predict(X) / self._sigma)
+
+    def _model_state(self):
+        return {"estimator": self._estimator, "sigma": self._sigma}
+
+    def _restore_model_state(self, state):
+        self._estimator, self._sigma = state["estimator"], state["sigma"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Ensemble family
 
 class EnsembleModel(SportModel):
-    """Random forest, gradient boosting, logistic regression and a small MLP, combined three ways.
+    """Random forest, XGBoost, logistic regression and a small MLP, combined three ways.
 
     Members are combined by hand: VotingClassifier hides the per-member votes that agreement needs and
     has no probability for hard voting; StackingClassifier's cross_val_predict needs folds that
@@ -631,16 +667,18 @@ class EnsembleModel(SportModel):
     """
 
     family = "ensemble"
-    MEMBERS = ("random_forest", "gradient_boosting", "logistic", "mlp")
+    MEMBERS = ("random_forest", "xgboost", "logistic", "mlp")
 
     def _members(self) -> dict[str, BaseEstimator]:
         p = self.params
         return {
             "random_forest": RandomForestClassifier(n_estimators=p["n_estimators"], max_depth=p["max_depth"],
                                                     min_samples_leaf=20, random_state=p["seed"], n_jobs=1),
-            "gradient_boosting": HistGradientBoostingClassifier(max_iter=p["gb_max_iter"], max_depth=3,
-                                                                learning_rate=p["learning_rate"],
-                                                                random_state=p["seed"]),
+            # XGBoost, as the specification names it; hist trees on the CPU (a few thousand games train in
+            # well under a second, so a GPU would only add transfer time).
+            "xgboost": XGBClassifier(n_estimators=p["gb_max_iter"], max_depth=3, learning_rate=p["learning_rate"],
+                                     tree_method="hist", device="cpu", n_jobs=1, random_state=p["seed"],
+                                     eval_metric="logloss"),
             "logistic": LogisticRegression(C=p["lr_C"], max_iter=1000),
             "mlp": MLPClassifier(hidden_layer_sizes=tuple(p["nn_hidden"]), alpha=1e-3, max_iter=p["nn_max_iter"],
                                  early_stopping=True, random_state=p["seed"]),
@@ -702,6 +740,7 @@ def _model_class(name: str) -> type[SportModel]:
 
         return {"mlp": models_torch.MLPModel, "lstm_weather": models_torch.LSTMWeatherModel}[name]
     return {"logistic_l2": LogisticL2Model, "bayes_logistic": BayesLogisticModel, "poisson": PoissonScoreModel,
+            "linear_regression": LinearMarginModel,
             "voting_soft": EnsembleModel, "voting_hard": EnsembleModel, "stacked": EnsembleModel}[name]
 
 
@@ -758,13 +797,18 @@ def evaluate(model: SportModel, frame: pd.DataFrame) -> dict:
     report["beats_market_log_loss"] = bool(report["model"]["log_loss"] < report["market"]["log_loss"])
     report["beats_market_brier"] = bool(report["model"]["brier"] < report["market"]["brier"])
     report["diagnostics"] = model.prediction_diagnostics(games)
+    from edgeray.sports.performance import significance_vs_market  # performance imports this module's registry
+
+    sig = report["significance"] = significance_vs_market(y, p, market, games["date"])
     verdict = "BEATS" if report["beats_market_log_loss"] and report["beats_market_brier"] else (
         "does NOT beat" if not (report["beats_market_log_loss"] or report["beats_market_brier"]) else "partly beats")
     report["summary"] = (
         f"{model.sport} {model.family}/{model.name} {verdict} the market on {len(games):,} games: "
         f"log loss {report['model']['log_loss']:.4f} vs market {report['market']['log_loss']:.4f} "
         f"({'better' if report['beats_market_log_loss'] else 'worse'}), Brier {report['model']['brier']:.4f} vs "
-        f"{report['market']['brier']:.4f} ({'better' if report['beats_market_brier'] else 'worse'}).")
+        f"{report['market']['brier']:.4f} ({'better' if report['beats_market_brier'] else 'worse'})"
+        + (f"; log-loss difference {sig['mean_diff']:+.4f} per game, 95% CI [{sig['ci95'][0]:+.4f}, "
+           f"{sig['ci95'][1]:+.4f}], p = {sig['p_value']:.3g} (Diebold-Mariano)." if sig["p_value"] is not None else "."))
     return report
 
 

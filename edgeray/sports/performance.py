@@ -80,6 +80,40 @@ def prediction_metrics(y_true: Any, p_home: Any, threshold: float = 0.5) -> dict
     }
 
 
+def significance_vs_market(y: Any, p_model: Any, p_market: Any, dates: Any = None, n_boot: int = 2000,
+                           seed: int = 0) -> dict:
+    """Is the model's per-game log loss different from the market's on the same games?
+
+    d_i = logloss_model_i - logloss_market_i (negative: the model did better). The p-value is the
+    Diebold-Mariano test (two-sided, normal approximation; games treated as independent draws); the 95% CI
+    of mean(d) resamples whole dates (games on one date share news and conditions), so it is wider than an
+    iid CI when same-day results move together. `model_better` only when the whole CI is below zero."""
+    y = np.asarray(y, dtype=float)
+    pm = np.clip(np.asarray(p_model, dtype=float), _EPS, 1 - _EPS)
+    pk = np.clip(np.asarray(p_market, dtype=float), _EPS, 1 - _EPS)
+    if not (len(y) == len(pm) == len(pk)):
+        raise ValueError(f"y/p_model/p_market: lengths differ ({len(y)}, {len(pm)}, {len(pk)})")
+    n = len(y)
+    method = ("Diebold-Mariano (two-sided) on per-game log-loss differences, model minus market; 95% CI by "
+              "bootstrap over dates")
+    if n < 2:
+        return {"n": n, "mean_diff": None, "ci95": None, "p_value": None, "model_better": False, "method": method}
+    ll = lambda p: -(y * np.log(p) + (1 - y) * np.log(1 - p))  # noqa: E731
+    d = ll(pm) - ll(pk)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    from scipy import stats as st
+
+    p_value = float(2 * st.norm.sf(abs(mean) / (sd / np.sqrt(n)))) if sd > 0 else (0.0 if mean != 0 else 1.0)
+    groups = pd.factorize(pd.Series(dates).to_numpy())[0] if dates is not None else np.arange(n)
+    sums, counts = np.bincount(groups, weights=d), np.bincount(groups).astype(float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    lo, hi = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+    return {"n": n, "mean_diff": mean, "ci95": [lo, hi], "p_value": p_value, "model_better": bool(hi < 0),
+            "method": method}
+
+
 # The specification's performance thresholds (training-queue spec, "Performance Thresholds").
 THRESHOLDS = {"min_accuracy": 0.55, "target_accuracy": 0.70, "min_roi": 0.05, "target_roi": 0.15}
 
@@ -208,13 +242,17 @@ class PerformanceMatrix:
             row = {k: r[k] for k in _IDENTITY}
             row.update({m: flat.get(m) for m in METRICS})
             row["beats_market_log_loss"] = flat.get("beats_market_log_loss")
+            sig = (r["metrics"].get("evaluation") or r["metrics"]).get("significance") or {}
+            row["p_value_vs_market"] = sig.get("p_value")
+            row["log_loss_diff_ci95"] = sig.get("ci95")
             if row.get("n_predictions") is None:  # records written before the count was kept
                 row["n_predictions"] = flat.get("n")
             row.update(threshold_flags(row.get("accuracy"), row.get("roi")))
             row["tags"] = ",".join(r["tags"])
             row["params"] = json.dumps(r["params"], sort_keys=True)
             rows.append(row)
-        columns = [*_IDENTITY, *METRICS, "beats_market_log_loss", *threshold_flags(None, None), "tags", "params"]
+        columns = [*_IDENTITY, *METRICS, "beats_market_log_loss", "p_value_vs_market", "log_loss_diff_ci95",
+                   *threshold_flags(None, None), "tags", "params"]
         table = pd.DataFrame(rows, columns=columns)
         table[list(METRICS)] = table[list(METRICS)].astype(float)  # None -> NaN
         table["created_at"] = pd.to_datetime(table["created_at"], utc=True, format="ISO8601")
