@@ -9,8 +9,9 @@ from edgeray.backtest.montecarlo import MonteCarloInputs, chunk_seeds, paths_chu
 
 
 @ray.remote(num_cpus=1)
-def backtest_task(opportunities: pd.DataFrame, spec: dict, initial_bankroll: float) -> dict:
-    return run_bets(opportunities, SizingSpec(**spec), initial_bankroll).to_dict()
+def backtest_task(opportunities: pd.DataFrame, spec: dict, initial_bankroll: float, bets_offset: int | None = None,
+                  bets_limit: int = 100) -> dict:
+    return run_bets(opportunities, SizingSpec(**spec), initial_bankroll).to_dict(bets_offset, bets_limit)
 
 
 @ray.remote(num_cpus=1)

@@ -88,6 +88,14 @@ def test_documented_backtest_names_the_data_span_and_runs_inside_it(api, trained
     assert result["sizing"]["method"] == "kelly" and result["initial_bankroll"] == 1000
     metrics = result["metrics"]
     assert metrics["opportunities"] > 100 and 0 <= metrics["total_bets"] <= metrics["opportunities"]
+    assert "significance_vs_market" in metrics and metrics["significance_vs_market"]["n"] == metrics["opportunities"]
+    bets = result["bets"]  # the bet history, paged
+    assert bets["total"] == metrics["total_bets"] and bets["offset"] == 0 and len(bets["items"]) == min(100, bets["total"])
+    if bets["total"] > 3:
+        page = api.post("/api/backtest/run", json={**BACKTEST, "start_date": "2022-11-01", "end_date": "2023-01-17",
+                                                   "bets_offset": 2, "bets_limit": 2}, headers=VIEWER).json()["bets"]
+        assert page["items"] == bets["items"][2:4]
+        assert set(page["items"][0]) >= {"date", "game_id", "side", "decimal_odds", "stake", "won", "pnl"}
     unknown = api.post("/api/backtest/run", json={**BACKTEST, "model_id": "nba_ensemble_v9"}, headers=VIEWER)
     assert unknown.status_code == 404 and "nba_ensemble_v9" in unknown.json()["detail"][0]["msg"]
 
@@ -111,3 +119,15 @@ def test_documented_performance_matrix_is_matrix_and_summary(api, trained):
     for sport in ("NBA", "ncaab", "MLB", "ncaaf"):
         assert api.get("/api/performance/matrix", params={"sport": sport}, headers=VIEWER).status_code == 200
         assert api.get(f"/api/performance/leaderboard/{sport}", headers=VIEWER).status_code == 200
+
+
+def test_tags_over_http_name_a_model_for_backtests(api, trained):
+    model_id = trained["result"]["model_id"]
+    tagged = api.post(f"/api/models/{model_id}/tags", json={"tags": ["favourite", "nba-prod"]}, headers=TRADER)
+    assert tagged.status_code == 200 and {"favourite", "nba-prod", "nba_ensemble_v1"} <= set(tagged.json()["tags"])
+    assert api.post(f"/api/models/{model_id}/tags", json={"tags": ["x"]}, headers=VIEWER).status_code == 403
+    assert api.post("/api/models/999999/tags", json={"tags": ["x"]}, headers=TRADER).status_code == 404
+    assert api.post(f"/api/models/{model_id}/tags", json={"tags": []}, headers=TRADER).status_code == 422
+    run = api.post("/api/backtest/run", json={**BACKTEST, "model_id": "nba-prod", "start_date": "2022-11-01",
+                                              "end_date": "2023-01-17"}, headers=VIEWER)
+    assert run.status_code == 200 and run.json()["metrics"]["opportunities"] > 100

@@ -77,13 +77,29 @@ class BacktestResult:
     initial_bankroll: float = 1000.0
     path: str = field(default="vectorised")
 
-    def to_dict(self) -> dict:
-        return _json_value({
+    BET_HISTORY_COLUMNS = ("date", "game_id", "side", "team", "decimal_odds", "model_prob", "market_prob", "edge",
+                           "stake", "won", "pnl", "bankroll_after")
+
+    def bet_history(self, offset: int = 0, limit: int = 100) -> dict:
+        """One page of placed bets in date order: {total, offset, limit, items}."""
+        placed = self.bets[self.bets["placed"]]
+        cols = [c for c in self.BET_HISTORY_COLUMNS if c in placed.columns]
+        page = placed.iloc[offset:offset + limit][cols]
+        return _json_value({"total": int(len(placed)), "offset": int(offset), "limit": int(limit),
+                            "items": [{c: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for c, v in row.items()}
+                                      for row in page.to_dict("records")]})
+
+    def to_dict(self, bets_offset: int | None = None, bets_limit: int = 100) -> dict:
+        """JSON-ready result; with bets_offset, one page of the bet history as `bets`."""
+        out = _json_value({
             "sizing": self.sizing.to_dict() if self.sizing else None, "initial_bankroll": self.initial_bankroll,
             "path": self.path, "metrics": self.metrics,
             "equity": {"date": [ts.isoformat() for ts in self.equity["date"]],
                        "bankroll": self.equity["bankroll"].to_numpy()},
         })
+        if bets_offset is not None:
+            out["bets"] = self.bet_history(bets_offset, bets_limit)
+        return out
 
 
 def _bad(values: np.ndarray, mask: np.ndarray) -> list:

@@ -34,6 +34,8 @@ class SizingBody(Body):
 
 class BacktestBody(SizingBody):
     model_id: ModelRef  # the registry's id, or the caller's key (the model_id given when it was trained)
+    bets_offset: int = Field(0, ge=0, le=10_000_000)  # the page of placed bets returned as `bets`
+    bets_limit: int = Field(100, ge=0, le=1_000)
     sport: str = Field(max_length=32)
     start_date: Date = Field(None, max_length=32)
     end_date: Date = Field(None, max_length=32)
@@ -92,7 +94,8 @@ def _opportunities(api, body: BacktestBody):
 async def backtest_run(body: BacktestBody, api=Depends(get_api), who=require("read")) -> dict:
     from actors.backtest_tasks import backtest_task
 
-    return await backtest_task.remote(_opportunities(api, body), body.spec(body.betting_strategy), body.initial_bankroll)
+    return await backtest_task.remote(_opportunities(api, body), body.spec(body.betting_strategy), body.initial_bankroll,
+                                      body.bets_offset, body.bets_limit)
 
 
 @router.post("/api/backtest/compare-strategies", responses=responses(401, 403, 404, 413, 422, 503))

@@ -140,6 +140,24 @@ async def create_sport_model(body: SportModelBody, api=Depends(get_api), who=req
     return await api.queue().submit.remote(who.name, "sport_model", params, body.priority, None, _server_params(api))
 
 
+class TagsBody(Body):
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=32)
+
+
+@router.post("/api/models/{model_id}/tags", responses=responses(401, 403, 404, 413, 422))
+async def model_tags(model_id: Annotated[int, Path(ge=0, le=2**31)], body: TagsBody, api=Depends(get_api),
+                     who=require("trade")) -> dict:
+    """Add tags to a registered model (the performance matrix shows them; a tag also names the model in
+    backtests, as the training request's model_id does)."""
+    from edgeray.sports.registry import ModelRegistry
+
+    registry = ModelRegistry(api.cfg.sports.registry_dir)
+    record = registry.get(model_id)  # KeyError -> 404
+    for tag in body.tags:
+        record = registry.tag(model_id, tag)
+    return {"model_id": model_id, "tags": record["tags"]}
+
+
 @router.get("/api/models/sport-features/{sport}/{model_type}", responses=responses(401, 403, 422))
 async def sport_features(sport: Annotated[str, Path(max_length=32)], model_type: Annotated[str, Path(max_length=32)],
                          who=require("read")) -> dict:
