@@ -171,8 +171,8 @@ class SportsSourceConfig(Strict):
     @classmethod
     def _known_format(cls, value: str) -> str:
         from edgeray.sports.formats import FORMATS
-        if value != "auto" and value not in FORMATS:
-            raise ValueError(f"unknown sports format {value!r}; known: auto, {', '.join(FORMATS)}")
+        if value not in ("auto", "box_scores") and value not in FORMATS:
+            raise ValueError(f"unknown sports format {value!r}; known: auto, {', '.join(FORMATS)}, box_scores")
         return value
 
 

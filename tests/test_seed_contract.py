@@ -131,3 +131,19 @@ def test_tags_over_http_name_a_model_for_backtests(api, trained):
     run = api.post("/api/backtest/run", json={**BACKTEST, "model_id": "nba-prod", "start_date": "2022-11-01",
                                               "end_date": "2023-01-17"}, headers=VIEWER)
     assert run.status_code == 200 and run.json()["metrics"]["opportunities"] > 100
+
+
+def test_sport_features_list_every_named_feature_with_its_availability(api):
+    got = api.get("/api/models/sport-features/NFL/lstm_weather", headers=VIEWER)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["sport"] == "nfl" and body["model_type"] == "lstm" and list(body["models"]) == ["lstm_weather"]
+    named = {f["feature"]: f for f in body["specification_features"]}
+    assert named["weather"]["available"] and "f_temperature_f" in named["weather"]["columns"]
+    assert named["strength of schedule"]["available"]
+    assert not named["sacks"]["available"] and "box_scores" not in body["feature_groups"]
+    assert "home_sacks/away_sacks" in named["sacks"]["reason"]
+    mlb = {f["feature"]: f for f in api.get("/api/models/sport-features/mlb/statistical", headers=VIEWER).json()[
+        "specification_features"]}
+    assert set(mlb) >= {"ERA", "WHIP", "OPS", "batting average", "runs per game"} and not mlb["ERA"]["available"]
+    assert api.get("/api/models/sport-features/nhl/statistical", headers=VIEWER).status_code == 422

@@ -146,3 +146,53 @@ def test_mlb_trains_and_evaluates_after_or_when_asked_before_its_training_season
                                      allow_earlier=True)
     assert backward["evaluation"] == "before training" and backward["test_seasons"] == [2010]
     assert 0.6 < backward["model"]["log_loss"] < 0.75 and 0.6 < backward["market"]["log_loss"] < 0.75
+
+
+def test_a_box_score_source_adds_point_in_time_features_and_makes_named_features_available(tmp_path):
+    from edgeray.sports.catalogue import sport_feature_catalogue
+    from edgeray.sports.features import feature_columns
+    from edgeray.sports.games import declared_box_score_stats
+
+    folder = shared_file("sports/nba_2007_2023.csv").parent
+    games = read_sport("nba", folder).games
+    games = games[games["season"] == 2021].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    box = pd.DataFrame({"date": games["date"].dt.strftime("%Y-%m-%d"), "home": games["home"], "away": games["away"],
+                        "home_rebounds": rng.integers(30, 60, len(games)), "away_rebounds": rng.integers(30, 60, len(games))})
+    box["home_rebounds"] = box["home_rebounds"].astype(object)
+    box.iloc[:50, 3] = ""  # some games without the stat: left out of the means, not read as 0
+    path = tmp_path / "nba_box.csv"
+    box.to_csv(path, index=False)
+    sources = [{"sport": "nba", "path": str(folder / "nba_2007_2023.csv")},
+               {"sport": "nba", "path": str(path), "format": "box_scores"}]
+    table = read_sport("nba", sources=sources)
+    assert table.info["box_score_stats"] == ["rebounds"] and table.info["box_scores_joined"] == len(box)
+    season = table.games[table.games["season"] == 2021].reset_index(drop=True)
+    feats = build_features(season)
+    assert {"f_home_rebounds_5", "f_away_rebounds_10", "f_diff_rebounds_5"} <= set(feature_columns(feats))
+
+    # By hand for one team: the mean of its own rebounds over its previous 5 game days that have the stat.
+    team = feats["home"].iloc[300]
+    mine = pd.concat([season.loc[season["home"] == team, ["date", "box_home_rebounds"]].set_axis(["date", "reb"], axis=1),
+                      season.loc[season["away"] == team, ["date", "box_away_rebounds"]].set_axis(["date", "reb"], axis=1)])
+    mine = mine.sort_values("date")
+    day = feats["date"].iloc[300]
+    before = mine[mine["date"] < day].tail(5)["reb"].dropna()
+    assert feats["f_home_rebounds_5"].iloc[300] == pytest.approx(before.mean())
+
+    # No look-ahead: scrambling every later game's stats leaves this game's features as they were.
+    later = season["date"] >= day
+    scrambled = season.copy()
+    scrambled.loc[later, ["box_home_rebounds", "box_away_rebounds"]] = 999.0
+    again = build_features(scrambled)
+    earlier_or_same = ~(season["date"] > day)
+    np.testing.assert_array_equal(again.loc[earlier_or_same, "f_home_rebounds_5"].to_numpy(),
+                                  feats.loc[earlier_or_same, "f_home_rebounds_5"].to_numpy())
+
+    assert declared_box_score_stats(sources, "NBA") == ["rebounds"]
+    named = {f["feature"]: f for f in sport_feature_catalogue("nba", feature_columns(feats), ["rebounds"])}
+    assert named["rebounds"]["available"] and "f_home_rebounds_5" in named["rebounds"]["columns"]
+    assert not named["field goal percentage"]["available"] and "home_fg_pct/away_fg_pct" in named["field goal percentage"]["reason"]
+    assert named["pace"]["available"] and named["pace"]["columns"]
+    mlb = {f["feature"]: f for f in sport_feature_catalogue("mlb", feature_columns(feats))}
+    assert not mlb["ERA"]["available"] and not mlb["weather"]["available"] and mlb["runs per game"]["available"]

@@ -86,6 +86,12 @@ def _config(config: dict | None) -> dict:
 FEATURE_GROUPS: dict[str, list[str]] = feature_groups()
 
 
+def box_score_stats(games: pd.DataFrame) -> list[str]:
+    """The stats of a plugged-in box-score source (columns box_home_<stat> with a box_away_<stat> twin)."""
+    return sorted(c[len("box_home_"):] for c in games.columns
+                  if c.startswith("box_home_") and f"box_away_{c[len('box_home_'):]}" in games.columns)
+
+
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("f_")]
 
@@ -230,7 +236,24 @@ def build_features(games: pd.DataFrame, config: dict | None = None) -> pd.DataFr
     sos_sum, sos_n = per_day(np.where(has, opp_strength, 0.0)), per_day(has.astype(float))
     day_feats[f"sos_{lw}"] = _div(window_sum(sos_sum, lw), window_sum(sos_n, lw))
 
+    # Box-score stats a user plugged in (box_home_<stat>, box_away_<stat>): each team's mean over its previous
+    # k game days, counting only games that have the stat.
+    box_stats = box_score_stats(games)
+    for stat in box_stats:
+        own = np.concatenate([games[f"box_home_{stat}"].to_numpy(float), games[f"box_away_{stat}"].to_numpy(float)])
+        has_stat = np.isfinite(own)
+        s_d, n_d = per_day(np.where(has_stat, own, 0.0)), per_day(has_stat.astype(float))
+        for k in cfg["windows"]:
+            day_feats[f"{stat}_{k}"] = _div(window_sum(s_d, k), window_sum(n_d, k))
+
     home_rows, away_rows = app_day_row[:n], app_day_row[n:]
+    for stat in box_stats:
+        for k in cfg["windows"]:
+            h, a = day_feats[f"{stat}_{k}"][home_rows], day_feats[f"{stat}_{k}"][away_rows]
+            cols[f"f_home_{stat}_{k}"], cols[f"f_away_{stat}_{k}"], cols[f"f_diff_{stat}_{k}"] = h, a, h - a
+    if box_stats:
+        groups["box_scores"] = [f"f_{side}_{stat}_{k}" for stat in box_stats for k in cfg["windows"]
+                                for side in ("home", "away", "diff")]
     for names in _team_features(cfg).values():
         for name in names:
             h, a = day_feats[name][home_rows], day_feats[name][away_rows]

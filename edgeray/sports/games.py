@@ -364,6 +364,52 @@ def _companion(data_dir: Path, name: str) -> Path | None:
     return None
 
 
+BOX_SCORES = "box_scores"  # a sports source of this format adds per-game stats to its sport's game table
+
+
+def attach_box_scores(table: GameTable, source: SportsFile) -> GameTable:
+    """Join a box-score file onto the game table: columns date (ISO), home, away, and any pairs
+    home_<stat>/away_<stat> of numbers (rebounds, fg_pct, yards, turnovers, sacks, era, whip, ops, ...);
+    game_no tells a doubleheader's games apart. The stats become point-in-time rolling features
+    (edgeray.sports.features); games without a box score keep NaN."""
+    path = Path(source.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sports.sources: box-score file {path} not found")
+    raw = pd.read_csv(path, dtype=str, encoding="utf-8-sig").rename(columns=dict(source.columns))
+    missing = [c for c in ("date", "home", "away") if c not in raw.columns]
+    stats = sorted(c[5:] for c in raw.columns if c.startswith("home_") and f"away_{c[5:]}" in raw.columns)
+    if missing or not stats:
+        raise SportsFormatError(f"{path.name}: a box-score file needs date, home, away and home_<stat>/away_<stat> "
+                                f"pairs; missing {missing or 'any stat pair'}; found {sorted(raw.columns)[:20]}")
+    spec = FORMATS["generic"]
+    cols = {"date": raw["date"], "home": raw["home"], "away": raw["away"]}
+    if "game_no" in raw.columns:
+        cols["game_no"] = raw["game_no"]
+    _, _, _, game_id = game_identity(table.info["sport"], spec, cols)
+    stat_frame = pd.DataFrame({f"box_{side}_{stat}": _numeric(raw[f"{side}_{stat}"]).to_numpy()
+                               for stat in stats for side in ("home", "away")})
+    stat_frame["game_id"] = game_id.to_numpy()
+    stat_frame = stat_frame.drop_duplicates("game_id", keep="first")
+    games = table.games.drop(columns=[c for c in stat_frame.columns if c != "game_id" and c in table.games.columns])
+    games = games.merge(stat_frame, on="game_id", how="left", validate="one_to_one")
+    joined = int(games["game_id"].isin(stat_frame["game_id"]).sum())
+    info = {**table.info, "box_score_stats": stats, "box_scores_joined": joined,
+            "box_scores_unmatched": int(len(stat_frame) - joined)}
+    return GameTable(games, table.rejected, info)
+
+
+def declared_box_score_stats(sources: Sequence[SportsFile | Mapping], sport: str) -> list[str]:
+    """The stats the declared box-score files of `sport` carry, read from their headers."""
+    key = canonical_sport(sport)
+    stats: set[str] = set()
+    for src in sources or []:
+        f = src if isinstance(src, SportsFile) else SportsFile(**src)
+        if f.format == BOX_SCORES and canonical_sport(f.sport) == key and Path(f.path).is_file():
+            cols = [dict(f.columns).get(c, c) for c in read_header(Path(f.path))]
+            stats |= {c[5:] for c in cols if c.startswith("home_") and f"away_{c[5:]}" in cols}
+    return sorted(stats)
+
+
 def _concat(tables: Sequence[GameTable], sport: str) -> GameTable:
     """One table from several files of a sport; a game in two files is kept once (the first file's)."""
     if len(tables) == 1:
@@ -406,8 +452,14 @@ def read_sport(sport: str, data_dir: str | Path | SportsData | None = None,
                 raise FileNotFoundError(
                     f"data_dir: no {key} archive in {target} (no CSV there fits a {key} format: "
                     f"{[f.name for f in FORMATS.values() if f.sport == key]}); {EXPECTED_HINT}")
+    boxes = [f for f in files if f.format == BOX_SCORES]
+    files = [f for f in files if f.format != BOX_SCORES]
+    if not files:
+        raise ValueError(f"sports.sources: {key} has box scores declared but no game archive")
     tables = [read_games(f.path, sport=key, fmt=f.format, columns=f.columns) for f in files]
     table = _concat(tables, key)
+    for box in boxes:
+        table = attach_box_scores(table, box)
     if key == "nfl":
         folder = Path(files[0].path).parent
         found = {name: _companion(folder, name) for name in _NFL_COMPANIONS}

@@ -160,14 +160,30 @@ async def model_tags(model_id: Annotated[int, Path(ge=0, le=2**31)], body: TagsB
 
 @router.get("/api/models/sport-features/{sport}/{model_type}", responses=responses(401, 403, 422))
 async def sport_features(sport: Annotated[str, Path(max_length=32)], model_type: Annotated[str, Path(max_length=32)],
-                         who=require("read")) -> dict:
-    from edgeray.sports.features import feature_groups
-    from edgeray.sports.models import FAMILIES, PARAM_SCHEMAS
-    from edgeray.sports.registry import check_family, check_sport
+                         api=Depends(get_api), who=require("read")) -> dict:
+    """The feature groups a model of this type trains on, its parameters, and every feature the
+    specification names for the sport with `available` and the columns or the reason."""
+    from edgeray.sports.catalogue import sport_feature_catalogue
+    from edgeray.sports.features import DEFAULT_CONFIG, feature_groups
+    from edgeray.sports.games import declared_box_score_stats
+    from edgeray.sports.models import FAMILIES, PARAM_SCHEMAS, resolve_model_type
+    from edgeray.sports.registry import check_sport
 
-    sport, family = check_sport(sport.lower()), check_family(model_type)
-    return {"sport": sport, "model_type": family, "feature_groups": feature_groups(sport=sport),
-            "models": {n: PARAM_SCHEMAS[n].model_json_schema() for n in FAMILIES[family] if n in PARAM_SCHEMAS}}
+    sport = check_sport(sport)
+    try:
+        family, name = resolve_model_type(model_type)
+    except ValueError as exc:
+        raise error(422, ["path", "model_type"], str(exc), "value_error", model_type) from None
+    groups = feature_groups(sport=sport)
+    stats = declared_box_score_stats(api.cfg.sports.file_sources(), sport)
+    if stats:
+        groups["box_scores"] = [f"f_{side}_{stat}_{k}" for stat in stats for k in DEFAULT_CONFIG["windows"]
+                                for side in ("home", "away", "diff")]
+    names = [c for cols in groups.values() for c in cols]
+    models = FAMILIES[family] if model_type.strip().lower() == family else [name]
+    return {"sport": sport, "model_type": family, "feature_groups": groups,
+            "specification_features": sport_feature_catalogue(sport, names, stats),
+            "models": {n: PARAM_SCHEMAS[n].model_json_schema() for n in models if n in PARAM_SCHEMAS}}
 
 
 Metric = Annotated[str, Query(max_length=32)]
