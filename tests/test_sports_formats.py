@@ -75,7 +75,7 @@ def test_mlb_seasons_doubleheaders_ties_and_opening_lines():
     feats = build_features(g)
     pair = feats.set_index("game_id")
     gid = second["game_id"].iloc[0]
-    home_cols = [c for c in feats.columns if c.startswith("f_home_")]
+    home_cols = [c for c in feats.columns if c.startswith("f_home_") and "_sp_" not in c]  # starters differ
     # A doubleheader's second game sees no more of its teams' history than the first (same-day games are blind).
     np.testing.assert_array_equal(pair.loc[gid, home_cols].to_numpy(float),
                                   pair.loc[gid.removesuffix(":g2"), home_cols].to_numpy(float))
@@ -196,3 +196,33 @@ def test_a_box_score_source_adds_point_in_time_features_and_makes_named_features
     assert named["pace"]["available"] and named["pace"]["columns"]
     mlb = {f["feature"]: f for f in sport_feature_catalogue("mlb", feature_columns(feats))}
     assert not mlb["ERA"]["available"] and not mlb["weather"]["available"] and mlb["runs per game"]["available"]
+
+
+def test_mlb_starting_pitcher_and_park_features_by_hand_and_without_look_ahead():
+    games = read_sport("mlb", shared_file("sports/mlb_sbro_2010_2013.csv").parent).games
+    feats = build_features(games)
+    i = 5000
+    row = feats.iloc[i]
+    pitcher, day = row["home_starter"], row["date"]
+    starts = pd.concat([games.loc[games["home_starter"] == pitcher, ["date", "away_score"]].set_axis(["date", "ra"], axis=1),
+                        games.loc[games["away_starter"] == pitcher, ["date", "home_score"]].set_axis(["date", "ra"], axis=1)])
+    earlier = starts[starts["date"] < day].sort_values("date")
+    assert row["f_home_sp_ra_5"] == pytest.approx(earlier["ra"].tail(5).mean())
+    this_season = earlier[earlier["date"].dt.year == day.year]
+    assert row["f_home_sp_starts_season"] == len(this_season)
+    assert row["f_home_sp_rest_days"] == min((day - earlier["date"].iloc[-1]).days, 30)
+    park = games[(games["home"] == row["home"]) & (games["date"] < day) & (games["date"] >= day - pd.Timedelta(days=365))]
+    league = games[(games["date"] < day) & (games["date"] >= day - pd.Timedelta(days=365))]
+    factor = (park["home_score"] + park["away_score"]).mean() / (league["home_score"] + league["away_score"]).mean()
+    assert row["f_park_runs_factor"] == pytest.approx(factor)
+    # Later results do not move these features.
+    later = games["date"] > day
+    changed = games.copy()
+    changed.loc[later, ["home_score", "away_score"]] = 30.0
+    again = build_features(changed)
+    cols = [c for c in feats.columns if "_sp_" in c or c == "f_park_runs_factor"]
+    np.testing.assert_array_equal(again.loc[~later, cols].to_numpy(float), feats.loc[~later, cols].to_numpy(float))
+    ncaaf = build_features(read_sport("ncaaf", shared_file("sports/ncaaf_cfbd_2020_2022.csv").parent).games)
+    known = ncaaf["home_division"].notna()
+    assert set(ncaaf.loc[known, "f_home_fbs"].unique()) <= {0.0, 1.0} and ncaaf.loc[~known, "f_home_fbs"].isna().all()
+    assert ncaaf["f_home_conf_strength"].between(0, 1).any()

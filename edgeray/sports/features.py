@@ -58,6 +58,12 @@ def feature_groups(config: dict | None = None, sport: str | None = None) -> dict
         groups["market"] += ["f_spread_move", "f_total_move"]
     if cfg["ml_moves"]:
         groups["market"].append("f_line_move_prob")
+    if sport in ("mlb", None):
+        groups["pitching"] = [f"f_{side}_sp_{n}" for n in ("ra_5", "ra_season", "rest_days", "starts_season")
+                              for side in ("home", "away", "diff")]
+        groups["park"] = ["f_park_runs_factor"]
+    if sport in ("ncaaf", None):
+        groups["conference"] = [f"f_{side}_{n}" for n in ("fbs", "conf_strength") for side in ("home", "away", "diff")]
     weather = cfg["weather"] if cfg["weather"] is not None else (sport is None or sport in _WEATHER_SPORTS)
     if weather:
         groups["weather"] = list(WEATHER_SOURCE)
@@ -84,6 +90,100 @@ def _config(config: dict | None) -> dict:
 
 
 FEATURE_GROUPS: dict[str, list[str]] = feature_groups()
+
+
+def _sorted_windows(key: np.ndarray, day: np.ndarray, values: np.ndarray, window_days: int | None, k: int | None):
+    """Per row: (sum, count) of `values` over earlier rows of the same key, on strictly earlier days, within
+    `window_days` days or the last `k` such rows. Rows are any order; NaN values are left out."""
+    order = np.lexsort((day, key))
+    ks, ds, vs = key[order], day[order], values[order]
+    have = np.isfinite(vs)
+    ps, pc = _padded_cumsum(np.where(have, vs, 0.0)), _padded_cumsum(have.astype(float))
+    big = int(ds.max() - ds.min()) + (window_days or 0) + 2 if len(ds) else 1
+    composite = ks.astype(np.int64) * big + (ds - (ds.min() if len(ds) else 0))
+    end = np.searchsorted(composite, composite, side="left")            # first row of this key on this day
+    if window_days is not None:
+        start = np.searchsorted(composite, composite - window_days, side="left")
+    else:
+        key_start = np.searchsorted(ks, ks, side="left")
+        start = np.maximum(end - k, key_start)
+    out_s, out_c = np.empty(len(order)), np.empty(len(order))
+    out_s[order], out_c[order] = ps[end] - ps[start], pc[end] - pc[start]
+    return out_s, out_c
+
+
+def _sides(games: pd.DataFrame, home: str, away: str) -> np.ndarray:
+    return np.concatenate([games[home].to_numpy(object), games[away].to_numpy(object)])
+
+
+def _starter_features(games: pd.DataFrame, day_g: np.ndarray, cfg: dict) -> dict[str, np.ndarray]:
+    """Each starting pitcher's runs allowed per start over his previous 5 starts and this season, his days
+    since the last start and his starts this season; earlier days only."""
+    if "home_starter" not in games.columns or games["home_starter"].isna().all():
+        return {}
+    n = len(games)
+    names = _sides(games, "home_starter", "away_starter")
+    known = pd.notna(names)
+    pitcher = pd.factorize(np.where(known, names, "?"))[0]
+    day = np.concatenate([day_g, day_g])
+    season = np.concatenate([games["season"].to_numpy(np.int64)] * 2)
+    allowed = np.concatenate([games["away_score"].to_numpy(float), games["home_score"].to_numpy(float)])
+    s5, c5 = _sorted_windows(pitcher, day, allowed, None, 5)
+    ps_key = pitcher.astype(np.int64) * 10_000 + season
+    ss, cs = _sorted_windows(ps_key, day, allowed, 366, None)
+    # Days since the previous start: the latest earlier day of the same pitcher.
+    order = np.lexsort((day, pitcher))
+    ps_, ds_ = pitcher[order], day[order]
+    prev_day = np.full(len(order), np.nan)
+    same = np.r_[False, ps_[1:] == ps_[:-1]]
+    last = np.where(same, np.r_[np.nan, ds_[:-1].astype(float)], np.nan)
+    # Carry the last *earlier* day over any same-day repeat (a pitcher does not start twice a day, but a
+    # data error must not leak a same-day result).
+    prev_day[order] = np.where(last == ds_, np.nan, last)
+    rest = np.minimum(day - prev_day, cfg["rest_cap_days"])
+    feats = {"ra_5": _div(s5, c5), "ra_season": _div(ss, cs), "rest_days": rest, "starts_season": cs}
+    out = {}
+    for name, v in feats.items():
+        v = np.where(known, v, np.nan)
+        out[f"f_home_sp_{name}"], out[f"f_away_sp_{name}"] = v[:n], v[n:]
+        out[f"f_diff_sp_{name}"] = v[:n] - v[n:]
+    return out
+
+
+def _park_features(games: pd.DataFrame, day_g: np.ndarray, league_g: np.ndarray, cfg: dict) -> dict[str, np.ndarray]:
+    """Baseball parks: runs per game at the home team's park over the trailing window of days, relative to
+    the league's runs per game (1.0 = neutral)."""
+    if not len(games) or games["sport"].iloc[0] != "mlb":
+        return {}
+    park = pd.factorize(games["home"].to_numpy(object))[0]
+    runs = games["home_score"].to_numpy(float) + games["away_score"].to_numpy(float)
+    s, c = _sorted_windows(park, day_g, runs, cfg["league_window_days"], None)
+    return {"f_park_runs_factor": _div(s, c) / (2.0 * league_g)}
+
+
+def _conference_features(games: pd.DataFrame, day_g: np.ndarray, cfg: dict) -> dict[str, np.ndarray]:
+    """College football: FBS (1) or FCS (0), and each side's conference win rate in games against other
+    conferences over the trailing window of days (where the archive names conferences)."""
+    if "home_division" not in games.columns or games["home_division"].isna().all():
+        return {}
+    n = len(games)
+    division = pd.Series(_sides(games, "home_division", "away_division")).str.lower()
+    fbs = np.where(division == "fbs", 1.0, np.where(division == "fcs", 0.0, np.nan))
+    conf = _sides(games, "home_conf", "away_conf")
+    known = pd.notna(conf)
+    code = pd.factorize(np.where(known, conf, "?"))[0]
+    opp = np.concatenate([code[n:], code[:n]])
+    hs, as_ = games["home_score"].to_numpy(float), games["away_score"].to_numpy(float)
+    win = np.concatenate([np.where(hs > as_, 1.0, np.where(hs < as_, 0.0, 0.5)),
+                          np.where(as_ > hs, 1.0, np.where(as_ < hs, 0.0, 0.5))])
+    cross = known & np.concatenate([known[n:], known[:n]]) & (code != opp)
+    day = np.concatenate([day_g, day_g])
+    s, c = _sorted_windows(code, day, np.where(cross, win, np.nan), cfg["split_window_days"], None)
+    strength = np.where(known, _div(s, c), np.nan)
+    out = {}
+    for name, v in (("fbs", fbs), ("conf_strength", strength)):
+        out[f"f_home_{name}"], out[f"f_away_{name}"], out[f"f_diff_{name}"] = v[:n], v[n:], v[:n] - v[n:]
+    return out
 
 
 def box_score_stats(games: pd.DataFrame) -> list[str]:
@@ -282,6 +382,9 @@ def build_features(games: pd.DataFrame, config: dict | None = None) -> pd.DataFr
     for fname, source in WEATHER_SOURCE.items():
         cols[fname] = col(source)
 
+    cols.update(_starter_features(games, day_g, cfg))
+    cols.update(_park_features(games, day_g, league_g, cfg))
+    cols.update(_conference_features(games, day_g, cfg))
     wanted = [c for names in groups.values() for c in names]
-    feats = pd.DataFrame({c: cols[c] for c in wanted}, index=games.index)
+    feats = pd.DataFrame({c: cols[c] if c in cols else np.full(n, np.nan) for c in wanted}, index=games.index)
     return pd.concat([games, feats], axis=1)

@@ -25,6 +25,8 @@ SPORT_ALIASES = {"ncaab": "ncaam", "cbb": "ncaam", "cfb": "ncaaf", "baseball": "
 REQUIRED_FIELDS = ("date", "home", "away", "home_score", "away_score", "home_ml", "away_ml")
 OPTIONAL_FIELDS = ("home_ml_open", "away_ml_open", "home_spread", "home_spread_open", "total", "total_open",
                    "game_no", "neutral", "undecided", "ml_suspect")
+# Text fields some archives have: starting pitchers (MLB), conferences and divisions (college football).
+TEXT_FIELDS = ("home_starter", "away_starter", "home_conf", "away_conf", "home_division", "away_division")
 
 
 def canonical_sport(name) -> str:
@@ -99,7 +101,8 @@ FORMATS: dict[str, SportFormat] = {f.name: f for f in (
                 _SBRO_HOME_AWAY,
                 {"home_ml_open": "home_open_ml", "away_ml_open": "away_open_ml", "total": "close_total",
                  "total_open": "open_total", "game_no": "game_no", "neutral": "neutral_site",
-                 "undecided": "tie_or_suspended", "ml_suspect": "close_ml_suspect"},
+                 "undecided": "tie_or_suspended", "ml_suspect": "close_ml_suspect", "home_starter": "home_pitcher",
+                 "away_starter": "away_pitcher"},
                 signature=("game_no", "home_pitcher", "away_pitcher")),
     SportFormat("sbro_ncaaf", "ncaaf", "sportsbookreviewsonline NCAA football: closing moneyline, spread and total",
                 _SBRO_HOME_AWAY,
@@ -110,11 +113,13 @@ FORMATS: dict[str, SportFormat] = {f.name: f for f in (
                 "moneyline and spreads",
                 _SBRO_HOME_AWAY,
                 {"home_spread": "home_close_spread", "home_spread_open": "home_open_spread", "total": "close_total",
-                 "total_open": "open_total", "neutral": "neutral_site", "ml_suspect": "close_ml_suspect"},
+                 "total_open": "open_total", "neutral": "neutral_site", "ml_suspect": "close_ml_suspect",
+                 "home_conf": "home_conference", "away_conf": "away_conference", "home_division": "home_division",
+                 "away_division": "away_division"},
                 signature=("home_close_spread", "close_total", "home_conference", "away_conference", "week")),
     SportFormat("generic", None, "any sport: one row per game with these columns (ISO dates); the source names the "
                 "sport",
-                {f: f for f in REQUIRED_FIELDS}, {f: f for f in OPTIONAL_FIELDS}, date_format=None),
+                {f: f for f in REQUIRED_FIELDS}, {f: f for f in OPTIONAL_FIELDS + TEXT_FIELDS}, date_format=None),
 )}
 
 EXPECTED_HINT = ("declare it in the config: sports.sources: [{sport: ..., path: ..., format: ..., columns: "

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from edgeray.odds import american_to_decimal, is_valid_american, remove_margin_multiplicative
-from edgeray.sports.formats import (EXPECTED_HINT, FORMATS, SPORTS, SportFormat, SportsFormatError, canonical_sport,
-                                    detect, read_header, season_of)
+from edgeray.sports.formats import (EXPECTED_HINT, FORMATS, SPORTS, TEXT_FIELDS, SportFormat, SportsFormatError,
+                                    canonical_sport, detect, read_header, season_of)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ NFL_WEATHER_FILE, NFL_STADIUMS_FILE, NFL_TEAMS_FILE = ("nfl_scores_weather_1966_
 GAME_COLUMNS = ["game_id", "sport", "date", "season", "home", "away", "venue_known", "home_score", "away_score",
                 "home_win", "home_ml", "away_ml", "home_dec", "away_dec", "home_ml_open", "away_ml_open",
                 "market_prob_home", "temperature_f", "wind_mph", "humidity_pct", "dome"]
-EXTRA_COLUMNS = ["home_spread", "home_spread_open", "total_line", "total_line_open", "precipitation"]
+EXTRA_COLUMNS = ["home_spread", "home_spread_open", "total_line", "total_line_open", "precipitation", *TEXT_FIELDS]
 REJECTED_COLUMNS = ["row", "field", "value", "reason", "file"]
 WEATHER_COLUMNS = ["temperature_f", "wind_mph", "humidity_pct", "dome", "precipitation"]
 
@@ -59,6 +59,12 @@ def _reject(rejected: list[dict], mask: pd.Series, values: pd.Series, fieldname:
 
 def _numeric(raw: pd.Series) -> pd.Series:
     return pd.to_numeric(raw, errors="coerce").astype(float)
+
+
+def _text(raw: pd.Series) -> pd.Series:
+    """Stripped text; blanks become None."""
+    text = raw.astype("string").str.strip()
+    return text.where(text.notna() & (text != ""), None).astype(object)
 
 
 def _flag(raw: pd.Series | None, n: int) -> np.ndarray:
@@ -168,6 +174,8 @@ def _build(fmt: SportFormat, sport: str, raw: pd.DataFrame, source: str) -> Game
         **{c: np.full(m, np.nan) for c in ("temperature_f", "wind_mph", "humidity_pct", "dome")},
         "home_spread": extra("home_spread"), "home_spread_open": extra("home_spread_open"),
         "total_line": extra("total"), "total_line_open": extra("total_open"), "precipitation": np.full(m, np.nan),
+        **{f: (_text(cols[f])[keep].to_numpy(dtype=object) if f in cols else np.full(m, None, dtype=object))
+           for f in TEXT_FIELDS},
     })
     games["date"] = games["date"].astype("datetime64[ns, UTC]")
     games = games.sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
