@@ -1,7 +1,8 @@
 """Sports models on real seasons: feature speed per 1,000 games, training time per model family,
 and each model's log loss and Brier against the market's margin-free closing price on a held-out
 later season. Prints JSON.
-Usage: python bench/sports.py [--sports nba,nfl,ncaam] [--all-models]
+Each model's p-value against the market is the Diebold-Mariano test on per-game log loss.
+Usage: python bench/sports.py [--sports nba,nfl,ncaam,mlb,ncaaf] [--all-models]
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ from edgeray.sports.models import FAMILIES, train_and_evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sports"
 SPLITS = {"nba": ([2018, 2019, 2020], [2021]), "nfl": ([2017, 2018, 2019, 2020], [2021]),
-          "ncaam": ([2018, 2019, 2020], [2021])}
+          "ncaam": ([2018, 2019, 2020], [2021]), "mlb": ([2010, 2011, 2012], [2013]),
+          "ncaaf": ([2016, 2017, 2018, 2019], [2021])}  # NCAAF 2020 has no moneylines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sports", default="nba,nfl,ncaam")
+    parser.add_argument("--sports", default="nba,nfl,ncaam,mlb,ncaaf")
     parser.add_argument("--all-models", action="store_true", help="every model of every family, not each family's first")
     args = parser.parse_args()
     if not DATA.exists():
@@ -47,7 +49,9 @@ def main() -> None:
                                "log_loss": round(report["model"]["log_loss"], 4), "brier": round(report["model"]["brier"], 4),
                                "market_log_loss": round(report["market"]["log_loss"], 4),
                                "market_brier": round(report["market"]["brier"], 4),
-                               "beats_market_log_loss": report["beats_market_log_loss"], "n_test": report["n"]})
+                               "beats_market_log_loss": report["beats_market_log_loss"], "n_test": report["n"],
+                               "p_value_vs_market": report["significance"]["p_value"],
+                               "log_loss_diff_ci95": report["significance"]["ci95"]})
         out["sports"][sport] = {"features": feature_bench(sport, DATA, 3), "train_seasons": train, "test_seasons": test,
                                 "models": models}
     print(json.dumps(out, indent=2, default=str))

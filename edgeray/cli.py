@@ -495,10 +495,11 @@ def sports_formats() -> None:
     console.print(table)
 
 
-underdog_app = typer.Typer(help="The NCAAM underdog model: train, predict, backtest, compare.", no_args_is_help=True)
+underdog_app = typer.Typer(help="The underdog model (NCAAM by default; --sport at training): train, predict, backtest, compare.",
+                           no_args_is_help=True)
 app.add_typer(underdog_app, name="underdog")
 UnderdogDir = Annotated[Path, typer.Option("--model-dir", help="Artefacts of the trained run")]
-SportsData = Annotated[Path, typer.Option("--data-dir", help="An NCAAM archive, or a folder holding one (any file name)")]
+SportsData = Annotated[Path, typer.Option("--data-dir", help="The sport's archive, or a folder holding it (any file name)")]
 DEFAULT_UNDERDOG_DIR = Path("runs/underdog")
 AllowEarlier = Annotated[bool, typer.Option("--allow-earlier", help="Also evaluate on games before the training window "
                                             "(out of sample, but the model was fitted on later seasons)")]
@@ -520,12 +521,14 @@ def _tiers(text: str | None) -> list[str] | None:
 @underdog_app.command("train")
 def underdog_train(tiers: Annotated[Optional[str], typer.Option(help="e.g. moderate,heavy")] = None,
                    seasons: Annotated[Optional[str], typer.Option(help="e.g. 2018,2019,2020")] = None,
-                   model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA) -> None:
+                   model_dir: UnderdogDir = DEFAULT_UNDERDOG_DIR, data_dir: SportsData = DEFAULT_SPORTS_DATA,
+                   sport: Annotated[Optional[str], typer.Option(help="Any sport with moneylines (default: the config's, ncaam)")] = None) -> None:
     """Train the base and market-aware models on underdog games (chronological 70/30 validation)."""
     from edgeray.underdog.model import train as train_underdog
 
     with console.status("training the underdog models (two L2 logistic regressions, 1,500 steps each)"):
-        metrics = _underdog_call(train_underdog, data_dir, model_dir, tiers=_tiers(tiers), seasons=_seasons(seasons))
+        metrics = _underdog_call(train_underdog, data_dir, model_dir, tiers=_tiers(tiers), seasons=_seasons(seasons),
+                                 sport=sport)
     table = Table(title="underdog model: validation (latest 30%) vs the market", header_style="bold")
     for col in ("tier", "games", "log loss", "market", "Brier", "market", "ECE"):
         table.add_column(col, justify="right" if col != "tier" else "left")
@@ -534,7 +537,8 @@ def underdog_train(tiers: Annotated[Optional[str], typer.Option(help="e.g. moder
         table.add_row(tier, f"{m.get('n', 0):,}", f"{model.get('log_loss', float('nan')):.4f}", f"{market.get('log_loss', float('nan')):.4f}",
                       f"{model.get('brier', float('nan')):.4f}", f"{market.get('brier', float('nan')):.4f}", f"{model.get('ece', float('nan')):.3f}")
     console.print(table)
-    console.print(f"artefacts in {model_dir}")
+    console.print(f"{metrics['sport']} underdog model: artefacts in {metrics['run_dir']} ({model_dir / 'latest'} points there)",
+                  soft_wrap=True)
 
 
 @underdog_app.command("predict")
@@ -553,6 +557,12 @@ def underdog_predict(date: Annotated[Optional[str], typer.Option(help="YYYYMMDD 
         table.add_row(str(pd_date(r["date"])), str(r["team"]), str(r["opponent"]), f"{r['american_odds']:+.0f}", f"{r['model_prob']:.3f}",
                       f"{r['market_prob']:.3f}", f"{r['edge']:+.3f}", f"{r['ev_per_10']:+.2f}", f"{r['kelly']:.3f}", str(r["confidence"]))
     console.print(table)
+    summary = picks.attrs["summary"]
+    edge = summary["mean_edge_recommended"]
+    console.print(f"summary: {summary['recommended']} of {summary['games']} underdogs recommended; total expected value "
+                  f"{summary['total_ev_per_stake']:+.2f} per {summary['ev_stake']:g} staked on each; average edge "
+                  + (f"{edge:+.1%}" if edge is not None else "-") + "; by confidence "
+                  + (", ".join(f"{k} {v}" for k, v in summary["by_confidence"].items()) or "-"), soft_wrap=True)
 
 
 def pd_date(value) -> str:
@@ -595,7 +605,9 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
         _no_bets(f"none of the {len(opportunities):,} games reached the minimum edge {min_edge:.3f} "
                  f"(the largest edge was {best:+.3f})", json_out, attrs)
         return
-    out = model_dir / "backtest"
+    from edgeray.underdog.model import run_dir
+
+    out = run_dir(model_dir) / "backtest"
     pngs = [plot_equity({"underdog quarter Kelly": result.equity}, out / "equity.png"), plot_roi_by_odds(m, out / "roi_by_odds.png")]
     placed = result.bets[result.bets["placed"]]
     if len(placed):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,8 +173,12 @@ def test_price_bets_hand_worked(cfg):
 
 def test_train_metrics_artefacts_and_blend(trained, data_dir, feats):
     out, metrics = trained
-    assert {p.name for p in out.iterdir()} == {"base_model.json", "market_model.json", "ensemble.json", "metrics.json"}
-    assert json.loads((out / "metrics.json").read_text())["n_validation"] == metrics["n_validation"]
+    assert {p.name for p in out.iterdir()} == {"runs", "latest"}  # one folder per run, and a pointer to the newest
+    run = out / "latest"
+    assert run.resolve() == Path(metrics["run_dir"]).resolve() and run.resolve().parent == (out / "runs").resolve()
+    assert {p.name for p in run.iterdir()} == {"base_model.json", "market_model.json", "ensemble.json", "metrics.json"}
+    assert json.loads((run / "metrics.json").read_text())["n_validation"] == metrics["n_validation"]
+    assert metrics["sport"] == "ncaam"
     assert metrics["train_to"] < metrics["validation_from"]
     assert metrics["n_train"] / (metrics["n_train"] + metrics["n_validation"]) == pytest.approx(0.7, abs=0.02)
     assert sum(metrics["n_games_per_tier"]["validation"].values()) == metrics["n_validation"]
@@ -241,3 +246,38 @@ def test_ece_warning_when_overconfident(data_dir, tmp_path):
     assert any("overconfident" in w for w in metrics["warnings"])
     y, p = np.array([1, 0, 0, 0]), np.array([0.9, 0.9, 0.1, 0.1])
     assert expected_calibration_error(y, p, 10) == pytest.approx((0.5 * 0.4 + 0.5 * 0.1))
+
+
+def test_underdog_on_another_sport_with_a_summary_and_features_cached_until_the_data_changes(tmp_path):
+    import os
+    import shutil
+
+    from edgeray.underdog import model as underdog_model
+
+    data = tmp_path / "baseball"
+    data.mkdir()
+    shutil.copy(shared_file("sports/mlb_sbro_2010_2013.csv"), data / "games.csv")
+    out = tmp_path / "mlb_dog"
+    metrics = train(data, out, seasons=[2011, 2012], sport="MLB")
+    assert metrics["sport"] == "mlb" and (out / "latest" / "ensemble.json").exists()
+    again = train(data, out, seasons=[2012], sport="mlb")  # a second run: its own folder, latest moves to it
+    assert again["run_dir"] != metrics["run_dir"] and (out / "latest").resolve() == Path(again["run_dir"]).resolve()
+    assert (Path(metrics["run_dir"]) / "ensemble.json").exists()  # the first run is kept
+
+    picks = predict(out, data, date="20130915")
+    assert (picks["game_id"].str.startswith("mlb:")).all() and len(picks) > 3
+    summary = picks.attrs["summary"]
+    rec = picks[picks["recommended"]]
+    assert summary["games"] == len(picks) and summary["recommended"] == len(rec)
+    assert summary["total_ev_per_stake"] == pytest.approx(rec["ev_per_10"].sum())
+    if len(rec):
+        assert summary["mean_edge_recommended"] == pytest.approx(rec["edge"].mean())
+        assert sum(summary["by_confidence"].values()) == len(rec)
+
+    cached = dict(underdog_model._FRAMES)
+    predict(out, data, date="20130916")
+    assert underdog_model._FRAMES.keys() == cached.keys()  # the same data: no rebuild
+    stat = (data / "games.csv").stat()
+    os.utime(data / "games.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    predict(out, data, date="20130916")
+    assert set(underdog_model._FRAMES) - set(cached)  # the file changed: features rebuilt under a new key

@@ -1,4 +1,4 @@
-"""The NCAAM underdog model: two L2 logistic regressions (base, market-aware) blended, with betting outputs.
+"""The underdog model (NCAAM by default, any sport with moneylines): two L2 logistic regressions (base, market-aware) blended, with betting outputs.
 
 Training keeps eligible, decided underdog rows, splits them chronologically (earliest 70% of rows by date for
 fitting, the rest for validation; a day is never split), weights winning rows by their tier's win weight and every
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, log_loss
 
+from edgeray.sports.formats import canonical_sport
 from edgeray.sports.games import load_sport
 from edgeray.underdog.features import build_underdog_features, feature_sets
 
@@ -51,6 +52,7 @@ class ConfidenceRule(_Strict):
 
 
 class UnderdogConfig(_Strict):
+    sport: str = "ncaam"  # any sport with moneylines (edgeray.sports.formats.SPORTS)
     min_odds: float = Field(100, ge=100)
     tiers: dict[str, TierConfig] = Field(default_factory=lambda: {
         "moderate": TierConfig(min_odds=100, max_odds=200, win_weight=2.0),
@@ -85,6 +87,7 @@ class UnderdogConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "UnderdogConfig":
+        self.sport = canonical_sport(self.sport)
         if not self.tiers:
             raise ValueError("tiers: at least one tier is required")
         for name, t in self.tiers.items():
@@ -250,7 +253,7 @@ class UnderdogEnsemble:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> "UnderdogEnsemble":
-        out = Path(out_dir)
+        out = run_dir(out_dir)
         for key in ("base", "market", "ensemble"):
             if not (out / ARTEFACTS[key]).exists():
                 raise FileNotFoundError(f"out_dir: no trained underdog model at {out} "
@@ -366,17 +369,56 @@ def fit_ensemble(rows: pd.DataFrame, cfg: UnderdogConfig) -> UnderdogEnsemble:
     return UnderdogEnsemble(mk(base_f).fit(rows, y, w), mk(all_f).fit(rows, y, w), cfg, meta)
 
 
+def _data_signature(data) -> tuple:
+    """What identifies the sports data on disk: every CSV path with its size and mtime (a changed or added
+    file gives a new signature, so cached features are never stale)."""
+    from edgeray.sports.games import SportsData
+
+    paths: list[Path] = []
+    if isinstance(data, SportsData):
+        paths += [Path(f["path"] if isinstance(f, dict) else f.path) for f in data.sources]
+        data = data.data_dir
+    if data is not None:
+        target = Path(data)
+        paths += sorted(target.glob("*.csv")) if target.is_dir() else [target]
+    sig = []
+    for p in paths:
+        try:
+            st = p.stat()
+            sig.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+        except OSError:
+            sig.append((str(p), None, None))
+    return tuple(sig)
+
+
+_FRAMES: dict[tuple, pd.DataFrame] = {}  # (sport, data signature, config) -> underdog feature frame
+_MAX_FRAMES = 4
+
+
 def _underdog_frame(data_dir, cfg: UnderdogConfig) -> pd.DataFrame:
-    return build_underdog_features(load_sport("ncaam", data_dir), cfg)
+    """The sport's underdog rows with their features, cached per data signature and config: a day's slate is
+    then priced in milliseconds instead of rebuilding every feature (point-in-time features of earlier games
+    do not change when later games are added, and any change on disk gives a new key)."""
+    key = (cfg.sport, _data_signature(data_dir), cfg.model_dump_json())
+    frame = _FRAMES.get(key)
+    if frame is None:
+        frame = build_underdog_features(load_sport(cfg.sport, data_dir), cfg)
+        if len(_FRAMES) >= _MAX_FRAMES:
+            _FRAMES.pop(next(iter(_FRAMES)))
+        _FRAMES[key] = frame
+    return frame
 
 
 def _trainable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame["eligible"].to_numpy() & frame["won"].notna().to_numpy() & (frame["tier"] != "").to_numpy()]
 
 
-def train(data_dir, out_dir, config=None, tiers=None, seasons=None) -> dict:
-    """Train on NCAAM underdog games, validate on the latest 30% by date, save artefacts; returns the metrics."""
+def train(data_dir, out_dir, config=None, tiers=None, seasons=None, sport: str | None = None) -> dict:
+    """Train on one sport's underdog games (the config's sport, NCAAM by default), validate on the latest 30% by
+    date, save the artefacts in a new run folder under out_dir (out_dir/latest points at it); returns the metrics."""
     cfg = _as_config(config)
+    if sport is not None:
+        cfg = cfg.model_copy(update={"sport": canonical_sport(sport)})
     frame = _select(_underdog_frame(data_dir, cfg), seasons, tiers, cfg)
     rows = _trainable(frame).sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
     if len(rows) < cfg.min_underdog_games:
@@ -421,9 +463,41 @@ def train(data_dir, out_dir, config=None, tiers=None, seasons=None) -> dict:
         metrics["warnings"].append(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
     ens.meta.update({"validation_from": metrics["validation_from"], "validation_to": metrics["validation_to"]})
-    ens.save(out_dir)
-    _write_json(Path(out_dir) / ARTEFACTS["metrics"], metrics)
+    run = new_run_dir(out_dir, cfg.sport)
+    ens.save(run)
+    metrics.update({"sport": cfg.sport, "run_dir": str(run)})
+    _write_json(run / ARTEFACTS["metrics"], metrics)
+    point_latest(out_dir, run)
     return metrics
+
+
+def new_run_dir(out_dir, sport: str) -> Path:
+    """out_dir/runs/<UTC time>-<sport>: one folder per training run, never overwritten."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run = Path(out_dir) / "runs" / f"{stamp}-{sport}"
+    run.mkdir(parents=True, exist_ok=False)
+    return run
+
+
+def point_latest(out_dir, run: Path) -> None:
+    """out_dir/latest -> the run folder, replaced atomically (a reader sees the old run or the new one)."""
+    import os
+
+    link, tmp = Path(out_dir) / "latest", Path(out_dir) / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path("runs") / run.name, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def run_dir(out_dir) -> Path:
+    """The artefact folder a model directory means: itself when it holds a model (a run folder, or the
+    layout before run folders), else the run its `latest` points at."""
+    out = Path(out_dir)
+    if (out / ARTEFACTS["ensemble"]).exists() or not (out / "latest").exists():
+        return out
+    return (out / "latest").resolve()
 
 
 def _parse_date(date: str) -> pd.Timestamp:
@@ -464,9 +538,21 @@ def predict(out_dir, data_dir, date: str | None = None, min_odds=100, max_odds=N
         for c in priced.columns:
             out[c] = priced[c].to_numpy()
         out = out.sort_values("edge", ascending=False, kind="mergesort").reset_index(drop=True)[PREDICTION_COLUMNS]
-    out.attrs.update({"date": str(day.date()), "n_underdogs_on_date": int((frame["date"] == day).sum()),
-                      "n_ineligible_on_date": int(((frame["date"] == day) & ~frame["eligible"]).sum())})
+    out.attrs.update({"date": str(day.date()), "sport": cfg.sport, "n_underdogs_on_date": int((frame["date"] == day).sum()),
+                      "n_ineligible_on_date": int(((frame["date"] == day) & ~frame["eligible"]).sum()),
+                      "summary": predict_summary(out, cfg)})
     return out
+
+
+def predict_summary(picks: pd.DataFrame, cfg: UnderdogConfig) -> dict:
+    """The slate at a glance: games priced, bets recommended, their total EV per stake and mean edge."""
+    rec = picks[picks["recommended"].astype(bool)] if len(picks) else picks
+    return {"games": int(len(picks)), "recommended": int(len(rec)),
+            "total_ev_per_stake": float(rec["ev_per_10"].sum()) if len(rec) else 0.0, "ev_stake": cfg.ev_stake,
+            "mean_edge_recommended": float(rec["edge"].mean()) if len(rec) else None,
+            "mean_edge_all": float(picks["edge"].mean()) if len(picks) else None,
+            "by_confidence": {str(k): int(v) for k, v in rec["confidence"].value_counts().items()} if len(rec) else {},
+            "total_kelly_fraction": float(rec["kelly"].sum()) if len(rec) else 0.0}
 
 
 def _out_of_sample(out_dir, data_dir, seasons, tiers, allow_earlier: bool = False) -> tuple[UnderdogEnsemble, pd.DataFrame]:
@@ -541,11 +627,11 @@ def compare(out_dir, data_dir, seasons=None, allow_earlier: bool = False) -> dic
     if rows.empty:
         raise ValueError(f"seasons: nothing to compare on: {rows.attrs['empty_reason']}")
     cfg = ens.config
-    games = load_sport("ncaam", data_dir)
+    games = load_sport(cfg.sport, data_dir)
     feats = build_features(games, dict(cfg.standard_features) or None)
     lo = pd.Timestamp(ens.meta["train_from"], tz="UTC")
     hi = pd.Timestamp(ens.meta["train_end_ns"], tz="UTC")
-    general = make_model("statistical", "ncaam", "logistic_l2", dict(cfg.general_model))
+    general = make_model("statistical", cfg.sport, "logistic_l2", dict(cfg.general_model))
     general.fit(decided_games(feats.loc[(feats["date"] >= lo) & (feats["date"] <= hi)]))
     by_id = feats.set_index("game_id").loc[rows["game_id"]]
     p_home = general.predict_proba(by_id.reset_index())

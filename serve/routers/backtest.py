@@ -65,6 +65,7 @@ class WalkForwardBody(SizingBody):
 
 
 class UnderdogTrainBody(Body):
+    sport: str | None = Field(None, max_length=32)  # default: the underdog config's (ncaam)
     tiers: list[str] | None = Field(None, max_length=10)
     seasons: Seasons = Field(None, max_length=100)
 
@@ -148,16 +149,20 @@ async def underdog_train(body: UnderdogTrainBody, api=Depends(get_api), who=requ
     from edgeray.underdog.model import train
 
     return await asyncio.get_running_loop().run_in_executor(None, lambda: train(
-        api.cfg.sports.data(), api.underdog_dir(), tiers=body.tiers, seasons=body.seasons))
+        api.cfg.sports.data(), api.underdog_dir(), tiers=body.tiers, seasons=body.seasons, sport=body.sport))
 
 
 @router.get("/api/underdog/predict", responses=responses(401, 403, 422))
 async def underdog_predict(date: str | None = Query(None, max_length=32), min_odds: int = Query(100, ge=100, le=100_000),
                            max_odds: int | None = Query(None, ge=100, le=100_000), api=Depends(get_api),
-                           who=require("read")) -> list[dict]:
+                           who=require("read")) -> dict:
+    """`{picks: [...], summary: {games, recommended, total_ev_per_stake, mean_edge_recommended, by_confidence, ...},
+    date, sport}` for one date (default: the latest in the data)."""
     from edgeray.underdog.model import predict
 
-    return api.records(predict(api.underdog_dir(), api.cfg.sports.data(), date=date, min_odds=min_odds, max_odds=max_odds))
+    picks = predict(api.underdog_dir(), api.cfg.sports.data(), date=date, min_odds=min_odds, max_odds=max_odds)
+    return {"picks": api.records(picks), "summary": picks.attrs["summary"], "date": picks.attrs["date"],
+            "sport": picks.attrs["sport"]}
 
 
 @router.post("/api/underdog/backtest", responses=responses(401, 403, 413, 422, 503))
