@@ -621,6 +621,10 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
         summary.add_row(key, fmt.format(value) if isinstance(value, (int, float)) and value == value else "-")
     lo, hi = m.get("roi_ci95", [float("nan")] * 2)
     summary.add_row("ROI 95% CI (bootstrap by date)", f"[{lo:.2%}, {hi:.2%}]")
+    sig = m.get("significance_vs_market") or {}
+    if sig.get("p_value") is not None:
+        summary.add_row("log loss vs market per game (95% CI, p)",
+                        f"{sig['mean_diff']:+.4f} [{sig['ci95'][0]:+.4f}, {sig['ci95'][1]:+.4f}], p={sig['p_value']:.3g}")
     console.print(summary)
     buckets = by_odds_range_frame(m)
     table = Table(title="by odds range", header_style="bold")

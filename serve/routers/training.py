@@ -68,8 +68,11 @@ def _sport_model_params(sport: str, model_type: str, name: str | None, model_par
     return params, ignored
 
 
+ModelRef = Annotated[int, Field(ge=0, le=2**31)] | ModelKey  # a registry id, or a tag such as the training model_id
+
+
 class CompareBody(Body):
-    model_ids: list[int] = Field(min_length=1, max_length=50)
+    model_ids: list[ModelRef] = Field(min_length=1, max_length=50)
 
 
 class PipelineRunBody(Body):
@@ -201,7 +204,8 @@ async def performance_matrix(sport: str | None = Query(None, max_length=32), day
 
 @router.post("/api/performance/compare", responses=responses(401, 403, 404, 413, 422))
 async def performance_compare(body: CompareBody, api=Depends(get_api), who=require("read")) -> list[dict]:
-    return api.records(api.matrix().compare(body.model_ids))
+    matrix = api.matrix()
+    return api.records(matrix.compare([matrix.registry.resolve(m)["model_id"] for m in body.model_ids]))
 
 
 @router.get("/api/performance/leaderboard/{sport}", responses=responses(401, 403, 404, 422))
@@ -272,8 +276,11 @@ async def preprocessing_config(who=require("read")) -> dict:
 
 
 @router.get("/api/data/features/explain", responses=responses(401, 403, 404, 422))
-async def features_explain(model_id: int = Query(ge=0, le=2**31), rows: int = Query(5, ge=1, le=50), api=Depends(get_api),
-                           who=require("read")) -> dict:
+async def features_explain(model_id: str = Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$"),
+                           rows: int = Query(5, ge=1, le=50), api=Depends(get_api), who=require("read")) -> dict:
+    """SHAP explanations of a model's predictions; `model_id` is the registry id or a tag of the model."""
     from edgeray.sports.explain import explain_sport_model
+    from edgeray.sports.registry import ModelRegistry
 
-    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data(), model_id, rows)
+    record = ModelRegistry(api.cfg.sports.registry_dir).resolve(model_id)  # KeyError -> 404
+    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data(), record["model_id"], rows)
