@@ -226,3 +226,17 @@ def test_mlb_starting_pitcher_and_park_features_by_hand_and_without_look_ahead()
     known = ncaaf["home_division"].notna()
     assert set(ncaaf.loc[known, "f_home_fbs"].unique()) <= {0.0, 1.0} and ncaaf.loc[~known, "f_home_fbs"].isna().all()
     assert ncaaf["f_home_conf_strength"].between(0, 1).any()
+
+
+@pytest.mark.parametrize("sport, train, test", [("mlb", [2011, 2012], [2013]), ("ncaaf", [2017, 2018], [2019])])
+def test_every_model_family_trains_on_mlb_and_ncaaf(sport, train, test):
+    from edgeray.sports.models import FAMILIES, train_and_evaluate
+
+    frame = build_features(read_sport(sport, shared_file("sports/mlb_sbro_2010_2013.csv").parent).games)
+    small = {"voting_soft": {"n_estimators": 20, "gb_max_iter": 20}, "mlp": {"epochs": 3, "hidden_layers": [8]},
+             "lstm_weather": {"epochs": 2, "units": 8, "seq_len": 4, "head_units": 4},
+             "logistic_l2": {"Cs": [1.0], "cv_splits": 3}}
+    for family, names in FAMILIES.items():
+        _, report = train_and_evaluate(sport, family, names[0], small[names[0]], frame, train, test)
+        assert report["n"] > 400 and 0.3 < report["model"]["log_loss"] < 0.8, (family, report["model"])
+        assert report["significance"]["p_value"] is not None and report["evaluation"] == "after training"
