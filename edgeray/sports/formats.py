@@ -80,6 +80,9 @@ class SportFormat:
 _SBRO_HOME_AWAY = {"date": "date", "home": "home_team", "away": "away_team", "home_score": "home_score",
                    "away_score": "away_score", "home_ml": "home_close_ml", "away_ml": "away_close_ml"}
 
+_NCAAF_LINES = {"home_spread": "home_close_spread", "home_spread_open": "home_open_spread", "total": "close_total",
+                "total_open": "open_total", "neutral": "neutral_site", "ml_suspect": "close_ml_suspect"}
+
 FORMATS: dict[str, SportFormat] = {f.name: f for f in (
     SportFormat("sbro_ncaab", "ncaam", "sportsbookreviewsonline NCAAB closing lines: favourite listed first, venue "
                 "unknown (ncaab_sbr_closing_*.csv)",
@@ -106,16 +109,12 @@ FORMATS: dict[str, SportFormat] = {f.name: f for f in (
                 signature=("game_no", "home_pitcher", "away_pitcher")),
     SportFormat("sbro_ncaaf", "ncaaf", "sportsbookreviewsonline NCAA football: closing moneyline, spread and total",
                 _SBRO_HOME_AWAY,
-                {"home_spread": "home_close_spread", "home_spread_open": "home_open_spread", "total": "close_total",
-                 "total_open": "open_total", "neutral": "neutral_site", "ml_suspect": "close_ml_suspect"},
-                signature=("home_close_spread", "close_total")),
+                _NCAAF_LINES, signature=("home_close_spread", "close_total")),
     SportFormat("cfbd_ncaaf", "ncaaf", "CollegeFootballData NCAA football lines: conferences, divisions, closing "
                 "moneyline and spreads",
                 _SBRO_HOME_AWAY,
-                {"home_spread": "home_close_spread", "home_spread_open": "home_open_spread", "total": "close_total",
-                 "total_open": "open_total", "neutral": "neutral_site", "ml_suspect": "close_ml_suspect",
-                 "home_conf": "home_conference", "away_conf": "away_conference", "home_division": "home_division",
-                 "away_division": "away_division"},
+                {**_NCAAF_LINES, "home_conf": "home_conference", "away_conf": "away_conference",
+                 "home_division": "home_division", "away_division": "away_division"},
                 signature=("home_close_spread", "close_total", "home_conference", "away_conference", "week")),
     SportFormat("generic", None, "any sport: one row per game with these columns (ISO dates); the source names the "
                 "sport",
