@@ -203,7 +203,8 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
             ing = cfg.ingestion
             store = Path(cfg.run_dir) / "deadletters.jsonl"
             if not check:
-                DeadLetterStore(store, ing.deadletter_max_bytes, ing.deadletter_keep_files).append("bar", s.path or s.type, report.bad_lines)
+                DeadLetterStore(store, ing.deadletter_max_bytes, ing.deadletter_keep_files).append(
+                    "odds" if s.type == "sports" else "bar", s.path or s.type, report.bad_lines)
             first = report.bad_lines.iloc[0]
             console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped"
                           + (" (not written: --check)" if check else f" and dead-lettered to {store}")

@@ -69,12 +69,12 @@ def test_underdog_cli_trains_backtests_and_names_a_missing_model(tmp_path):
     assert missing.exit_code == 2 and "underdog" in missing.output  # the missing artefact path is named
     trained = runner.invoke(app, ["underdog", "train", "--seasons", "2012,2013", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
     assert trained.exit_code == 0, trained.output
-    assert "moderate" in trained.output and (model_dir / "metrics.json").exists()
+    assert "moderate" in trained.output and (model_dir / "latest" / "metrics.json").exists()
     backtest = runner.invoke(app, ["underdog", "backtest", "--model-dir", str(model_dir), "--data-dir", str(data_dir),
                                    "--min-edge", "0.0", "--json", str(tmp_path / "bt.json")])
     assert backtest.exit_code == 0, backtest.output
     result = json.loads((tmp_path / "bt.json").read_text())
     assert result["metrics"]["total_bets"] > 0 and "by odds range" in backtest.output
-    assert (model_dir / "backtest" / "roi_by_odds.png").read_bytes()[:4] == b"\x89PNG"
+    assert (model_dir / "latest" / "backtest" / "roi_by_odds.png").read_bytes()[:4] == b"\x89PNG"  # in the run folder
     bad = runner.invoke(app, ["underdog", "train", "--tiers", "gigantic", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
     assert bad.exit_code == 2 and "gigantic" in bad.output

@@ -2,8 +2,9 @@
 
 Every test runs the CLI as a subprocess with cwd=tmp_path (nothing of the repository in reach),
 checks the exit code and the message, and that no traceback reaches the user. Files are made
-from the shared BTC 1-minute bars. Two tests start a pipeline (each its own local Ray, a few
-thousand bars); the rest stop before Ray starts (`--check`, or an error found at start).
+from the shared BTC 1-minute bars. Two tests start a pipeline: one on its own local Ray, one through
+`ray job submit` on a head node started for it; the rest stop before Ray starts (`--check`, or an error
+found at start) or never need Ray (sports files, the underdog model).
 """
 from __future__ import annotations
 
@@ -64,18 +65,7 @@ def kline(btc: pd.DataFrame) -> pd.DataFrame:
                          "taker_buy_quote_volume": 1.0, "ignore": 0})
 
 
-# -- 1. no config needed: the packaged default, outputs under ./runs ---------------------------------
-
-def test_run_from_an_empty_folder_uses_the_packaged_default_and_says_where_results_went(tmp_path):
-    result = edgeray("run", "--n-bars", "500", "--json", "summary.json", cwd=tmp_path)
-    out = ok(result)
-    assert "source: generator" in out
-    run_dir = tmp_path / "runs" / "latest"
-    assert f"results in {run_dir}" in out
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["ingestion"]["received"] == summary["ingestion"]["accepted"] == 1000  # 2 symbols x 500 bars
-    assert (tmp_path / "runs" / "feast").is_dir() and (run_dir / "state").is_dir()
-
+# -- 1. no config needed: the packaged default from a fresh folder runs through `ray job submit` (8. below)
 
 # -- 2, 3, 5, 6. edgeray init; config paths from the config's folder; kline auto-detected; --symbol --
 
@@ -98,6 +88,8 @@ def test_an_init_project_replays_a_garbled_kline_file_from_another_folder(tmp_pa
     cfg = yaml.safe_load((project / "pipeline.yaml").read_text())
     cfg["sources"] = [{"type": "bars", "path": "data/btc_kline.csv", "symbol": "BTCUSD"}]  # relative to proj/
     cfg["decisions"]["edge_model_warmup_rows"] = 600
+    published = tmp_path / "published" / "run1"
+    cfg["run_dir"] = published.as_uri()  # a storage URI: staged locally, published when the run ends
     (project / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
 
     elsewhere = tmp_path / "elsewhere"
@@ -106,8 +98,9 @@ def test_an_init_project_replays_a_garbled_kline_file_from_another_folder(tmp_pa
     assert "detected exchange kline format: open_time (ms) -> event_ts" in out
     assert "symbol BTCUSD is not in the config's ingestion.symbols; added for this run" in out
     assert "3 unreadable lines skipped" in out and "line 11: 4 fields, the header has 12" in out
-    run_dir = project / "runs" / "latest"
-    assert f"results in {run_dir}" in out and not (elsewhere / "runs").exists()
+    run_dir = published
+    assert f"results published to {published.as_uri()}" in out and f"results in {published.as_uri()}" in out
+    assert not (elsewhere / "runs").exists() and (project / "runs" / "feast").is_dir()
     ing = json.loads((elsewhere / "summary.json").read_text())["ingestion"]
     assert ing["accepted"] == 2997 and ing["rejected"] == 0
     dead = [json.loads(line) for line in (run_dir / "deadletters.jsonl").read_text().splitlines()]
@@ -209,21 +202,27 @@ def test_the_packaged_risk_and_veto_configs_are_the_repositorys():
 
 # -- 8. ray job submit: results outside Ray's temporary copy, or published to a storage URI -------------
 
-def job_submit_scenario(project: str, home: str, port: int) -> dict:
+def job_submit_scenario(project: str, home: str, port: int, *edgeray_args: str) -> dict:
     """A head node with the dashboard (a real Ray cluster, in this subprocess), then the README's
-    `ray job submit --working-dir PROJECT -- edgeray run` against it; returns the job's output."""
+    `ray job submit --working-dir PROJECT -- edgeray ARGS` against it; returns the job's output."""
     from ray.cluster_utils import Cluster
 
     bin_dir = Path(sys.executable).parent
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"  # the cluster's PATH reaches the job, as `ray start` from a venv
+    from tests.conftest import free_port
+
+    # Every port this head takes is a free one: the test session's own Ray already holds the defaults (the
+    # dashboard agent's 52365 above all, without which the head has no agent to run jobs).
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+        "dashboard_agent_listen_port": free_port(), "metrics_agent_port": free_port(),
+        "metrics_export_port": free_port(), "runtime_env_agent_port": free_port(),
         "object_store_memory": 200 * 1024**2})
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         command = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}", "--working-dir",
                    project, "--runtime-env-json", json.dumps({"env_vars": {"EDGERAY_HOME": home, "COLUMNS": "250"}}),
-                   "--", "edgeray", "run", "--config", "pipeline.yaml"]
+                   "--", "edgeray", *edgeray_args]
         deadline = time.monotonic() + 120
         while True:
             proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
@@ -236,29 +235,25 @@ def job_submit_scenario(project: str, home: str, port: int) -> dict:
         cluster.shutdown()
 
 
-def test_ray_job_submit_keeps_outputs_and_publishes_results_to_a_storage_uri(tmp_path, btc):
-    """Through `ray job submit`: outputs configured inside the working dir are kept under EDGERAY_HOME, a
-    file:// run_dir receives the results, and a source whose every row is invalid is counted and
-    dead-lettered rather than crashing the run."""
+def test_ray_job_submit_runs_the_packaged_default_and_keeps_its_outputs(tmp_path, btc):
+    """`ray job submit --working-dir` of a folder holding only a data file: the packaged default config,
+    outputs kept under EDGERAY_HOME instead of Ray's temporary copy, and a source whose every row is
+    invalid counted and dead-lettered rather than crashing the run."""
     from tests.conftest import free_port
 
-    project = tmp_path / "proj"
-    ok(edgeray("init", project, cwd=tmp_path))
+    project = tmp_path / "bets"
+    project.mkdir()
     bad = btc.head(300).copy()
     bad["high"] = bad["low"] - 1.0  # every bar impossible
     bad.to_csv(project / "bars.csv", index=False)
-    cfg = yaml.safe_load((project / "pipeline.yaml").read_text())
-    published = tmp_path / "published" / "run1"
-    cfg["run_dir"] = published.as_uri()
-    cfg["sources"] = [{"type": "bars", "path": "bars.csv", "symbol": "BTCUSDT-PERP"}]
-    (project / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     code = ("import json, sys; from tests.test_newcomer import job_submit_scenario; "
-            "print('RESULT' + json.dumps(job_submit_scenario(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
-    proc = subprocess.run([sys.executable, "-c", code, str(project), str(home), str(free_port())], env=env,
+            "print('RESULT' + json.dumps(job_submit_scenario(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:])))")
+    proc = subprocess.run([sys.executable, "-c", code, str(project), str(home), str(free_port()),
+                           "run", "--source", "bars.csv", "--symbol", "BTCUSDT-PERP"], env=env,
                           capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-4000:]
     job = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
@@ -267,16 +262,16 @@ def test_ray_job_submit_keeps_outputs_and_publishes_results_to_a_storage_uri(tmp
     text = " ".join(logs.split())
     submission = next(w.strip("'") for w in text.split() if w.strip("'").startswith("raysubmit_"))
     job_home = home / "jobs" / submission
+    run_dir = job_home / "runs" / "latest"
     assert f"outputs kept outside Ray's temporary working-dir copy, in {job_home}" in text
-    assert f"results published to {published.as_uri()}" in text and f"results in {published.as_uri()}" in text
-    assert (job_home / "runs" / "feast").is_dir()  # the Feast store outlives the job's copy
-    summary = json.loads((published / "summary.json").read_text())
-    ing = summary["ingestion"]
+    assert f"results in {run_dir} on host" in text
+    assert (job_home / "runs" / "feast").is_dir()  # the Feast store outlives the job's copy too
+    ing = json.loads((run_dir / "summary.json").read_text())["ingestion"]
     assert ing["received"] == ing["rejected"] == 300 and ing["accepted"] == 0
     assert ing["rejected_by_reason"] == {"high_below_open_close_or_low": 300}
-    dead = (published / "deadletters.jsonl").read_text().splitlines()
+    dead = (run_dir / "deadletters.jsonl").read_text().splitlines()
     assert len(dead) == 300 and all(json.loads(d)["reason"] == "high_below_open_close_or_low" for d in dead)
-    assert (published / "audit.db").exists() and (published / "state" / "ingestion.json").exists()
+    assert (run_dir / "audit.db").exists() and (run_dir / "state" / "ingestion.json").exists()
 
 
 # -- 6. sports files under any name, by declared or detected format -----------------------------------

@@ -240,3 +240,24 @@ def test_every_model_family_trains_on_mlb_and_ncaaf(sport, train, test):
         _, report = train_and_evaluate(sport, family, names[0], small[names[0]], frame, train, test)
         assert report["n"] > 400 and 0.3 < report["model"]["log_loss"] < 0.8, (family, report["model"])
         assert report["significance"]["p_value"] is not None and report["evaluation"] == "after training"
+
+
+def test_unreadable_lines_of_a_sports_file_are_reported_and_the_rest_read(tmp_path):
+    header = "date,home,away,home_score,away_score,home_ml,away_ml"
+    rows = ["2012-05-01,NYY,BOS,3,2,-120,110",
+            "2012-05-02,NYY,BOS,3,2",                  # line 3: too few fields
+            "2012-05-03,NYY,BOS,3,2,-120,110",
+            "2012-05-04,NYY,BOS,3,2,-40,110",          # line 5: impossible odds, a value problem
+            "2012-05-05,NYY,B\xffS,3,2,-120,110"]      # line 6: a byte that is not UTF-8
+    data = ("\n".join([header, *rows]) + "\n").encode("latin-1")
+    path = tmp_path / "games.csv"
+    path.write_bytes(data)
+    table = read_games(path, sport="mlb", fmt="generic")
+    assert len(table.games) == 2 and table.info["rows_read"] == 5 and table.info["rows_rejected"] == 3
+    rej = {(r.row, r.field): r for r in table.rejected.itertuples()}
+    assert rej[(1, "line 3")].reason == "unreadable line: 5 fields, the header has 7"
+    offset = data.index(b"\xff")
+    assert rej[(4, "line 6")].reason == f"unreadable line: byte 0xff at byte offset {offset} is not UTF-8"
+    assert rej[(3, "home_ml")].value == "-40"  # the file's data row, though a line before it was left out
+    odds, _ = load_sports_events(path, sport="mlb", fmt="generic")
+    assert len(odds) == 3 and [b["line"] for b in odds.attrs["bad_lines"]] == [3, 6]

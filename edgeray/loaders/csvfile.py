@@ -42,6 +42,7 @@ class CsvText:
     text: str                     # header + the good lines, for pandas
     bad: list[dict] = field(default_factory=list)   # {line, reason, raw}
     headerless: bool = False
+    good_lines: list[int] = field(default_factory=list)  # the file's line number of each good row
 
 
 def _norm(name: str) -> str:
@@ -56,7 +57,9 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def read_lines(path: str | Path) -> CsvText:
+def read_lines(path: str | Path, expected: str = EXPECTED) -> CsvText:
+    """The file's header and good lines; each line that cannot be read is in `bad` with its line number and
+    reason (`expected` names the columns a reader wants, for the messages about a file that is no CSV)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file", "check the path (relative paths in a config are read from the config's folder)")
@@ -65,7 +68,7 @@ def read_lines(path: str | Path) -> CsvText:
     data = path.read_bytes()
     name = path.name
     if not data.strip():
-        raise SourceError(f"{name}: the file is empty; expected a header line and rows: {EXPECTED}")
+        raise SourceError(f"{name}: the file is empty; expected a header line and rows: {expected}")
     if data.startswith(b"PAR1"):
         raise SourceError(f"{name}: a parquet file; give it a .parquet name to read it as parquet")
     lines = data.split(b"\n")
@@ -75,14 +78,15 @@ def read_lines(path: str | Path) -> CsvText:
         header_text = header_raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SourceError(f"{name}: not a text CSV: byte 0x{header_raw[exc.start]:02x} at byte offset {exc.start} (line 1) is not UTF-8",
-                          f"expected a CSV with a header line: {EXPECTED}") from None
+                          f"expected a CSV with a header line: {expected}") from None
     if "\x00" in header_text:
         raise SourceError(f"{name}: not a text CSV: NUL byte at byte offset {header_raw.index(bytes(1))} (line 1)",
-                          f"expected a CSV with a header line: {EXPECTED}")
+                          f"expected a CSV with a header line: {expected}")
     header = next(csv.reader([header_text]), [])
     headerless = len(header) >= 6 and all(_is_number(h) for h in header)
     n = len(header)
     good: list[str] = []
+    good_lines: list[int] = []
     bad: list[dict] = []
     body = lines if headerless else lines[1:]
     if not headerless:
@@ -111,22 +115,23 @@ def read_lines(path: str | Path) -> CsvText:
             bad.append({"line": i, "reason": f"{len(fields)} fields, the header has {n}", "raw": text})
             continue
         good.append(text)
+        good_lines.append(i)
     if not good:
         if bad:
             b = bad[0]
             raise SourceError(f"{name}: none of its {len(bad):,} data lines can be read (line {b['line']}: {b['reason']}); is it a CSV file?",
-                              f"expected: {EXPECTED}")
+                              f"expected: {expected}")
         raise SourceError(f"{name}: a header but no rows (header: {', '.join(header)})")
     if len(bad) > max(len(good), 10) and len(bad) > 0.5 * (len(good) + len(bad)):
         b = bad[0]
         raise SourceError(f"{name}: {len(bad):,} of {len(bad) + len(good):,} lines cannot be read (first: line {b['line']}: {b['reason']}); "
-                          "is it a text CSV?", f"expected: {EXPECTED}")
+                          "is it a text CSV?", f"expected: {expected}")
     if headerless:
         header = list(KLINE_HEADERLESS[:n]) + [f"col{j}" for j in range(len(KLINE_HEADERLESS), n)]
         head = ",".join(header)
     else:
         head = header_text
-    return CsvText(header, head + "\n" + "\n".join(good) + "\n", bad, headerless)
+    return CsvText(header, head + "\n" + "\n".join(good) + "\n", bad, headerless, good_lines)
 
 
 def bad_lines_frame(bad: list[dict], path: str | Path) -> pd.DataFrame:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from edgeray.sports.games import format_fields, game_identity, read_archive
-
 RESULT_DELAY = pd.Timedelta(hours=23, minutes=59, seconds=59)
 
 
 def load_sports_events(path: str | Path, *, sport: str | None = None, fmt: str | None = None,
                        columns: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(odds quotes, game results) of one sports archive file."""
+    from edgeray.sports.games import format_fields, game_identity, read_archive  # the game table uses our csv reader
+
     spec, sport, raw = read_archive(path, sport=sport, fmt=fmt, columns=columns)
     cols = format_fields(spec, raw)
     ts, home, away, game_id = game_identity(sport, spec, cols)
@@ -36,4 +36,5 @@ def load_sports_events(path: str | Path, *, sport: str | None = None, fmt: str |
                          "is_open": False, "is_close": True})
     results = pd.DataFrame({"event_ts": (ts + RESULT_DELAY).astype(object).where(ts.notna(), date), **common,
                             "score_a": cols["home_score"], "score_b": cols["away_score"]})
+    odds.attrs["bad_lines"] = raw.attrs.get("bad_lines") or []  # dead-lettered by the replay's pre-flight
     return odds, results

@@ -11,6 +11,7 @@ total where the source has them (for line-movement features) and a precipitation
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeray.loaders.csvfile import read_lines
 from edgeray.odds import american_to_decimal, is_valid_american, remove_margin_multiplicative
 from edgeray.sports.formats import (EXPECTED_HINT, FORMATS, SPORTS, TEXT_FIELDS, SportFormat, SportsFormatError,
                                     canonical_sport, detect, read_header, season_of)
@@ -179,10 +181,19 @@ def _build(fmt: SportFormat, sport: str, raw: pd.DataFrame, source: str) -> Game
     })
     games["date"] = games["date"].astype("datetime64[ns, UTC]")
     games = games.sort_values(["date", "game_id"], kind="mergesort").reset_index(drop=True)
-    rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS[:4]).sort_values(["row", "field"], kind="mergesort")
+    rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS[:4])
+    lines = raw.attrs.get("file_lines")
+    if lines:  # rows of the parsed frame -> data rows of the file (unreadable lines were taken out)
+        rej["row"] = np.asarray(lines, dtype=np.int64)[rej["row"].to_numpy(dtype=np.int64)] - 2
+    unreadable = raw.attrs.get("bad_lines") or []
+    rej = pd.concat([rej, pd.DataFrame({"row": [b["line"] - 2 for b in unreadable],
+                                        "field": [f"line {b['line']}" for b in unreadable],
+                                        "value": [b["raw"][:200] for b in unreadable],
+                                        "reason": [f"unreadable line: {b['reason']}" for b in unreadable]})],
+                    ignore_index=True).sort_values(["row", "field"], kind="mergesort")
     rej["file"] = source
-    info = {"sport": sport, "source": source, "format": fmt.name, "rows_read": n, "games": len(games),
-            "rows_rejected": int(bad.sum()), "problems": len(rej)}
+    info = {"sport": sport, "source": source, "format": fmt.name, "rows_read": n + len(unreadable),
+            "games": len(games), "rows_rejected": int(bad.sum()) + len(unreadable), "problems": len(rej)}
     return GameTable(games, rej.reset_index(drop=True), info)
 
 
@@ -202,12 +213,16 @@ def read_archive(path: str | Path, *, sport: str | None = None, fmt: str | None 
         raise FileNotFoundError(f"path: no such file {path}")
     header = [(columns or {}).get(c, c) for c in read_header(path)]
     spec = detect(header, sport=sport, fmt=fmt, where=path.name)
+    # Lines that cannot be read (wrong field count, bytes that are not UTF-8) are kept out and reported with
+    # their line number; the good rows go on (edgeray.loaders.csvfile, as for market files).
+    text = read_lines(path, expected=f"the {spec.name} columns: {', '.join(sorted(spec.columns))}")
     try:
-        raw = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SportsFormatError(f"{path.name}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
+        raw = pd.read_csv(io.StringIO(text.text), dtype=str)
+    except pd.errors.ParserError as exc:
+        raise SportsFormatError(f"{path.name}: cannot be read as CSV ({exc})") from None
     if columns:
         raw = raw.rename(columns=dict(columns))
+    raw.attrs.update({"file_lines": text.good_lines, "bad_lines": text.bad})
     return spec, spec.sport or canonical_sport(sport), raw
 
 
