@@ -288,6 +288,10 @@ def test_restarted_scheduler_keeps_queue_and_requeues_running_job(ray_session, m
     queued = ray_session.get(first.submit.remote("bob", "torch_mlp_demo", _demo(2), 0))["job_id"]
     _wait(lambda: (ray_session.get(first.job.remote(running, *ADMIN))["progress"] or {}).get("epoch", 0) >= 1,
           what="the long job to start training")
+    # The crash point made exact: the loop stops, then the actor dies. (Killed mid-loop, a dying scheduler
+    # can still see its runner fail as its owner goes and dispatch the next job before it is gone, and the
+    # recovery would then requeue that one instead; nothing is lost either way, but this test names which.)
+    ray_session.get(first.shutdown.remote())
     ray_session.kill(first)
 
     second = make_queue(max_concurrent=1, start_paused=True)  # same SQLite file
