@@ -837,7 +837,9 @@ def train_and_evaluate(sport: str, family: str, name: str | None, params: dict, 
     for label, part, wanted in (("train_seasons", train, train_seasons), ("test_seasons", test, test_seasons)):
         absent = sorted(set(wanted) - set(part["season"].astype(int)))
         if absent:
-            raise ValueError(f"{label}: season(s) {absent} have no games in the frame")
+            held = sorted(int(x) for x in season.dropna().unique())
+            span = f"{held[0]}-{held[-1]}" if held else "no seasons"
+            raise ValueError(f"{label}: season(s) {absent} have no games in the frame, which holds {span}")
     started = time.perf_counter()
     model.fit(train, progress=progress, device=device)
     fit_seconds = time.perf_counter() - started

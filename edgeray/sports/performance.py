@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 from sklearn import metrics as skm
 
 from edgeray.sports.registry import FAMILIES, ModelRegistry, check_family, check_sport
@@ -101,9 +102,7 @@ def significance_vs_market(y: Any, p_model: Any, p_market: Any, dates: Any = Non
     ll = lambda p: -(y * np.log(p) + (1 - y) * np.log(1 - p))  # noqa: E731
     d = ll(pm) - ll(pk)
     mean, sd = float(d.mean()), float(d.std(ddof=1))
-    from scipy import stats as st
-
-    p_value = float(2 * st.norm.sf(abs(mean) / (sd / np.sqrt(n)))) if sd > 0 else (0.0 if mean != 0 else 1.0)
+    p_value = float(2 * scipy_stats.norm.sf(abs(mean) / (sd / np.sqrt(n)))) if sd > 0 else (0.0 if mean != 0 else 1.0)
     groups = pd.factorize(pd.Series(dates).to_numpy())[0] if dates is not None else np.arange(n)
     sums, counts = np.bincount(groups, weights=d), np.bincount(groups).astype(float)
     rng = np.random.default_rng(seed)
