@@ -1,13 +1,14 @@
-"""Meta-controller actor: drives one micro-batch through the decision loop.
+"""Meta-controller actor: the decision loop's hot path and its control surface, over one DecisionKernel.
 
-executor.step (fill earlier approvals on these bars, outcomes back) -> engine.decide (regime,
-LinUCB arm, signal, size, confidence + SHAP) -> risk.check -> veto.review -> audit.append.
-Approved orders ride on the next executor.step, so they fill on a later bar, never this one.
+Per micro-batch: kernel.step (ledger step, decide, risk, veto: plain calls in this process, see
+policies/kernel.py for why) -> the audit write (durable before the batch counts as done) -> the
+shadows -> one checkpoint. The kill switch, the human reviews at the veto gate, the hold expiry and
+the reads take the same lock between batches, so a kill lands before the next batch is decided.
 """
 from __future__ import annotations
 
 import gc
-import io
+import threading
 import time
 from pathlib import Path
 
@@ -16,32 +17,24 @@ import pandas as pd
 import ray
 
 from actors.metrics import DecisionStageMetrics
-from edgeray.config import PipelineConfig
 from edgeray.audit import AuditLog
+from edgeray.config import PipelineConfig
 from edgeray.latency import LatencyRing, StageLatencies
 from edgeray.statefile import load_state, save_state
-from edgeray.watermark import NEVER, SymbolWatermark
 from envs.trading import TradingEnvConfig
-from policies.engine import DecisionEngine, decision_ids
+from policies.kernel import DecisionKernel
 from policies.rl_policy import load_meta
-from policies.strategies import PairsStatArb
 
-PASS_THROUGH = ("approve", "resize")
 # Where a decided row's time goes, in order (ms; `stages_ms` in status, edgeray_decision_stage_ms in Ray metrics):
 # ingest: receipt -> the streamer takes the batch (per row: includes waiting for the micro-batch to fill);
-# features: the streamer's processing (features, Feast write); queue_wait: the streamer's send -> this actor
-# starts the batch (the one-in-flight window, transport, the actor's queue); then the calls this actor makes.
-# "other": the rest of the batch in this actor (watermarks, rewards, shadows' market step, record building).
-# "shadows" (the shadow strategies' paper trading) runs after the audit write, so it is outside a row's latency.
-STAGES = ("ingest", "features", "queue_wait", "executor_step", "decide", "risk", "veto", "audit", "shadows",
+# features: the streamer's processing; queue_wait: the streamer's send -> this actor starts the batch (the
+# outbox, transport, the actor's queue); then the kernel's stages and the audit write in this process.
+# "other": the rest of the batch here (watermarks, record building). "shadows" (the shadow strategies' paper
+# trading) and "checkpoint" run after the audit write, so they are outside a row's latency.
+STAGES = ("ingest", "features", "queue_wait", "execution", "decide", "risk", "veto", "audit", "shadows",
           "checkpoint", "other")
-
-
-def _stage_records(frame: pd.DataFrame, stage: str, columns: list[str]) -> list[dict]:
-    if frame is None or frame.empty:
-        return []
-    rows = frame[["decision_id", "event_ts", *columns]].to_dict("records")
-    return [{"decision_id": r.pop("decision_id"), "stage": stage, "event_ts": r.pop("event_ts"), "payload": r} for r in rows]
+CURVE_EVERY = 50  # batches between equity-curve saves (the curve would make every checkpoint megabytes)
+EXPIRY_CHECK_S = 1.0  # how often held decisions are checked against their deadline
 
 
 def policy_window(checkpoint: str | None) -> int:
@@ -54,141 +47,70 @@ def policy_window(checkpoint: str | None) -> int:
     return int(meta.env_config.get("window", TradingEnvConfig.window))
 
 
-# One thread on purpose: batches must be decided in the order they arrive; reads queue behind a batch.
-@ray.remote(num_cpus=0)
+# Threads for the control calls; the lock keeps batches in arrival order and one at a time.
+@ray.remote(num_cpus=0, max_concurrency=4)
 class MetaControllerActor:
-    def __init__(self, config: dict, executor, risk, veto, audit, policy=None):
+    def __init__(self, config: dict, audit, policy=None):
         self.cfg = PipelineConfig.model_validate(config)
-        run_dir = Path(self.cfg.run_dir)
-        self.state_path = run_dir / "state" / "meta_controller.json"
+        state_dir = Path(self.cfg.run_dir) / "state"
+        self.state_path = state_dir / "meta_controller.json"
+        self.curve_path = state_dir / "equity_curve.parquet"
+        state_dir.mkdir(parents=True, exist_ok=True)
         self.policy = policy  # PolicyServerActor when decisions.sizer.name is "rl_policy"
-        self.engine = DecisionEngine(self.cfg.decisions, self.cfg.ingestion.symbols, self.cfg.namespace,
-                                     self.cfg.features.spec(), run_dir / "models",
-                                     policy_window=policy_window(self.cfg.decisions.sizer.checkpoint))
         state = load_state(self.state_path)
-        self._pending_orders: pd.DataFrame | None = None
-        if state:  # restart: learned state and not-yet-submitted approvals come back
-            self.engine.load_state(state["engine"])
-            if state["pending_orders"]:
-                self._pending_orders = pd.read_json(io.StringIO(state["pending_orders"]), orient="table")
-        self.executor, self.risk, self.veto = executor, risk, veto
+        if state and self.curve_path.exists():  # the chart points saved beside the last checkpoints
+            curve = pd.read_parquet(self.curve_path)
+            state["ledger"]["curve_ts"] = pd.to_datetime(curve["ts"], utc=True).astype("int64").tolist()
+            state["ledger"]["curve_equity"] = curve["equity"].tolist()
+        self.kernel = DecisionKernel(self.cfg, policy_window(self.cfg.decisions.sizer.checkpoint), state)
         # The loop writes its own records in process: on a busy 2-core box the audit actor's round trip cost
-        # ~10 ms a batch for ~1 ms of work (bench/decisions.py). The database serialises writers (SQLite WAL
-        # with a busy timeout, or PostgreSQL); the AuditActor stays the writer for kill switch, veto reviews,
-        # drift alerts and serves the reads. Waiting for it first means it has created the table.
+        # ~10 ms a batch for ~1 ms of work. The database serialises writers (SQLite WAL with a busy timeout,
+        # or PostgreSQL); the AuditActor serves the reads. Waiting for it first means it has created the table.
         ray.get(audit.count.remote())
         self.audit_log = AuditLog(self.cfg.audit_url)
+        self._lock = threading.RLock()
+        self._batches = 0
         self._latency = LatencyRing()  # receipt -> decision durable in the audit log, per row
-        self.verdicts: dict[str, int] = (state or {}).get("verdicts", {})
-        self._done = SymbolWatermark((state or {}).get("done_until"))
-        # The pairs strategy reads both legs as one stream, so its clock is shared across symbols.
-        self._cross_symbol = any(isinstance(s, PairsStatArb) for s in
-                                 [*self.engine.strategies, *(sh.strategy for sh in self.engine.shadows)])
-        self._decided_until_ns: int | None = (state or {}).get("decided_until_ns")
-        self.rejected_rows: dict[str, int] = (state or {}).get("rejected_rows", {})
-        self.snapshot: dict = {}
         self._busy_s = 0.0
         self._stages = StageLatencies(STAGES)
         self._stage_metrics = DecisionStageMetrics()
+        self._stop = threading.Event()
+        threading.Thread(target=self._expiry_loop, name="veto-expiry", daemon=True).start()
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
     def decide_batch(self, frame: pd.DataFrame) -> dict:
         started_ns = time.time_ns()  # wall clock: compared with the streamer's stamps (another process)
-        started = time.perf_counter()
-        timed: dict[str, float] = {}  # stage -> ms for this batch, recorded once the batch is done
-        upstream = self._upstream_ms(frame, started_ns)
-        # A batch retried after a restart may already be in the checkpoint (the actor died after
-        # saving, before answering): its rows are skipped, so nothing is decided twice.
-        fresh = self._done.fresh(frame)
-        if fresh.empty:
-            return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
-        # Rows behind the clock of a batch that also brings new rows went back in time: deciding them
-        # would make the regime or pairs state raise on every later batch (the loop wedged on 3 bad bars).
-        frame, rejected = self._in_time_order(frame)
-        if frame.empty:
-            self._audit_rejected(rejected)
-            return {"decisions": 0, "orders": 0, "rejected_rows": len(rejected)}
-        t = time.perf_counter_ns()
-        step = ray.get(self.executor.step.remote(self._pending_orders, frame))
-        timed["executor_step"] = (time.perf_counter_ns() - t) / 1e6
-        self._pending_orders = None
-        self.snapshot = step["snapshot"]
-        self.engine.on_outcomes(step["outcomes"])
-        act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
-        t = time.perf_counter_ns()
-        batch = self.engine.decide(frame, self.snapshot, act=act)
-        timed["decide"] = (time.perf_counter_ns() - t) / 1e6
-        records = list(batch.records)
-        records += _stage_records(step["fills"], "fill", ["symbol", "strategy", "quantity", "price", "fee"])
-        records += _stage_records(step["outcomes"], "outcome", ["pnl", "reward"])
-        records += self._rejected_records(rejected)
-        if len(batch.orders):
-            records += self._gate(batch, timed)
-        received = frame["received_ns"].to_numpy() if "received_ns" in frame else None
-        # The audit write must be durable before the checkpoint says this batch is done: a write still in
-        # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
-        t = time.perf_counter_ns()
-        self._audit(records, received)
-        timed["audit"] = (time.perf_counter_ns() - t) / 1e6
-        # The shadows never execute, so they wait until the live decisions are durable (off the latency
-        # path); their records are durable before the checkpoint too.
-        t = time.perf_counter_ns()
-        shadow_records = self.engine.shadow_step(batch)
-        if shadow_records:
-            self._audit(shadow_records)
-        timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
-        self._done.advance(frame)
-        if self._cross_symbol:
-            self._decided_until_ns = int(pd.to_datetime(frame["event_ts"], utc=True).array.asi8.max())
-        # Every batch, on purpose: only the call in flight is retried after a restart, so a batch answered
-        # after the last checkpoint would never be resent (its approvals, rewards and counts lost).
-        t = time.perf_counter_ns()
-        save_state(self.state_path, self._state())
-        timed["checkpoint"] = (time.perf_counter_ns() - t) / 1e6
-        busy = time.perf_counter() - started
-        self._busy_s += busy
-        timed["other"] = max(0.0, busy * 1e3 - sum(timed.values()))
-        self._record_stages(upstream, timed)
-        return {"decisions": batch.n_decisions, "orders": len(batch.orders), "rejected_rows": len(rejected)}
-
-    def _in_time_order(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Split `frame` into rows the engine can take (at or after every earlier row of their symbol,
-        and with a cross-symbol strategy, of every symbol) and rows that went back in time, each with
-        its reason. A row already behind is never ahead of the running maximum, so a cumulative max
-        over all rows equals one over the kept rows."""
-        ts = pd.to_datetime(frame["event_ts"], utc=True).array.asi8
-        symbols = frame["symbol"].astype(str).to_numpy()
-        done = self._done.state_dict()
-        # Per symbol: strictly after the symbol's decided watermark (as SymbolWatermark.fresh), and not
-        # before an earlier row of this batch. Integer ns throughout: a float would round them.
-        floor = np.full(len(ts), NEVER, dtype=np.int64)
-        for sym in pd.unique(symbols):
-            idx = np.flatnonzero(symbols == sym)
-            running = np.maximum.accumulate(ts[idx])
-            floor[idx] = np.maximum(np.concatenate([[NEVER], running[:-1]]), done[sym] + 1 if sym in done else NEVER)
-        reasons = np.where(ts < floor, "went_back_in_time_for_symbol", None).astype(object)
-        if self._cross_symbol:
-            shared = np.maximum.accumulate(np.concatenate([[NEVER if self._decided_until_ns is None else self._decided_until_ns], ts]))[:-1]
-            reasons = np.where((reasons == None) & (ts < shared), "went_back_in_time_across_symbols", reasons)  # noqa: E711
-        bad = reasons != None  # noqa: E711
-        if not bad.any():
-            return frame, frame.iloc[:0].assign(reason=[])
-        rejected = frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
-        for reason, n in rejected["reason"].value_counts().items():
-            self.rejected_rows[reason] = self.rejected_rows.get(reason, 0) + int(n)
-        return frame[~bad].reset_index(drop=True), rejected
-
-    def _rejected_records(self, rejected: pd.DataFrame) -> list[dict]:
-        if rejected.empty:
-            return []
-        ids = decision_ids(self.cfg.namespace, rejected["symbol"].to_numpy(), rejected["event_ts"])
-        return [{"decision_id": i, "stage": "rejected", "event_ts": r["event_ts"],
-                 "payload": {"symbol": r["symbol"], "reason": r["reason"], "close": float(r["close"])}}
-                for i, r in zip(ids, rejected[["symbol", "event_ts", "reason", "close"]].to_dict("records"))]
-
-    def _audit_rejected(self, rejected: pd.DataFrame) -> None:
-        self._audit(self._rejected_records(rejected))
-        save_state(self.state_path, self._state())
+        with self._lock:
+            started = time.perf_counter()
+            upstream = self._upstream_ms(frame, started_ns)
+            act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
+            out = self.kernel.step(frame, act=act)
+            if out.skipped_as_already_decided:  # retried after a restart that came after its checkpoint
+                return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
+            timed = dict(out.timed)
+            # The audit write must be durable before the checkpoint says this batch is done: a write still in
+            # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
+            t = time.perf_counter_ns()
+            decided = out.batch is not None
+            self._audit(out.records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
+            timed["audit"] = (time.perf_counter_ns() - t) / 1e6
+            if decided:
+                # The shadows never execute, so they wait until the live decisions are durable (off the latency
+                # path); their records are durable before the checkpoint too.
+                t = time.perf_counter_ns()
+                self._audit(self.kernel.engine.shadow_step(out.batch))
+                timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
+            # Every batch, on purpose: only the call in flight is retried after a restart, so a batch answered
+            # after the last checkpoint would never be resent (its approvals, rewards and counts lost).
+            t = time.perf_counter_ns()
+            self._checkpoint()
+            timed["checkpoint"] = (time.perf_counter_ns() - t) / 1e6
+            busy = time.perf_counter() - started
+            self._busy_s += busy
+            if decided:
+                timed["other"] = max(0.0, busy * 1e3 - sum(timed.values()))
+                self._record_stages(upstream, timed)
+            return {"decisions": out.decisions, "orders": out.orders, "rejected_rows": out.rejected_rows}
 
     def _audit(self, records: list[dict], received_ns: np.ndarray | None = None) -> None:
         """One transaction; with `received_ns` (the rows' receipt stamps) this ends their end-to-end latency."""
@@ -196,6 +118,15 @@ class MetaControllerActor:
             self.audit_log.append(records)
         if received_ns is not None and len(received_ns):
             self._latency.record_since(received_ns, time.time_ns())
+
+    def _checkpoint(self) -> None:
+        save_state(self.state_path, self.kernel.state_dict())
+        self._batches += 1
+        if self._batches % CURVE_EVERY == 0:
+            self._save_curve()
+
+    def _save_curve(self) -> None:
+        self.kernel.ledger.equity_curve().to_parquet(self.curve_path, index=False)
 
     def _upstream_ms(self, frame: pd.DataFrame, started_ns: int) -> dict:
         """ingest (per row), features and queue_wait (per batch) from the stamps riding on the rows."""
@@ -217,64 +148,92 @@ class MetaControllerActor:
             else:
                 self._stage_metrics.observe(stage, value)
 
-    def _gate(self, batch, timed: dict) -> list[dict]:
-        orders = batch.orders
-        t = time.perf_counter_ns()
-        risk = ray.get(self.risk.check.remote(orders, self.snapshot))
-        timed["risk"] = (time.perf_counter_ns() - t) / 1e6
-        risk = risk.set_index("decision_id").loc[orders["decision_id"]].reset_index()
-        passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
-        sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
-        records = _stage_records(risk.assign(event_ts=orders["event_ts"].to_numpy()), "risk", ["verdict", "quantity", "reasons"])
-        for reason in risk["reasons"]:
-            for r in filter(None, str(reason).split("; ")):
-                self.verdicts[f"risk:{r}"] = self.verdicts.get(f"risk:{r}", 0) + 1
-        for v in risk["verdict"]:
-            self.verdicts[f"risk_{v}"] = self.verdicts.get(f"risk_{v}", 0) + 1
-        if sized.empty:
-            return records
-        t = time.perf_counter_ns()
-        veto = ray.get(self.veto.review.remote(sized))
-        timed["veto"] = (time.perf_counter_ns() - t) / 1e6
-        veto = veto.set_index("decision_id").loc[sized["decision_id"]].reset_index()
-        records += _stage_records(veto.assign(event_ts=sized["event_ts"].to_numpy()), "veto", ["verdict", "rule"])
-        for v in veto["verdict"]:
-            self.verdicts[f"veto_{v}"] = self.verdicts.get(f"veto_{v}", 0) + 1
-        approved = sized[(veto["verdict"] == "approve").to_numpy() & (sized["quantity"] != 0).to_numpy()]
-        self._pending_orders = approved[["decision_id", "event_ts", "symbol", "strategy", "quantity"]] if len(approved) else None
-        # Held decisions may still be approved by a human, so they are rewarded when they fill.
-        live = (veto["verdict"] != "reject").to_numpy()
-        index = {d: i for i, d in enumerate(orders["decision_id"])}
-        rows = [index[d] for d in sized["decision_id"][live]]
-        self.engine.register(sized["decision_id"][live].tolist(), batch.arms[rows], batch.contexts[rows])
-        return records
-
-    def _state(self) -> dict:
-        pending = self._pending_orders.to_json(orient="table", date_unit="ns") if self._pending_orders is not None else None
-        return {"engine": self.engine.state_dict(), "pending_orders": pending, "verdicts": self.verdicts,
-                "done_until": self._done.state_dict(), "decided_until_ns": self._decided_until_ns,
-                "rejected_rows": self.rejected_rows}
-
     def flush(self) -> dict:
         """Submit the last approvals (they fill on the next bar)."""
-        if self._pending_orders is not None:
-            ray.get(self.executor.submit.remote(self._pending_orders))
-            self._pending_orders = None
-            save_state(self.state_path, self._state())
+        with self._lock:
+            if self.kernel.submit_pending():
+                self._checkpoint()
         return self.status()
 
-    # -- control and reads --------------------------------------------------------------------
+    # -- control: kill switch, human reviews, hold expiry --------------------------------------
+    def kill(self, reason: str, actor: str) -> dict:
+        """Halt: every later risk check rejects, unfilled orders are cancelled and nothing more fills;
+        the event is in the audit log before this returns."""
+        with self._lock:
+            event, records = self.kernel.kill(reason, actor)
+            self._durably(records)
+            return event
+
+    def resume(self, actor: str) -> dict:
+        with self._lock:
+            event, records = self.kernel.resume(actor)
+            self._durably(records)
+            return event
+
+    def pending(self) -> list[dict]:
+        with self._lock:
+            return self.kernel.veto.pending(pd.Timestamp.now(tz="UTC"))
+
+    def approve(self, decision_id: str, reviewer: str) -> dict:
+        return self._review("approve", decision_id, reviewer)
+
+    def reject(self, decision_id: str, reviewer: str) -> dict:
+        return self._review("reject", decision_id, reviewer)
+
+    def _review(self, action: str, decision_id: str, reviewer: str) -> dict:
+        with self._lock:
+            record, records = self.kernel.review(action, decision_id, reviewer, pd.Timestamp.now(tz="UTC"))
+            self._durably(records)
+            return record
+
+    def expire(self, now: pd.Timestamp | None = None) -> list[dict]:
+        """Apply the timeout action to holds past their deadline (`now` lets a test set the clock)."""
+        with self._lock:
+            records = self.kernel.expire(now or pd.Timestamp.now(tz="UTC"))
+            if records:
+                self._durably(records)
+            return [r["payload"] for r in records]
+
+    def _expiry_loop(self) -> None:
+        while not self._stop.wait(EXPIRY_CHECK_S):  # a timer, not synchronisation: holds expire on the wall clock
+            self.expire()
+
+    def _durably(self, records: list[dict]) -> None:
+        """A control event: audited, then checkpointed, before the caller hears of it."""
+        self._audit(records)
+        self._checkpoint()
+
+    # -- reads --------------------------------------------------------------------------------
     def arms(self) -> list[dict]:
-        return self.engine.bandit.stats()
+        with self._lock:
+            return self.kernel.engine.bandit.stats()
 
     def set_arm(self, arm: str, enabled: bool) -> list[dict]:
-        (self.engine.bandit.enable if enabled else self.engine.bandit.disable)(arm)
-        save_state(self.state_path, self._state())
-        return self.engine.bandit.stats()
+        with self._lock:
+            bandit = self.kernel.engine.bandit
+            (bandit.enable if enabled else bandit.disable)(arm)
+            self._checkpoint()
+            return bandit.stats()
+
+    def risk_status(self) -> dict:
+        with self._lock:
+            return self.kernel.risk.status()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return self.kernel.ledger.snapshot()
+
+    def equity_curve(self) -> pd.DataFrame:
+        with self._lock:
+            self._save_curve()
+            return self.kernel.ledger.equity_curve()
 
     def status(self) -> dict:
-        latency = self._latency.percentiles()
-        equity = self.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
-        return {**self.engine.counts, "verdicts": dict(self.verdicts), "latency_ms_p50": latency["latency_ms_p50"], "latency_ms_p99": latency["latency_ms_p99"],
-                "busy_s": self._busy_s, "equity": equity, "shadows": self.engine.shadow_report(equity),
-                "rejected_rows": dict(self.rejected_rows), "stages_ms": self._stages.summary()}
+        with self._lock:
+            k = self.kernel
+            latency = self._latency.percentiles()
+            equity = k.snapshot.get("equity", self.cfg.decisions.ledger.initial_cash)
+            return {**k.engine.counts, "verdicts": dict(k.verdicts), "latency_ms_p50": latency["latency_ms_p50"],
+                    "latency_ms_p99": latency["latency_ms_p99"], "busy_s": self._busy_s, "equity": equity,
+                    "shadows": k.engine.shadow_report(equity), "rejected_rows": dict(k.rejected_rows),
+                    "stages_ms": self._stages.summary()}

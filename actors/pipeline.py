@@ -10,13 +10,10 @@ import shutil
 from pathlib import Path
 
 from actors.audit import AuditActor
-from actors.executor import ExecutorActor
 from actors.feature_streamer import FeatureStreamerActor, feast_settings
 from actors.ingestion import IngestionActor
 from actors.meta_controller import MetaControllerActor
 from actors.policy_server import PolicyServerActor
-from actors.risk_monitor import RiskMonitorActor
-from actors.veto_gate import VetoGateActor
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.featurestore import open_store
 from edgeray.sources import source_available
@@ -24,12 +21,10 @@ from edgeray.sources import source_available
 INGESTION = "ingestion"
 FEATURE_STREAMER = "feature_streamer"
 META_CONTROLLER = "meta_controller"
-RISK_MONITOR = "risk_monitor"
-VETO_GATE = "veto_gate"
-EXECUTOR = "executor"
 AUDIT = "audit"
 POLICY_SERVER = "policy_server"
-DECISION_ACTORS = (META_CONTROLLER, RISK_MONITOR, VETO_GATE, EXECUTOR, AUDIT)
+# The ledger, risk monitor and veto gate run inside the meta-controller's process (policies/kernel.py).
+DECISION_ACTORS = (META_CONTROLLER, AUDIT)
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
@@ -87,18 +82,14 @@ class Pipeline:
                     leftover.unlink(missing_ok=True)
         d = cfg.decisions
         audit = AuditActor.options(name=AUDIT, **common).remote(cfg.audit_url)
-        executor = ExecutorActor.options(name=EXECUTOR, **common).remote(d.ledger.model_dump(), str(state / "executor.json"))
-        risk = RiskMonitorActor.options(name=RISK_MONITOR, **common).remote(
-            d.risk_config, d.ledger.initial_cash, str(state / "risk_monitor.json"), executor, audit)
-        veto = VetoGateActor.options(name=VETO_GATE, **common).remote(d.veto_config, str(state / "veto_gate.json"), executor, audit)
-        actors = {RISK_MONITOR: risk, VETO_GATE: veto, EXECUTOR: executor, AUDIT: audit}
+        actors = {AUDIT: audit}
         policy = None
         if d.sizer.name == "rl_policy":
             retrain = d.sizer.retrain_on_drift.model_dump() if d.sizer.retrain_on_drift else None
             policy = actors[POLICY_SERVER] = PolicyServerActor.options(name=POLICY_SERVER, **common).remote(
                 d.sizer.checkpoint, d.sizer.shadow_checkpoint, retrain, audit, d.sizer.checkpoint_roots)
         actors[META_CONTROLLER] = MetaControllerActor.options(name=META_CONTROLLER, **common).remote(
-            cfg.model_dump(), executor, risk, veto, audit, policy)
+            cfg.model_dump(), audit, policy)
         return actors
 
     @classmethod
@@ -127,7 +118,7 @@ class Pipeline:
         status = {"ingestion": ingestion, "features": features}
         if self.decision:
             status["decisions"], status["risk"] = ray.get([self.decision[META_CONTROLLER].status.remote(),
-                                                           self.decision[RISK_MONITOR].status.remote()])
+                                                           self.decision[META_CONTROLLER].risk_status.remote()])
             if POLICY_SERVER in self.decision:
                 status["policy"] = ray.get(self.decision[POLICY_SERVER].status.remote())
         return status

@@ -29,17 +29,14 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # configs/risk.yaml and configs/veto.yaml are relative to the project
 
 from actors.feature_streamer import decision_frame  # noqa: E402
-from actors.meta_controller import PASS_THROUGH, policy_window  # noqa: E402
+from actors.meta_controller import policy_window  # noqa: E402
 from actors.pipeline import Pipeline  # noqa: E402
 from edgeray.config import PipelineConfig, SourceConfig  # noqa: E402
 from edgeray.deadletter import DeadLetterStore  # noqa: E402
 from edgeray.features.market import MarketFeatureState  # noqa: E402
 from edgeray.ingest import IngestCore  # noqa: E402
-from edgeray.ledger import PaperLedger  # noqa: E402
-from edgeray.risk import RiskEngine, RiskLimits  # noqa: E402
 from edgeray.sources import load_source, micro_batches  # noqa: E402
-from edgeray.veto import VetoConfig, VetoGate  # noqa: E402
-from policies.engine import DecisionEngine  # noqa: E402
+from policies.kernel import DecisionKernel  # noqa: E402
 
 BTC = ROOT.parent / "shared" / "data" / "markets" / "btc_perp_1m_2022-01.csv"
 SOURCE = SourceConfig(type="bars", path=str(BTC), symbol="BTCUSDT-PERP")
@@ -91,46 +88,22 @@ def feature_rows(cfg: PipelineConfig, batch_size: int) -> list[pd.DataFrame]:
 
 
 def in_process_floor(batch_size: int) -> dict:
-    """The meta-controller's per-batch work (ledger step, decide, risk, veto, reward registration) as plain
-    calls: no actors, no audit write, no checkpoints. A row's latency floor is its batch's time."""
+    """The meta-controller's per-batch work (the DecisionKernel: ledger step, decide, risk, veto, reward
+    registration) as plain calls with no actor around it: no audit write, no checkpoint, no streamer.
+    A row's latency floor is its batch's time."""
     tmp = Path(tempfile.mkdtemp(prefix="edgeray-bench-floor-"))
     cfg = bench_config(99, tmp, batch_size, 2)
     batches = feature_rows(cfg, batch_size)
-    d = cfg.decisions
-    engine = DecisionEngine(d, cfg.ingestion.symbols, cfg.namespace, cfg.features.spec(), tmp / "models",
-                            policy_window=policy_window(d.sizer.checkpoint))
-    ledger = PaperLedger(d.ledger.initial_cash, d.ledger.fee_bps, d.ledger.slippage_bps, d.ledger.default_spread_bps,
-                         d.ledger.reward_horizon_bars)
-    risk = RiskEngine(RiskLimits.load(d.risk_config), d.ledger.initial_cash)
-    veto = VetoGate(VetoConfig.load(d.veto_config), history_size=2_000)
-    pending, per_batch_ms, decisions = None, [], 0
+    kernel = DecisionKernel(cfg, policy_window(cfg.decisions.sizer.checkpoint))
+    per_batch_ms, decisions = [], 0
     started = time.perf_counter()
     for frame in batches:
         t = time.perf_counter_ns()
-        if pending is not None:
-            ledger.submit(pending)
-            pending = None
-        step = ledger.on_market(frame)
-        snapshot = ledger.snapshot()
-        engine.on_outcomes(step["outcomes"])
-        batch = engine.decide(frame, snapshot)
-        orders = batch.orders
-        if len(orders):
-            risk.on_ledger(snapshot)
-            verdicts = risk.check(orders).set_index("decision_id").loc[orders["decision_id"]].reset_index()
-            passed = verdicts["verdict"].isin(PASS_THROUGH).to_numpy()
-            sized = orders[passed].assign(quantity=verdicts.loc[passed, "quantity"].to_numpy())
-            if len(sized):
-                review = veto.review(sized, pd.Timestamp.now(tz="UTC")).set_index("decision_id").loc[sized["decision_id"]].reset_index()
-                approved = sized[(review["verdict"] == "approve").to_numpy() & (sized["quantity"] != 0).to_numpy()]
-                pending = approved[["decision_id", "event_ts", "symbol", "strategy", "quantity"]] if len(approved) else None
-                live = (review["verdict"] != "reject").to_numpy()
-                index = {k: j for j, k in enumerate(orders["decision_id"])}
-                rows = [index[k] for k in sized["decision_id"][live]]
-                engine.register(sized["decision_id"][live].tolist(), batch.arms[rows], batch.contexts[rows])
+        out = kernel.step(frame)
         per_batch_ms.append((time.perf_counter_ns() - t) / 1e6)  # a row's latency ends here, as in the actor
-        engine.shadow_step(batch)
-        decisions += batch.n_decisions
+        if out.batch is not None:
+            kernel.engine.shadow_step(out.batch)
+        decisions += out.decisions
     elapsed = time.perf_counter() - started
     shutil.rmtree(tmp, ignore_errors=True)
     # Every row of a batch waits for the whole batch: weight each batch's time by its rows.

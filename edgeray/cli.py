@@ -292,9 +292,9 @@ def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
     from edgeray.report import performance, plot_equity
 
     loop = pipeline.decision
-    equity = ray.get(loop["executor"].equity_curve.remote())
+    equity = ray.get(loop["meta_controller"].equity_curve.remote())
     arms = ray.get(loop["meta_controller"].arms.remote())
-    pending = ray.get(loop["veto_gate"].pending.remote())
+    pending = ray.get(loop["meta_controller"].pending.remote())
     perf = performance(equity)
     png = plot_equity(equity, Path(cfg.run_dir) / "equity_curve.png") if len(equity) else None
     d = status["decisions"]
@@ -327,15 +327,16 @@ def _decision_report(pipeline, status: dict, cfg: PipelineConfig) -> dict:
     return {**perf, "arms": arms, "holds_pending": len(pending), "equity_png": str(png) if png else None}
 
 
-def _risk_actor(config: Path):
+def _loop_actor(config: Path):
+    """The running loop's meta-controller (it owns the risk monitor and the ledger)."""
     import ray
 
-    from actors.pipeline import RISK_MONITOR, ensure_ray
+    from actors.pipeline import META_CONTROLLER, ensure_ray
 
     cfg = _load_config(config)
     ensure_ray(cfg)
     try:
-        return ray.get_actor(RISK_MONITOR, namespace=cfg.namespace)
+        return ray.get_actor(META_CONTROLLER, namespace=cfg.namespace)
     except ValueError:
         _error(f"no running decision loop in namespace {cfg.namespace!r} (start one with `edgeray run --keep`)", code=1)
 
@@ -348,7 +349,7 @@ def kill_switch(reason: Annotated[str, typer.Option(help="Why (goes to the audit
 
     import ray
 
-    event = ray.get(_risk_actor(config).kill.remote(reason, f"cli:{getpass.getuser()}"))
+    event = ray.get(_loop_actor(config).kill.remote(reason, f"cli:{getpass.getuser()}"))
     console.print(f"kill switch ON at {event['ts']}; cancelled {len(event['cancelled_orders'])} unfilled orders", style="bold red")
 
 
@@ -359,7 +360,7 @@ def resume(config: ConfigOption = None) -> None:
 
     import ray
 
-    event = ray.get(_risk_actor(config).resume.remote(f"cli:{getpass.getuser()}"))
+    event = ray.get(_loop_actor(config).resume.remote(f"cli:{getpass.getuser()}"))
     console.print(f"kill switch off at {event['ts']}", style="green")
 
 

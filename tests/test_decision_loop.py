@@ -7,7 +7,7 @@ import pytest
 import ray
 import yaml
 
-from actors.pipeline import EXECUTOR, META_CONTROLLER, RISK_MONITOR, VETO_GATE, Pipeline
+from actors.pipeline import META_CONTROLLER, Pipeline
 from edgeray.audit import AuditLog
 from edgeray.config import PipelineConfig, SourceConfig
 from tests.conftest import pipeline_config
@@ -88,7 +88,7 @@ def test_kill_switch_stops_decisions_in_flight(ray_session, tmp_path, unique_nam
         meta = pipeline.decision[META_CONTROLLER]
         poll_until(ref, lambda: ray.get(meta.status.remote())["decisions"], 1000)  # kill about a third of the way in
         assert not ray.wait([ref], timeout=0)[0], "the replay finished before the kill"
-        event = ray.get(pipeline.decision[RISK_MONITOR].kill.remote("test: stop everything", "pytest"))
+        event = ray.get(pipeline.decision[META_CONTROLLER].kill.remote("test: stop everything", "pytest"))
         ray.get(ref)
         pipeline.finish()
         kill_rows = records(cfg, "kill_switch")
@@ -104,7 +104,7 @@ def test_kill_switch_stops_decisions_in_flight(ray_session, tmp_path, unique_nam
         assert after["payload"].map(lambda p: "kill_switch" in p["reasons"]).all()
         fills = records(cfg, "fill")
         assert (pd.to_datetime(fills["recorded_at"], utc=True) <= killed_at + pd.Timedelta(seconds=1)).all()
-        assert ray.get(pipeline.decision[RISK_MONITOR].status.remote())["killed"] is True
+        assert ray.get(pipeline.decision[META_CONTROLLER].risk_status.remote())["killed"] is True
         assert isinstance(event["cancelled_orders"], list)
     finally:
         pipeline.shutdown()
@@ -116,7 +116,7 @@ def test_held_decisions_time_out_to_the_default_and_never_execute(ray_session, t
     try:
         ray.get(pipeline.replay_async(generator(cfg), rate=0))
         pipeline.finish()
-        veto = pipeline.decision[VETO_GATE]
+        veto = pipeline.decision[META_CONTROLLER]
         pending = ray.get(veto.pending.remote())
         assert len(pending) > 0
         assert len(records(cfg, "fill")) == 0  # nothing held was executed
@@ -130,7 +130,7 @@ def test_held_decisions_time_out_to_the_default_and_never_execute(ray_session, t
         assert set(reviews["decision_id"]) == {p["decision_id"] for p in pending}
         with pytest.raises(ray.exceptions.RayTaskError):
             ray.get(veto.approve.remote(expired[0]["decision_id"], "too-late"))
-        assert ray.get(pipeline.decision[EXECUTOR].snapshot.remote())["positions"] == {}
+        assert ray.get(pipeline.decision[META_CONTROLLER].snapshot.remote())["positions"] == {}
     finally:
         pipeline.shutdown()
 

@@ -107,7 +107,7 @@ def test_an_init_project_replays_a_garbled_kline_file_from_another_folder(tmp_pa
     bad = {d["field"]: d["value"] for d in dead if d["reason"] == "unreadable_line"}
     assert bad == {"line 11": "4 fields, the header has 12", "line 21": "13 fields, the header has 12",
                    "line 31": f"byte 0xff at byte offset {offset} is not UTF-8"}
-    assert (run_dir / "equity_curve.png").exists() and (run_dir / "state" / "executor.json").exists()
+    assert (run_dir / "equity_curve.png").exists() and (run_dir / "state" / "meta_controller.json").exists()
 
 
 # -- 4. malformed files: one message, exit 2, before Ray starts ---------------------------------------

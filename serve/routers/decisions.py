@@ -77,30 +77,30 @@ async def decision(decision_id: DecisionId, api=Depends(get_api), who=require("r
 
 @router.get("/api/veto/pending", responses=responses(401, 403, 409, 503))
 async def veto_pending(api=Depends(get_api), who=require("read")) -> list[dict]:
-    return await api.loop("veto_gate").pending.remote()
+    return await api.loop("meta_controller").pending.remote()
 
 
 @router.post("/api/veto/{decision_id}/{action}", responses=responses(401, 403, 404, 409, 413, 422, 503))
 async def veto_review(decision_id: DecisionId, action: Literal["approve", "reject"], body: ReviewBody | None = None,
                       api=Depends(get_api), who=require("trade")) -> dict:
     # Unknown, already decided or expired: the gate's KeyError becomes a 404.
-    record = await getattr(api.loop("veto_gate"), action).remote(decision_id, who.name)
+    record = await getattr(api.loop("meta_controller"), action).remote(decision_id, who.name)
     return {k: v for k, v in record.items() if k != "order"}
 
 
 @router.get("/api/risk/status", responses=responses(401, 403, 409, 503))
 async def risk_status(api=Depends(get_api), who=require("read")) -> dict:
-    return await api.loop("risk_monitor").status.remote()
+    return await api.loop("meta_controller").risk_status.remote()
 
 
 @router.post("/api/risk/kill-switch", responses=responses(401, 403, 409, 413, 422, 503))
 async def kill_switch(body: KillBody, api=Depends(get_api), who=require("trade")) -> dict:
-    return await api.loop("risk_monitor").kill.remote(body.reason, who.name)
+    return await api.loop("meta_controller").kill.remote(body.reason, who.name)
 
 
 @router.post("/api/risk/resume", responses=responses(401, 403, 409, 503))
 async def resume(api=Depends(get_api), who=require("admin")) -> dict:
-    return await api.loop("risk_monitor").resume.remote(who.name)
+    return await api.loop("meta_controller").resume.remote(who.name)
 
 
 @router.get("/api/meta/arms", responses=responses(401, 403, 409, 503))
