@@ -226,6 +226,8 @@ class IngestionActor:
                            (self.metrics.duplicates, report.duplicates)):
             if n:
                 counter.inc(n, tags)
+        if report.rejected.empty:
+            return
         for reason, n in report.rejected["reason"].value_counts().items():
             self.metrics.rejected.inc(int(n), {"kind": str(kind), "reason": reason})
 
