@@ -33,7 +33,7 @@ from policies.rl_policy import load_meta
 # trading) and "checkpoint" run after the audit write, so they are outside a row's latency.
 STAGES = ("ingest", "features", "queue_wait", "execution", "decide", "risk", "veto", "audit", "shadows",
           "checkpoint", "other")
-CURVE_EVERY = 50  # batches between equity-curve saves (the curve would make every checkpoint megabytes)
+CURVE_EVERY = 50  # checkpoints between equity-curve saves (the curve would make every checkpoint megabytes)
 EXPIRY_CHECK_S = 1.0  # how often held decisions are checked against their deadline
 
 
@@ -69,7 +69,7 @@ class MetaControllerActor:
         ray.get(audit.count.remote())
         self.audit_log = AuditLog(self.cfg.audit_url)
         self._lock = threading.RLock()
-        self._batches = 0
+        self._checkpoints = 0
         self._latency = LatencyRing()  # receipt -> decision durable in the audit log, per row
         self._busy_s = 0.0
         self._stages = StageLatencies(STAGES)
@@ -121,8 +121,8 @@ class MetaControllerActor:
 
     def _checkpoint(self) -> None:
         save_state(self.state_path, self.kernel.state_dict())
-        self._batches += 1
-        if self._batches % CURVE_EVERY == 0:
+        self._checkpoints += 1
+        if self._checkpoints % CURVE_EVERY == 0:
             self._save_curve()
 
     def _save_curve(self) -> None:

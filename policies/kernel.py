@@ -199,11 +199,11 @@ class DecisionKernel:
 
     # -- control: the kill switch and the human at the veto gate -------------------------------
     def kill(self, reason: str, actor: str) -> tuple[dict, list[dict]]:
-        """Halt: every later risk check rejects, unfilled orders are cancelled and nothing more fills."""
+        """Halt: every later risk check rejects, unfilled orders are cancelled and nothing more fills. Approvals
+        not yet submitted go to the halted ledger with the next batch, which refuses and counts them, as before."""
         event = self.risk.kill(reason, actor)
         self.ledger.halt()
         cancelled = self.ledger.cancel_all(reason)
-        self.pending_orders = None  # approved but not yet submitted: cancelled with the rest
         self.snapshot = self.ledger.snapshot()
         event = {**event, "cancelled_orders": cancelled}
         return event, [self._control_record("kill_switch", event)]
