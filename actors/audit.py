@@ -19,6 +19,9 @@ class AuditActor:
     def get(self, decision_id: str) -> list[dict]:
         return self.log.get(decision_id)
 
+    def trails(self, decision_ids: list[str]) -> dict[str, list[dict]]:
+        return self.log.trails(decision_ids)
+
     def range(self, start, end, stage: str | None = None, limit: int = 1000) -> list[dict]:
         return self.log.range(start, end, stage=stage, limit=limit)
 

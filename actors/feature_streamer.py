@@ -226,9 +226,13 @@ class FeatureStreamerActor:
     def events_processed(self) -> int:
         return sum(self.events_by_kind.values())
 
-    def flush(self) -> int:
+    def settle_decisions(self) -> None:
+        """Return once every feature row processed so far has been decided (or dead-lettered)."""
         if self._outbox is not None:
             self._outbox.join()
+
+    def flush(self) -> int:
+        self.settle_decisions()
         return self.sink.flush()
 
     def status(self) -> dict:

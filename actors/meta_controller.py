@@ -236,4 +236,5 @@ class MetaControllerActor:
             return {**k.engine.counts, "verdicts": dict(k.verdicts), "latency_ms_p50": latency["latency_ms_p50"],
                     "latency_ms_p99": latency["latency_ms_p99"], "busy_s": self._busy_s, "equity": equity,
                     "shadows": k.engine.shadow_report(equity), "rejected_rows": dict(k.rejected_rows),
+                    "edge_model": k.engine.edge.model_kind if k.engine.edge is not None else None,
                     "stages_ms": self._stages.summary()}

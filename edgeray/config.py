@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeray.features.market import MarketFeatureSpec
 
@@ -305,3 +305,58 @@ def resolve_paths(data: dict, base: Path, outputs: Path | None = None) -> None:
             for key in ("path", "ask_path"):
                 if key in spec:
                     spec[key] = _absolute(spec[key], base)
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed: one message naming each bad field, its value and the rule."""
+
+
+def describe_validation(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+                     for e in exc.errors())
+
+
+class Config(PipelineConfig):
+    """The public config of the Python API (`from edgeray import Config`): the same settings as
+    configs/pipeline.yaml, built in Python or read from / written to YAML. A bad value raises one
+    ConfigError naming the field. Relative paths resolve against the working directory, as in a
+    config file read from there; unset risk and veto configs are the packaged ones."""
+
+    def __init__(self, **data):
+        data.setdefault("sources", [])  # the API feeds its own rows; replay sources are optional here
+        try:
+            checked = PipelineConfig.model_validate(data).model_dump()
+        except ValidationError as exc:
+            raise ConfigError(describe_validation(exc)) from None
+        resolve_paths(checked, Path.cwd())
+        given = data.get("decisions")
+        given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else (given or {})
+        for key in ("risk_config", "veto_config"):
+            if key not in given:
+                checked["decisions"][key] = _default_or_packaged(checked["decisions"][key],
+                                                                 DEFAULTS_DIR / Path(checked["decisions"][key]).name)
+        super().__init__(**checked)
+
+    @classmethod
+    def model_validate(cls, obj, *args, **kwargs):
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation(exc)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        """Read a pipeline YAML (paths in it resolve against its folder, as `edgeray run --config` reads it)."""
+        return cls.load(path)
+
+    @classmethod
+    def default(cls) -> "Config":
+        """The packaged default: the seeded generator, the decision loop on, outputs under ./runs."""
+        return cls.load(DEFAULT_PIPELINE, outputs_base=Path.cwd())
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The settings as YAML (every path absolute); written to `path` when given. from_yaml reads it back equal."""
+        text = yaml.safe_dump(self.model_dump(mode="json", exclude={"results_uri"}), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text

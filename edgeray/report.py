@@ -42,3 +42,30 @@ def plot_equity(equity: pd.DataFrame, path: str | Path, title: str = "edgeray pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_explanation(decision, path: str | Path) -> Path:
+    """One decision's SHAP explanation as a bar chart: each top feature's push on the log-odds that the
+    price rises over the edge model's horizon (red up, blue down), largest at the top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = decision.explanation.top_features
+    if not top:
+        raise ValueError(f"decision {decision.decision_id}: no explanation (method {decision.explanation.method!r}); "
+                         f"only orders decided after the confidence model's warm-up are explained")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names, values = [f.feature for f in reversed(top)], [f.shap for f in reversed(top)]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(top) + 1.5))
+    ax.barh(names, values, color=["tab:red" if v > 0 else "tab:blue" for v in values])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("SHAP value (log-odds of an up move)")
+    ax.set_title(f"{decision.symbol} {decision.event_ts:%Y-%m-%d %H:%M} {decision.action} via {decision.strategy} "
+                 f"(confidence {decision.confidence:.2f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -2,7 +2,9 @@
 
 `RiskEngine.check` takes an order frame (one row per proposed order: decision_id, event_ts, symbol,
 strategy, quantity (signed units), price, volatility, ...) and returns one verdict per row:
-approve, resize (|quantity| shrunk to the largest size that fits every limit) or reject.
+approve, resize (|quantity| shrunk to the largest size that fits every limit) or reject, with a
+`risk_score` in [0, 1]: the share of its tightest limit the requested position would use (1: at or over a
+limit, or stopped; 0: the order only brings the position toward flat).
 
 Conventions:
 - Exposure is absolute notional |position| * mark price; gross is the sum over symbols. A symbol's
@@ -222,7 +224,8 @@ class RiskEngine:
         frame = validate_order_frame(orders, RISK_ORDER_COLUMNS)
         if frame.empty:
             return pd.DataFrame({"decision_id": pd.Series(dtype=object), "verdict": pd.Series(dtype=object),
-                                 "quantity": pd.Series(dtype=float), "reasons": pd.Series(dtype=object)})
+                                 "quantity": pd.Series(dtype=float), "reasons": pd.Series(dtype=object),
+                                 "risk_score": pd.Series(dtype=float)})
         ts = frame["event_ts"]
         if not ts.is_monotonic_increasing:
             bad = int(np.flatnonzero((ts.diff() < pd.Timedelta(0)).to_numpy(bool))[0])
@@ -241,12 +244,12 @@ class RiskEngine:
                            lim.vol_cap_notional)
         stops = (["kill_switch"] if self.killed else []) + self._loss_stops()
 
-        verdicts, approved, reasons = [], np.zeros(len(frame)), []
+        verdicts, approved, reasons, scores = [], np.zeros(len(frame)), [], np.zeros(len(frame))
         # A Python loop: each approved row changes positions and gross exposure, which are the inputs
         # of the next row's limits, so the rows cannot be evaluated independently.
         for i, (symbol, strategy, stamp) in enumerate(zip(frame["symbol"], frame["strategy"], ts)):
             p = float(price[i])
-            verdict, qty, why = self._check_one(symbol, strategy, float(quantity[i]), p, float(vol_cap[i]), stops)
+            verdict, qty, why, scores[i] = self._check_one(symbol, strategy, float(quantity[i]), p, float(vol_cap[i]), stops)
             if qty != 0:
                 self._apply(symbol, strategy, qty, p, stamp)
             elif symbol not in self.mark_ts or stamp >= self.mark_ts[symbol]:
@@ -257,24 +260,27 @@ class RiskEngine:
             self.verdict_counts[verdict] += 1
             self.reason_counts.update(why)
         return pd.DataFrame({"decision_id": frame["decision_id"].to_numpy(), "verdict": verdicts,
-                             "quantity": approved, "reasons": reasons})
+                             "quantity": approved, "reasons": reasons, "risk_score": scores})
 
     def _check_one(self, symbol: str, strategy: str, dq: float, p: float, vol_cap: float,
-                   stops: list[str]) -> tuple[str, float, list[str]]:
+                   stops: list[str]) -> tuple[str, float, list[str], float]:
+        """(verdict, approved quantity, binding reasons, risk score). The score is the share of the tightest
+        limit the requested position would use, capped at 1 (at a limit, or stopped); 0 for an order that
+        only brings the position toward flat."""
         if "kill_switch" in stops:
-            return "reject", 0.0, ["kill_switch"]
+            return "reject", 0.0, ["kill_switch"], 1.0
         if dq == 0:
-            return "reject", 0.0, ["zero_quantity"]
+            return "reject", 0.0, ["zero_quantity"], 0.0
         q0 = self.positions.get(symbol, 0.0)
         side = math.copysign(1.0, dq)
         # Units that only bring the position toward flat: always allowed.
         free = min(abs(dq), abs(q0)) if q0 * dq < 0 else 0.0
         wanted = abs(dq) - free  # units that open or enlarge exposure
         if wanted == 0:
-            return "approve", dq, []
+            return "approve", dq, [], 0.0
         base = abs(q0) if q0 * dq > 0 else 0.0  # |position| before the increasing part
         if stops:
-            return ("resize", side * free, stops) if free > 0 else ("reject", 0.0, stops)
+            return ("resize", side * free, stops, 1.0) if free > 0 else ("reject", 0.0, stops, 1.0)
 
         lim = self.limits
         gross_other = sum(self._notional(s) for s in self.positions if s != symbol)
@@ -298,17 +304,18 @@ class RiskEngine:
 
         requested = (base + wanted) * p
         binding = [name for name, cap in caps.items() if requested > cap * (1 + _REL_TOL) + 1e-12]
+        tightest = min(caps.values())
         if not binding:
-            return "approve", dq, []
-        allowed_abs = max(0.0, min(caps.values()) / p)  # largest |position| that fits every limit
+            return "approve", dq, [], min(1.0, requested / tightest) if tightest > 0 else 1.0
+        allowed_abs = max(0.0, tightest / p)  # largest |position| that fits every limit
         extra = max(0.0, allowed_abs - base)
         extra = min(extra, wanted)
         if extra <= wanted * _REL_TOL:
             extra = 0.0
         qty = side * (free + extra)
         if qty == 0:
-            return "reject", 0.0, binding
-        return "resize", qty, binding
+            return "reject", 0.0, binding, 1.0
+        return "resize", qty, binding, 1.0
 
     def _apply(self, symbol: str, strategy: str, qty: float, price: float, stamp: pd.Timestamp) -> None:
         """Assume the approved order fills at its price; the next ledger snapshot replaces this."""

@@ -127,7 +127,8 @@ class DecisionKernel:
         timed["risk"] = (time.perf_counter_ns() - t) / 1e6
         passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
         sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
-        records = stage_records(risk.assign(event_ts=orders["event_ts"].to_numpy()), "risk", ["verdict", "quantity", "reasons"])
+        records = stage_records(risk.assign(event_ts=orders["event_ts"].to_numpy()), "risk",
+                                ["verdict", "quantity", "reasons", "risk_score"])
         for reason in risk["reasons"]:
             for r in filter(None, str(reason).split("; ")):
                 self._count(f"risk:{r}")

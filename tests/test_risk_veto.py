@@ -88,6 +88,10 @@ def test_each_limit_trips_exactly_at_its_threshold(case, side):
     at_limit = _engine_with_book(limits, book).check(
         frame(order("d1", symbol, side * exact, 100.0, strategy, vol)))
     assert at_limit["verdict"].tolist() == ["approve"]
+    assert at_limit["risk_score"].iloc[0] == pytest.approx(1.0)  # exactly at its tightest limit
+    half = _engine_with_book(limits, book).check(frame(order("d1", symbol, side * exact / 2, 100.0, strategy, vol)))
+    held = book.get(symbol, (0, ""))[0]
+    assert half["risk_score"].iloc[0] == pytest.approx((held + exact / 2) / (held + exact))  # the position's share
     assert at_limit["quantity"].iloc[0] == pytest.approx(side * exact)
     assert at_limit["reasons"].iloc[0] == ""
 
@@ -108,8 +112,12 @@ def test_order_beyond_every_room_is_rejected_and_several_reasons_are_named():
     out = engine.check(frame(order("d1", "A", 1)))
     assert out["verdict"].tolist() == ["reject"] and out["quantity"].iloc[0] == 0
     assert set(out["reasons"].iloc[0].split("; ")) == {"position_limit", "gross_exposure"}
+    assert out["risk_score"].tolist() == [1.0]
     zero = engine.check(frame(order("d2", "A", 0.0)))
     assert zero["verdict"].tolist() == ["reject"] and zero["reasons"].tolist() == ["zero_quantity"]
+    assert zero["risk_score"].tolist() == [0.0]
+    reducing = engine.check(frame(order("d3", "A", -10.0)))  # toward flat: always allowed, uses no limit
+    assert reducing["verdict"].tolist() == ["approve"] and reducing["risk_score"].tolist() == [0.0]
 
 
 # --- risk: sequential accounting, reducing orders ---------------------------------------------

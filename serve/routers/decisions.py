@@ -7,6 +7,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Path
 from pydantic import Field
 
+from edgeray.decision import Decision
 from serve.deps import Body, error, get_api, require, responses
 
 router = APIRouter(tags=["decisions"])
@@ -60,9 +61,15 @@ async def decide(body: DecisionRequest, api=Depends(get_api), who=require("trade
     frame = frame.astype({"bid": float, "ask": float}).sort_values("event_ts", kind="stable").reset_index(drop=True)
     await api.loop("meta_controller").decide_batch.remote(frame)
     ids = decision_ids(api.cfg.namespace, frame["symbol"].to_numpy(), frame["event_ts"])
-    audit = api.loop("audit")
-    trails = [await audit.get.remote(i) for i in ids]
-    return {"decisions": [{"decision_id": i, "audit": t} for i, t in zip(ids, trails)]}
+    trails = await api.loop("audit").trails.remote(ids)
+    return {"decisions": [decision_view(i, trails[i]) for i in ids]}
+
+
+def decision_view(decision_id: str, trail: list[dict]) -> dict:
+    """The one response shape for a decision: the Python API's Decision (None when the trail has no decision
+    record: a row rejected before deciding, a control event) and the audit records behind it."""
+    decided = Decision.from_trail(trail)
+    return {"decision_id": decision_id, "decision": decided.model_dump(mode="json") if decided else None, "audit": trail}
 
 
 @router.get("/api/decisions/{decision_id}", responses=responses(401, 403, 404, 409, 422, 503))
@@ -70,9 +77,7 @@ async def decision(decision_id: DecisionId, api=Depends(get_api), who=require("r
     trail = await api.loop("audit").get.remote(decision_id)
     if not trail:
         raise error(404, ["path", "decision_id"], f"decision_id {decision_id!r}: no such decision", "not_found", decision_id)
-    first = next((r for r in trail if r["stage"] == "decision"), trail[0])
-    return {"decision_id": decision_id, "decision": first["payload"],
-            "explanation": first["payload"].get("explanation", []), "audit": trail}
+    return decision_view(decision_id, trail)
 
 
 @router.get("/api/veto/pending", responses=responses(401, 403, 409, 503))
