@@ -23,8 +23,7 @@ from actors.window import InFlightWindow, OutOfOrderError
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.events import EventKind, batch_kind
-from edgeray.feature_repo.definitions import MARKET_VIEW, ODDS_VIEW
-from edgeray.featurestore import FeastSettings, FeastSink, open_store
+from edgeray.feature_repo.settings import MARKET_VIEW, ODDS_VIEW, FeastSettings
 from edgeray.features.market import MarketFeatureState
 from edgeray.features.odds import OddsFeatureState
 from edgeray.latency import LatencyRing
@@ -85,8 +84,13 @@ class FeatureStreamerActor:
         # and the ids seen at exactly that ts (two quote ticks may share a timestamp).
         self._last_ts: dict[tuple[str, str], tuple[int, set[int]]] = {}
         self.rows_already_processed = 0
+        # Feast here, not at the module's top: processes that only start the pipeline (the driver, a Serve
+        # replica) then never import it. The definitions are applied here, before the first batch can arrive.
+        from edgeray.featurestore import FeastSink, open_store
+
         settings = feast_settings(self.cfg)
-        self.sink = FeastSink(open_store(settings), settings.offline_dir, self.cfg.feast.offline_flush_rows)
+        store = open_store(settings, self.cfg.features.spec(), apply=True)
+        self.sink = FeastSink(store, settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
         self.sink.warm_up([f"{MARKET_VIEW}:{n}" for n in self.market.spec.names])
         self.odds = OddsFeatureState()

@@ -23,7 +23,6 @@ from edgeray.latency import LatencyRing, StageLatencies
 from edgeray.statefile import load_state, save_state
 from envs.trading import TradingEnvConfig
 from policies.kernel import DecisionKernel
-from policies.rl_policy import load_meta
 
 # Where a decided row's time goes, in order (ms; `stages_ms` in status, edgeray_decision_stage_ms in Ray metrics):
 # ingest: receipt -> the streamer takes the batch (per row: includes waiting for the micro-batch to fill);
@@ -41,6 +40,8 @@ def policy_window(checkpoint: str | None) -> int:
     """The trading env's feature window the served policy was trained with (from its policy.json)."""
     if not checkpoint:
         return TradingEnvConfig.window
+    from policies.rl_policy import load_meta  # torch and RLlib (~3 s of import) only for a loop that serves a policy
+
     meta = load_meta(checkpoint)
     if meta.env != "trading":
         raise ValueError(f"decisions.sizer.checkpoint: the loop sizes with a trading-env policy, got env {meta.env!r}")

@@ -10,12 +10,11 @@ import shutil
 from pathlib import Path
 
 from actors.audit import AuditActor
-from actors.feature_streamer import FeatureStreamerActor, feast_settings
+from actors.feature_streamer import FeatureStreamerActor
 from actors.ingestion import IngestionActor
 from actors.meta_controller import MetaControllerActor
 from actors.policy_server import PolicyServerActor
 from edgeray.config import PipelineConfig, SourceConfig
-from edgeray.featurestore import open_store
 from edgeray.sources import source_available
 
 INGESTION = "ingestion"
@@ -55,10 +54,9 @@ class Pipeline:
     @classmethod
     def start(cls, cfg: PipelineConfig, detached: bool = False, streamer_delay_s: float = 0.0,
               fresh: bool = False) -> "Pipeline":
-        """Start (or attach to, if already running) the named actors; Feast definitions are applied
-        first. `fresh` discards the decision loop's checkpoints and audit from an earlier run."""
+        """Start (or attach to, if already running) the named actors; the streamer applies the Feast
+        definitions when it starts. `fresh` discards the decision loop's checkpoints and audit from an earlier run."""
         ensure_ray(cfg)
-        open_store(feast_settings(cfg), cfg.features.spec(), apply=True)
         common = dict(namespace=cfg.namespace, get_if_exists=True, max_restarts=cfg.max_restarts,
                       max_task_retries=cfg.max_restarts, lifetime="detached" if detached else None)
         config = cfg.model_dump()

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,11 @@ import ray
 from edgeray.drift import DriftDetector, DriftReference
 from edgeray.latency import LatencyRing
 from edgeray.paths import member
-from policies.rl_policy import DRIFT_REFERENCE, RLPolicy
+
+# policies.rl_policy (torch and RLlib, ~3 s of import) is loaded by the actor when it loads a policy, not by
+# every process that imports this module to start the pipeline.
+if TYPE_CHECKING:
+    from policies.rl_policy import RLPolicy
 
 DEFAULT_CHECKPOINT_ROOTS = ("runs/rl",)  # = SizerConfig.checkpoint_roots' default
 DRIFT_FOLD_ROWS = 1_000       # wake the drift folder once this many rows wait ...
@@ -85,6 +90,8 @@ class PolicyServerActor:
         self._folder.start()
 
     def _load(self, checkpoint: str) -> RLPolicy:
+        from policies.rl_policy import RLPolicy
+
         return RLPolicy.load(checkpoint, roots=self.roots)  # ValueError names `checkpoint` and the roots
 
     def _check_retrain_dir(self, retrain: dict) -> None:
@@ -97,6 +104,8 @@ class PolicyServerActor:
 
     @staticmethod
     def _detector(checkpoint_dir: Path) -> DriftDetector | None:
+        from policies.rl_policy import DRIFT_REFERENCE
+
         path = member(checkpoint_dir, DRIFT_REFERENCE)
         return DriftDetector(DriftReference.from_dict(json.loads(path.read_text()))) if path.is_file() else None
 

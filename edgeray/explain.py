@@ -17,7 +17,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-import shap
 from sklearn import ensemble, tree
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -63,6 +62,8 @@ def _check_background(background: Any) -> np.ndarray:
 
 def make_explainer(model: Any, background: np.ndarray):
     """The fastest exact-enough SHAP explainer for `model`; `background` is representative input rows."""
+    import shap  # here, not at the top: ~2 s of import in every process that only might explain (most never do)
+
     bg = _check_background(background)
     if isinstance(model, TREE_MODELS):
         # Tree ensembles: TreeExplainer is exact and polynomial-time in compiled code; path-dependent mode

@@ -1,10 +1,8 @@
 """Feast integration: store construction, the streaming sink and the online read path."""
 from __future__ import annotations
 
-import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,26 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from edgeray.events import FeatureVector
 from edgeray.feature_repo.definitions import ENTITY_KEYS, TIMESTAMP_FIELD, build_definitions
+from edgeray.feature_repo.settings import FeastSettings  # noqa: F401  (re-exported)
 from edgeray.features.market import MarketFeatureSpec
-
-
-@dataclass(frozen=True)
-class FeastSettings:
-    directory: str  # registry, SQLite online store and parquet offline history live here
-    project: str = "edgeray"
-    online_store: str = "sqlite"  # or "redis"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-
-    @classmethod
-    def from_env(cls, directory: str, project: str = "edgeray", online_store: str | None = None) -> "FeastSettings":
-        """REDIS_URL in the environment switches the online store to Redis unless told otherwise."""
-        url = os.environ.get("REDIS_URL")
-        store = online_store or ("redis" if url else "sqlite")
-        return cls(directory=directory, project=project, online_store=store, redis_url=url or cls.redis_url)
-
-    @property
-    def offline_dir(self) -> Path:
-        return Path(self.directory) / "offline"
 
 
 def _redis_connection_string(url: str) -> str:

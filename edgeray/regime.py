@@ -20,7 +20,6 @@ from enum import IntEnum
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 
 class Regime(IntEnum):
@@ -195,6 +194,8 @@ class RegimeDetector:
         valid = np.isfinite(rv)
         if valid.any():
             inputs = np.vstack([rv[valid], np.ones(int(valid.sum()))])  # rows: numerator, denominator
+            from scipy.signal import lfilter  # here: scipy.signal costs ~1.5 s of import in processes that never decide
+
             sums, filter_state = lfilter([1.0], [1.0, -decay], inputs, axis=1, zi=zi)
         else:
             sums, filter_state = np.empty((2, 0)), zi

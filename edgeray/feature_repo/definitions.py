@@ -15,12 +15,14 @@ from feast.types import Float64
 from edgeray.features import odds as odds_features
 from edgeray.features.market import MarketFeatureSpec
 
-MARKET_VIEW = "market_features"
-ODDS_VIEW = "odds_features"
-MARKET_PUSH = "market_push"
-ODDS_PUSH = "odds_push"
-TIMESTAMP_FIELD = "event_ts"
-ENTITY_KEYS = {MARKET_VIEW: "symbol", ODDS_VIEW: "game_id"}
+from edgeray.feature_repo.settings import (  # noqa: F401  (re-exported: the names are part of this module's API)
+    ENTITY_KEYS,
+    MARKET_PUSH,
+    MARKET_VIEW,
+    ODDS_PUSH,
+    ODDS_VIEW,
+    TIMESTAMP_FIELD,
+)
 
 
 def build_definitions(offline_dir: str | os.PathLike, market_spec: MarketFeatureSpec | None = None) -> list:
