@@ -102,6 +102,9 @@ class DecisionKernel:
             self.pending_orders = None
         step = self.ledger.on_market(frame)
         self.snapshot = self.ledger.snapshot()
+        # Every batch, orders or not: the drawdown stop needs every peak and the daily loss stop the day's
+        # first equity (seen only at order times, both were missed between orders, and the status went stale).
+        self.risk.on_ledger(self.snapshot)
         self.engine.on_outcomes(step["outcomes"])
         out.timed["execution"] = (time.perf_counter_ns() - t) / 1e6
         t = time.perf_counter_ns()
@@ -122,7 +125,6 @@ class DecisionKernel:
         """Risk sees every order, the veto gate every order risk passed; approvals wait for the next bar."""
         orders = batch.orders
         t = time.perf_counter_ns()
-        self.risk.on_ledger(self.snapshot)
         risk = self.risk.check(orders).set_index("decision_id").loc[orders["decision_id"]].reset_index()
         timed["risk"] = (time.perf_counter_ns() - t) / 1e6
         passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()

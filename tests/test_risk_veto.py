@@ -560,3 +560,35 @@ def test_an_order_is_released_iff_auto_approved_or_approved_in_time(timeout_acti
         assert len(released) == len(set(released)), "an order was released twice"
         assert set(released) == expected
         assert {p["decision_id"] for p in veto.pending(now)} == set(holds)
+
+
+def test_the_kernel_shows_the_risk_engine_every_equity_not_only_at_order_times(tmp_path):
+    """The drawdown stop needs every peak and the daily loss stop the day's first equity: the risk engine sees
+    the ledger after every batch, also the batches that propose no order."""
+    from actors.feature_streamer import decision_frame
+    from actors.meta_controller import policy_window
+    from edgeray.config import PipelineConfig
+    from edgeray.deadletter import DeadLetterStore
+    from edgeray.features.market import MarketFeatureState
+    from edgeray.generator import generate_bars
+    from edgeray.ingest import IngestCore
+    from policies.kernel import DecisionKernel
+    from tests.conftest import pipeline_config
+
+    cfg = PipelineConfig.model_validate(pipeline_config(tmp_path, "kernelrisk", decisions={"enabled": True, "shadows": []}))
+    core = IngestCore(DeadLetterStore(tmp_path / "dl.jsonl"), lateness=pd.Timedelta(seconds=0))
+    bars = generate_bars(("SYN-A",), n_bars=1_500, seed=3).drop(columns=["source"])
+    released = core.ingest("bar", bars, "test").released + core.flush()
+    market = MarketFeatureState(cfg.features.spec())
+    frames = [decision_frame(events, market.update(events, "bar")) for events in (b.to_pandas() for b in released)]
+    rows = pd.concat(frames, ignore_index=True)
+    kernel = DecisionKernel(cfg, policy_window(None))
+    peak, quiet_moves = cfg.decisions.ledger.initial_cash, 0
+    for start in range(0, len(rows), 50):
+        before = kernel.snapshot["equity"]
+        out = kernel.step(rows.iloc[start:start + 50].reset_index(drop=True))
+        equity = kernel.snapshot["equity"]
+        peak = max(peak, equity)
+        quiet_moves += out.orders == 0 and equity != before
+        assert kernel.risk.equity == equity and kernel.risk.peak_equity == peak
+    assert quiet_moves > 0  # batches without orders moved the equity: the case this test is about
