@@ -55,6 +55,12 @@ class KernelStep:
 
 class DecisionKernel:
     def __init__(self, cfg: PipelineConfig, policy_window: int, state: dict | None = None):
+        # What the hot path imports where it is used (SHAP for explanations, scipy's filter for regimes) is
+        # imported with the kernel, so no batch waits seconds for it mid-stream; processes that only start the
+        # pipeline import the modules without building a kernel and never pay for them.
+        import scipy.signal  # noqa: F401
+        import shap  # noqa: F401
+
         d = cfg.decisions
         self.cfg = cfg
         self.engine = DecisionEngine(d, cfg.ingestion.symbols, cfg.namespace, cfg.features.spec(),
