@@ -103,9 +103,21 @@ def _shin_z(row: np.ndarray) -> float:
     if abs(row.sum() - 1.0) < 1e-15:
         return 0.0
     excess = lambda z: _shin_probs(row2, np.array([z])).sum() - 1.0  # noqa: E731
-    # Overround -> insider share z in (0, 1); an underround book gives z < 0.
-    lo, hi = (0.0, 0.999) if row.sum() > 1.0 else (-0.999, 0.0)
-    return brentq(excess, lo, hi, xtol=1e-15, rtol=1e-14)
+    return brentq(excess, 0.0, 0.999, xtol=1e-15, rtol=1e-14)  # overround -> insider share z in (0, 1)
+
+
+UNDERROUND_TOL = 1e-12  # a book summing to less than 1 by more than this is underround
+
+
+def _refuse_underround(p: np.ndarray, method: str) -> None:
+    """Shin's z is the share of insider money, in [0, 1): an underround book (sum < 1, e.g. best prices taken
+    across books, or an exchange's back prices) would need z < 0, which the model has no meaning for."""
+    total = p.sum(axis=1)
+    bad = np.flatnonzero(total < 1.0 - UNDERROUND_TOL)
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"probs: book row {i} is underround (implied probabilities sum to {total[i]:.6f} < 1); "
+                         f"{method} needs an overround book; use power, odds_ratio or multiplicative for it")
 
 
 def remove_margin_shin(probs) -> np.ndarray:
@@ -116,6 +128,7 @@ def remove_margin_shin(probs) -> np.ndarray:
     probs: shape (n, m) or (m,), m >= 2. Returns the same shape.
     """
     p, one_row = _as_books(probs)
+    _refuse_underround(p, "shin")
     if p.shape[1] == 2:
         total, diff = p.sum(axis=1), p[:, 0] - p[:, 1]
         z = (total - 1.0) * (diff ** 2 - total) / (total * (diff ** 2 - 1.0))
@@ -129,8 +142,80 @@ def remove_margin_shin(probs) -> np.ndarray:
 def shin_z(probs) -> np.ndarray:
     """Shin's z for each book (rows of implied probabilities), solved numerically for any m >= 2."""
     p, one_row = _as_books(probs)
+    _refuse_underround(p, "shin_z")
     z = _solve_unique_rows(p, _shin_z)
     return z[0] if one_row else z
+
+
+def remove_margin_additive(probs) -> np.ndarray:
+    """Additive (equal margin): fair p_i = pi_i - (S - 1) / m, the same amount off every outcome.
+
+    Fails on long shots: when an outcome's implied probability is below the per-outcome margin the result
+    would be <= 0, and this raises naming the book and outcome instead of returning it (use power or Shin).
+    """
+    p, one_row = _as_books(probs)
+    fair = p - (p.sum(axis=1, keepdims=True) - 1.0) / p.shape[1]
+    bad = np.argwhere(fair <= 0)
+    if len(bad):
+        i, j = (int(x) for x in bad[0])
+        raise ValueError(f"probs: book row {i}, outcome {j}: implied probability {p[i, j]:.6f} is below the "
+                         f"per-outcome margin {(p[i].sum() - 1) / p.shape[1]:.6f}, so the additive method gives it "
+                         f"{fair[i, j]:.6f}; use power or shin for books with long shots")
+    return fair[0] if one_row else fair
+
+
+def _odds_ratio(p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return p / (c + p - c * p)  # fair odds = implied odds / c: y / (1 - y) = (pi / (1 - pi)) / c
+
+
+def _odds_ratio_c(row: np.ndarray) -> float:
+    from scipy.optimize import brentq
+
+    total = row.sum()
+    if abs(total - 1.0) < 1e-15:
+        return 1.0
+    # sum y(c) falls as c grows, and equals S at c = 1: c > 1 for an overround book, c < 1 for an underround one.
+    lo, hi = (1.0, 2.0) if total > 1.0 else (0.5, 1.0)
+    while _odds_ratio(row, hi).sum() > 1.0:
+        hi *= 2.0
+    while _odds_ratio(row, lo).sum() < 1.0:
+        lo /= 2.0
+    return brentq(lambda c: _odds_ratio(row, c).sum() - 1.0, lo, hi, xtol=1e-15, rtol=1e-14)
+
+
+def remove_margin_odds_ratio(probs) -> np.ndarray:
+    """Odds ratio (Cheung; Buchdahl): every outcome's fair odds are its implied odds divided by one constant c,
+    p_i / (1 - p_i) = (pi_i / (1 - pi_i)) / c, with c chosen so the book sums to one. Works for under- and
+    overround books. The "logarithmic" (log-odds shift) method, logit(p_i) = logit(pi_i) - log c, is the same
+    model written in log space, so `remove_margin(..., "logarithmic")` gives these numbers."""
+    p, one_row = _as_books(probs)
+    c = _solve_unique_rows(p, _odds_ratio_c)
+    fair = _odds_ratio(p, c[:, None])
+    return fair[0] if one_row else fair
+
+
+def _multiplicative(probs) -> np.ndarray:
+    p, one_row = _as_books(probs)
+    fair = p / p.sum(axis=1, keepdims=True)
+    return fair[0] if one_row else fair
+
+
+MARGIN_METHODS = {
+    "multiplicative": _multiplicative,  # proportional: the margin off each outcome in proportion to its price
+    "additive": remove_margin_additive,
+    "power": remove_margin_power,
+    "shin": remove_margin_shin,
+    "odds_ratio": remove_margin_odds_ratio,
+    "logarithmic": remove_margin_odds_ratio,  # the same model (see remove_margin_odds_ratio), under its other name
+}
+
+
+def remove_margin(probs, method: str = "multiplicative") -> np.ndarray:
+    """Margin-free probabilities of an n-way book (two-way moneylines, three-way 1X2, ...) by `method`, one of
+    MARGIN_METHODS. probs: implied probabilities (1/decimal odds), shape (m,) or (n books, m outcomes)."""
+    if method not in MARGIN_METHODS:
+        raise ValueError(f"method: {method!r} is not a margin-removal method; choose one of {sorted(MARGIN_METHODS)}")
+    return MARGIN_METHODS[method](probs)
 
 
 def kelly_fraction(p, decimal_odds):

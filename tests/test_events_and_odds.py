@@ -101,3 +101,52 @@ def test_impossible_american_odds_raise_with_the_values():
         odds.american_to_decimal([-150, -50])
     with pytest.raises(ValueError, match="decimal odds"):
         odds.decimal_to_american(1.0)
+
+
+# --- margin removal: every method recovers the fair book its own model priced --------------------
+
+FAIR_BOOKS = {2: np.array([0.62, 0.38]), 3: np.array([0.45, 0.30, 0.25])}  # a moneyline and a 1X2 market
+
+
+def _priced_by(method: str, fair: np.ndarray) -> np.ndarray:
+    """The implied probabilities a bookmaker following `method`'s model quotes for `fair` (about 5% margin)."""
+    if method == "multiplicative":
+        return fair * 1.05
+    if method == "additive":
+        return fair + 0.05 / len(fair)
+    if method == "power":
+        return fair ** (1 / 1.08)
+    if method == "shin":  # Shin (1993): pi_i = sqrt(z p_i + (1 - z) p_i^2) * sum_j sqrt(z p_j + (1 - z) p_j^2)
+        root = np.sqrt(0.04 * fair + 0.96 * fair ** 2)
+        return root * root.sum()
+    c = 1.25  # odds ratio and its log-space form: implied odds = fair odds * c
+    return c * fair / (1 - fair + c * fair)
+
+
+@pytest.mark.parametrize("outcomes", [2, 3])
+@pytest.mark.parametrize("method", ["multiplicative", "additive", "power", "shin", "odds_ratio", "logarithmic"])
+def test_each_margin_method_recovers_the_fair_book_it_priced(method, outcomes):
+    fair = FAIR_BOOKS[outcomes]
+    book = _priced_by(method, fair)
+    assert book.sum() > 1.02  # a real margin to remove
+    np.testing.assert_allclose(odds.remove_margin(book, method), fair, atol=1e-12)
+    np.testing.assert_allclose(odds.remove_margin(np.vstack([book, fair]), method), [fair, fair], atol=1e-12)  # per row
+    if method not in ("multiplicative",):  # a different model's book is not recovered: the methods differ
+        assert np.abs(odds.remove_margin(book, "multiplicative") - fair).max() > 1e-4
+
+
+def test_where_margin_methods_fail_they_say_so():
+    underround = np.array([0.50, 0.47])  # best prices across books can sum below one
+    with pytest.raises(ValueError, match="underround.*0.970000.*shin needs an overround"):
+        odds.remove_margin(underround, "shin")
+    with pytest.raises(ValueError, match="underround"):
+        odds.shin_z(underround)
+    for method in ("multiplicative", "power", "odds_ratio"):  # these models take an underround book
+        out = odds.remove_margin(underround, method)
+        assert out.sum() == pytest.approx(1.0) and (out > underround).all()
+    long_shot = np.array([0.90, 0.16, 0.02])  # margin 8%, 2.67% per outcome off a 2% long shot
+    with pytest.raises(ValueError, match="row 0, outcome 2.*additive"):
+        odds.remove_margin(long_shot, "additive")
+    assert odds.remove_margin(long_shot, "shin")[2] > 0
+    with pytest.raises(ValueError, match="method: 'basic'"):
+        odds.remove_margin(long_shot, "basic")
