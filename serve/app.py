@@ -187,6 +187,9 @@ def build_deployment(app: FastAPI | None = None):
             self.cfg = PipelineConfig.model_validate(config)
             self.pipeline = Pipeline.start(self.cfg, detached=True)
             self._reader = None
+            # Opened now (the streamer has applied the definitions by the time start returns): the first
+            # /api/features read would otherwise pay Feast's import, ~11 s here, and time out.
+            self.feature_reader()
             self._training_queue = None
             self.pipeline_status: dict = {"state": "idle"}
             self._frames: dict = {}  # feature frames per sport, built on first use
