@@ -23,8 +23,13 @@ DEFAULT_CONFIG: dict = {
     "rest_cap_days": 30,           # off-season gaps read as "fully rested" rather than as outliers
     "weather": None,               # None: on for nfl, off otherwise
     "line_moves": None,            # None: on where the source has opening lines (nfl spread/total)
-    "ml_moves": False,             # moneyline open->close: no archive here has opening moneylines
+    "ml_moves": False,             # moneyline open->close move (needs the close: only with market_at "close")
+    # Which line the market features read: "close" (the default; a bet placed at the closing price knows it) or
+    # "open" (a bet placed at the open must not see the close: the same f_ names read the opening line, and the
+    # open->close moves, which need the close, are left out).
+    "market_at": "close",
 }
+MARKET_AT = ("close", "open")
 _WEATHER_SPORTS = {"nfl"}
 _LINE_MOVE_SPORTS = {"nfl"}
 REQUIRED = ["game_id", "sport", "date", "season", "home", "away", "home_score", "away_score", "home_win",
@@ -54,9 +59,10 @@ def feature_groups(config: dict | None = None, sport: str | None = None) -> dict
     groups["splits"] = ["f_home_home_win_rate", "f_away_away_win_rate", "f_diff_venue_win_rate"]
     groups["market"] = ["f_market_prob_home", "f_market_overround", "f_home_spread", "f_total_line"]
     line_moves = cfg["line_moves"] if cfg["line_moves"] is not None else (sport is None or sport in _LINE_MOVE_SPORTS)
-    if line_moves:
+    at_open = cfg["market_at"] == "open"
+    if line_moves and not at_open:
         groups["market"] += ["f_spread_move", "f_total_move"]
-    if cfg["ml_moves"]:
+    if cfg["ml_moves"] and not at_open:
         groups["market"].append("f_line_move_prob")
     if sport in ("mlb", None):
         groups["pitching"] = [f"f_{side}_sp_{n}" for n in ("ra_5", "ra_season", "rest_days", "starts_season")
@@ -86,6 +92,8 @@ def _config(config: dict | None) -> dict:
     for key in ("weather", "line_moves", "ml_moves"):
         if cfg[key] not in (None, True, False):
             raise ValueError(f"config.{key}: expected true, false or null, got {cfg[key]!r}")
+    if cfg["market_at"] not in MARKET_AT:
+        raise ValueError(f"config.market_at: expected one of {list(MARKET_AT)}, got {cfg['market_at']!r}")
     return cfg
 
 
@@ -367,12 +375,17 @@ def build_features(games: pd.DataFrame, config: dict | None = None) -> pd.DataFr
     def col(name: str) -> np.ndarray:
         return games[name].to_numpy(dtype=float) if name in games.columns else np.full(n, np.nan)
 
-    cols["f_market_prob_home"] = col("market_prob_home")
-    cols["f_market_overround"] = 1.0 / col("home_dec") + 1.0 / col("away_dec") - 1.0
-    cols["f_home_spread"], cols["f_total_line"] = col("home_spread"), col("total_line")
-    cols["f_spread_move"] = col("home_spread") - col("home_spread_open")
-    cols["f_total_move"] = col("total_line") - col("total_line_open")
-    if cfg["ml_moves"]:
+    if cfg["market_at"] == "open":  # the opening line only: nothing here may read a closing column
+        cols["f_market_prob_home"] = col("market_prob_home_open")
+        cols["f_market_overround"] = 1.0 / col("home_dec_open") + 1.0 / col("away_dec_open") - 1.0
+        cols["f_home_spread"], cols["f_total_line"] = col("home_spread_open"), col("total_line_open")
+    else:
+        cols["f_market_prob_home"] = col("market_prob_home")
+        cols["f_market_overround"] = 1.0 / col("home_dec") + 1.0 / col("away_dec") - 1.0
+        cols["f_home_spread"], cols["f_total_line"] = col("home_spread"), col("total_line")
+        cols["f_spread_move"] = col("home_spread") - col("home_spread_open")
+        cols["f_total_move"] = col("total_line") - col("total_line_open")
+    if cfg["ml_moves"] and cfg["market_at"] == "close":
         with np.errstate(divide="ignore", invalid="ignore"):
             open_h = np.where(np.abs(col("home_ml_open")) >= 100, col("home_ml_open"), np.nan)
             open_a = np.where(np.abs(col("away_ml_open")) >= 100, col("away_ml_open"), np.nan)

@@ -24,7 +24,7 @@ SPORT_ALIASES = {"ncaab": "ncaam", "cbb": "ncaam", "cfb": "ncaaf", "baseball": "
 # The fields every format must give; `optional` ones are read when the file has them.
 REQUIRED_FIELDS = ("date", "home", "away", "home_score", "away_score", "home_ml", "away_ml")
 OPTIONAL_FIELDS = ("home_ml_open", "away_ml_open", "home_spread", "home_spread_open", "total", "total_open",
-                   "game_no", "neutral", "undecided", "ml_suspect")
+                   "game_no", "neutral", "undecided", "ml_suspect", "ml_open_suspect")
 # Text fields some archives have: starting pitchers (MLB), conferences and divisions (college football).
 TEXT_FIELDS = ("home_starter", "away_starter", "home_conf", "away_conf", "home_division", "away_division")
 
@@ -104,7 +104,8 @@ FORMATS: dict[str, SportFormat] = {f.name: f for f in (
                 _SBRO_HOME_AWAY,
                 {"home_ml_open": "home_open_ml", "away_ml_open": "away_open_ml", "total": "close_total",
                  "total_open": "open_total", "game_no": "game_no", "neutral": "neutral_site",
-                 "undecided": "tie_or_suspended", "ml_suspect": "close_ml_suspect", "home_starter": "home_pitcher",
+                 "undecided": "tie_or_suspended", "ml_suspect": "close_ml_suspect",
+                 "ml_open_suspect": "open_ml_suspect", "home_starter": "home_pitcher",
                  "away_starter": "away_pitcher"},
                 signature=("game_no", "home_pitcher", "away_pitcher")),
     SportFormat("sbro_ncaaf", "ncaaf", "sportsbookreviewsonline NCAA football: closing moneyline, spread and total",

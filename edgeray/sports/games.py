@@ -32,7 +32,10 @@ NFL_WEATHER_FILE, NFL_STADIUMS_FILE, NFL_TEAMS_FILE = ("nfl_scores_weather_1966_
 GAME_COLUMNS = ["game_id", "sport", "date", "season", "home", "away", "venue_known", "home_score", "away_score",
                 "home_win", "home_ml", "away_ml", "home_dec", "away_dec", "home_ml_open", "away_ml_open",
                 "market_prob_home", "temperature_f", "wind_mph", "humidity_pct", "dome"]
-EXTRA_COLUMNS = ["home_spread", "home_spread_open", "total_line", "total_line_open", "precipitation", *TEXT_FIELDS]
+# Opening prices beside the closing ones (NaN where the archive has no opening line): decimal odds and the
+# margin-free (multiplicative) opening probability, as home_dec/away_dec/market_prob_home are for the close.
+OPEN_COLUMNS = ["home_dec_open", "away_dec_open", "market_prob_home_open"]
+EXTRA_COLUMNS = [*OPEN_COLUMNS, "home_spread", "home_spread_open", "total_line", "total_line_open", "precipitation", *TEXT_FIELDS]
 REJECTED_COLUMNS = ["row", "field", "value", "reason", "file"]
 WEATHER_COLUMNS = ["temperature_f", "wind_mph", "humidity_pct", "dome", "precipitation"]
 
@@ -85,6 +88,14 @@ def _parse_dates(raw: pd.Series, date_format: str | None) -> pd.Series:
     # ISO text of any precision; a kick-off time is dropped, as the archives give dates only.
     ts = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
     return ts.dt.tz_convert(None).dt.floor("D")
+
+
+def _decimal_or_nan(american: np.ndarray) -> np.ndarray:
+    ok = is_valid_american(american)
+    out = np.full(len(american), np.nan)
+    if ok.any():
+        out[ok] = american_to_decimal(american[ok])
+    return out
 
 
 def format_fields(fmt: SportFormat, raw: pd.DataFrame) -> dict[str, pd.Series]:
@@ -155,14 +166,21 @@ def _build(fmt: SportFormat, sport: str, raw: pd.DataFrame, source: str) -> Game
     def extra(name: str) -> np.ndarray:
         return _numeric(cols[name])[keep].to_numpy() if name in cols else np.full(m, np.nan)
 
-    def american(name: str) -> np.ndarray:  # an opening price that is no valid American price is unknown
+    open_suspect = _flag(cols.get("ml_open_suspect"), n)[keep]
+
+    def american(name: str) -> np.ndarray:  # an opening price that is no valid (or is a flagged) price is unknown
         v = extra(name)
-        return np.where(is_valid_american(v), v, np.nan)
+        return np.where(is_valid_american(v) & ~open_suspect, v, np.nan)
 
     hs, as_ = nums["home_score"][keep].to_numpy(), nums["away_score"][keep].to_numpy()
     hml, aml = nums["home_ml"][keep].to_numpy(), nums["away_ml"][keep].to_numpy()
     hdec, adec = np.asarray(american_to_decimal(hml), dtype=float), np.asarray(american_to_decimal(aml), dtype=float)
     market = remove_margin_multiplicative(1.0 / hdec, 1.0 / adec)[0] if len(hdec) else np.empty(0)
+    hml_o, aml_o = american("home_ml_open"), american("away_ml_open")
+    both_open = np.isfinite(hml_o) & np.isfinite(aml_o)  # one side's opener alone is no book
+    hml_o, aml_o = np.where(both_open, hml_o, np.nan), np.where(both_open, aml_o, np.nan)
+    hdec_o, adec_o = _decimal_or_nan(hml_o), _decimal_or_nan(aml_o)
+    market_o = remove_margin_multiplicative(1.0 / hdec_o, 1.0 / adec_o)[0] if len(hdec_o) else np.empty(0)
     kept_date = date[keep].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     undecided = _flag(cols.get("undecided"), n)[keep] | (hs == as_)  # ties and suspended games have no winner
     venue = np.full(m, fmt.venue_known) & ~_flag(cols.get("neutral"), n)[keep]
@@ -172,8 +190,9 @@ def _build(fmt: SportFormat, sport: str, raw: pd.DataFrame, source: str) -> Game
         "away": away[keep].to_numpy(dtype=object), "venue_known": venue,
         "home_score": hs, "away_score": as_, "home_win": np.where(undecided, np.nan, (hs > as_).astype(float)),
         "home_ml": hml, "away_ml": aml, "home_dec": hdec, "away_dec": adec,
-        "home_ml_open": american("home_ml_open"), "away_ml_open": american("away_ml_open"), "market_prob_home": market,
+        "home_ml_open": hml_o, "away_ml_open": aml_o, "market_prob_home": market,
         **{c: np.full(m, np.nan) for c in ("temperature_f", "wind_mph", "humidity_pct", "dome")},
+        "home_dec_open": hdec_o, "away_dec_open": adec_o, "market_prob_home_open": market_o,
         "home_spread": extra("home_spread"), "home_spread_open": extra("home_spread_open"),
         "total_line": extra("total"), "total_line_open": extra("total_open"), "precipitation": np.full(m, np.nan),
         **{f: (_text(cols[f])[keep].to_numpy(dtype=object) if f in cols else np.full(m, None, dtype=object))
