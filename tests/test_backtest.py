@@ -36,7 +36,11 @@ def random_opps(n: int, seed: int, days: int = 40) -> pd.DataFrame:
     prob = np.clip(1.0 / odds + rng.normal(0.02, 0.08, n), 0.0, 1.0)
     won = (rng.random(n) < prob).astype(float)
     rows = list(zip(np.sort(rng.integers(0, days, n)), odds, prob, won))
-    return opps(rows, closing_decimal_odds=odds * rng.uniform(0.9, 1.1, n))
+    closing = odds * rng.uniform(0.9, 1.1, n)
+    # The other side of a 4%-margin book at bet time and at the close (margin-free CLV needs both sides).
+    other = lambda d: 1.0 / np.clip(1.04 - 1.0 / d, 0.02, None)  # noqa: E731
+    return opps(rows, closing_decimal_odds=closing, other_decimal_odds=other(odds),
+                closing_other_decimal_odds=other(closing))
 
 
 def test_kelly_fraction_hand_worked():
@@ -87,9 +91,12 @@ def test_simultaneous_stakes_never_exceed_bankroll():
 def test_metrics_hand_worked():
     # Fixed 10 on four single-bet days from 1000:
     # d0 2.5 won +15 -> 1015; d1 1.5 lost -10 -> 1005; d2 3.0 lost -10 -> 995; d3 2.0 won +10 -> 1005.
+    # Both books margin-free (other side = 1 / (1 - 1/odds)), so margin-free CLV equals the raw-price figure here.
     frame = opps([(0, 2.5, 0.5, 1), (1, 1.5, 0.7, 0), (2, 3.0, 0.4, 0), (3, 2.0, 0.6, 1)],
-                  closing_decimal_odds=[2.0, np.nan, 3.0, 2.5])
-    m = run_bets(frame, SizingSpec("fixed", amount=10.0), 1000.0, n_boot=200).metrics
+                  closing_decimal_odds=[2.0, np.nan, 3.0, 2.5], other_decimal_odds=[5 / 3, 3.0, 1.5, 2.0],
+                  closing_other_decimal_odds=[2.0, np.nan, 1.5, 5 / 3])
+    res = run_bets(frame, SizingSpec("fixed", amount=10.0), 1000.0, n_boot=200)
+    m = res.metrics
     assert (m["total_bets"], m["wins"], m["losses"]) == (4, 2, 2)
     assert m["profit"] == pytest.approx(5.0) and m["total_staked"] == pytest.approx(40.0)
     assert m["roi"] == pytest.approx(5 / 40)                      # profit / staked
@@ -105,7 +112,15 @@ def test_metrics_hand_worked():
     assert m["ece"] == pytest.approx(0.5)
     # CLV points: 100*(1/2.0 - 1/2.5) = 10, unknown, 0, 100*(1/2.5 - 1/2.0) = -10.
     assert m["clv_bets"] == 3 and m["clv_mean_points"] == pytest.approx(0.0)
-    assert m["clv_positive_share"] == pytest.approx(1 / 3)
+    assert m["clv_positive_share"] == pytest.approx(1 / 3) and m["clv_method"] == "multiplicative"
+    assert m["clv_raw_points_mean"] == pytest.approx(0.0)
+    # Price CLV: 100*(2.5/2.0 - 1) = 25, 0, 100*(2.0/2.5 - 1) = -20 -> mean 5/3.
+    assert m["clv_price_pct_mean"] == pytest.approx(5 / 3) and m["clv_price_bets"] == 3
+    # ROI by CLV sign: CLV > 0 is d0 alone (+15 on 10); CLV <= 0 is d2 (-10) and d3 (+10): 0 on 20.
+    split = m["roi_by_clv_sign"]
+    assert (split["clv_positive"]["bets"], split["clv_positive"]["roi"]) == (1, pytest.approx(1.5))
+    assert (split["clv_non_positive"]["bets"], split["clv_non_positive"]["roi"]) == (2, pytest.approx(0.0))
+    np.testing.assert_allclose(res.bets["clv_points"], [10.0, np.nan, 0.0, -10.0], atol=1e-12)
     # Implied win rate: mean(.4, .6667, .3333, .5) = .475; actual .5.
     assert m["win_rate_minus_implied"] == pytest.approx(0.5 - (0.4 + 2 / 3 + 1 / 3 + 0.5) / 4)
     # Per-bet returns on the bankroll before each bet; 4 bets over 3 days -> 4 / (3/365.25) bets a year.
@@ -134,6 +149,7 @@ def test_bootstrap_ci_seeded_and_covers_zero_edge():
     c = run_bets(frame, SizingSpec("fixed"), n_boot=300, seed=12).metrics
     assert a["roi_ci95"] == b["roi_ci95"] and a["roi_ci95"] != c["roi_ci95"]
     assert a["clv_ci95_points"][0] < a["clv_mean_points"] < a["clv_ci95_points"][1]
+    assert a["clv_price_pct_ci95"][0] < a["clv_price_pct_mean"] < a["clv_price_pct_ci95"][1]
 
 
 @pytest.mark.parametrize("spec", [SizingSpec("kelly"), SizingSpec("percentage", percentage=0.3),

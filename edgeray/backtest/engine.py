@@ -16,7 +16,10 @@ import pandas as pd
 from edgeray.odds import kelly_fraction
 
 OPPORTUNITY_COLUMNS = ("date", "game_id", "side", "decimal_odds", "model_prob", "won")
-OPTIONAL_COLUMNS = ("confidence", "closing_decimal_odds", "market_prob")
+# other_decimal_odds / closing_other_decimal_odds: the other side's price at bet time and at the close, which
+# margin-free CLV needs (edgeray.clv); open_market_prob / closing_market_prob: the lines' margin-free probabilities.
+OPTIONAL_COLUMNS = ("confidence", "closing_decimal_odds", "market_prob", "other_decimal_odds",
+                    "closing_other_decimal_odds", "open_market_prob", "closing_market_prob")
 SIZING_METHODS = ("fixed", "percentage", "kelly", "confidence")
 SKIP_REASONS = ("", "below_min_confidence", "below_min_edge", "no_edge", "zero_stake", "bankroll_exhausted")
 
@@ -77,8 +80,9 @@ class BacktestResult:
     initial_bankroll: float = 1000.0
     path: str = field(default="vectorised")
 
-    BET_HISTORY_COLUMNS = ("date", "game_id", "side", "team", "decimal_odds", "model_prob", "market_prob", "edge",
-                           "stake", "won", "pnl", "bankroll_after")
+    BET_HISTORY_COLUMNS = ("date", "game_id", "side", "team", "decimal_odds", "closing_decimal_odds", "model_prob",
+                           "market_prob", "edge", "stake", "won", "pnl", "bankroll_after", "clv_points",
+                           "clv_price_pct")
 
     def bet_history(self, offset: int = 0, limit: int = 100) -> dict:
         """One page of placed bets in date order: {total, offset, limit, items}."""
@@ -140,11 +144,12 @@ def validate_opportunities(opportunities: pd.DataFrame) -> pd.DataFrame:
         bad = ~(np.isnan(m) | ((m > 0.0) & (m < 1.0)))
         if bad.any():
             raise ValueError(f"market_prob must be in (0, 1) or NaN, got {_bad(m, bad)}")
-    if "closing_decimal_odds" in frame.columns:
-        c = frame["closing_decimal_odds"].to_numpy(dtype=float)
-        bad = ~(np.isnan(c) | (c > 1.0))
-        if bad.any():
-            raise ValueError(f"closing_decimal_odds must be > 1 or NaN, got {_bad(c, bad)}")
+    for col in ("closing_decimal_odds", "other_decimal_odds", "closing_other_decimal_odds"):
+        if col in frame.columns:
+            c = frame[col].to_numpy(dtype=float)
+            bad = ~(np.isnan(c) | (c > 1.0))
+            if bad.any():
+                raise ValueError(f"{col} must be > 1 or NaN, got {_bad(c, bad)}")
     if not frame["date"].is_monotonic_increasing:
         frame = frame.sort_values("date", kind="mergesort")  # stable: same-date rows keep their order
     return frame
@@ -239,9 +244,10 @@ def _settle(size, ret, codes, starts, bankroll0, proportional, path):
 
 def run_bets(opportunities: pd.DataFrame, sizing: SizingSpec, initial_bankroll: float = 1000.0,
              path: Literal["auto", "vectorised", "sequential"] = "auto", *, metrics: bool = True,
-             n_boot: int = 1000, seed: int = 0) -> BacktestResult:
+             n_boot: int = 1000, seed: int = 0, clv_method: str = "multiplicative") -> BacktestResult:
     """Size and settle every opportunity. `bets` keeps every row (skipped ones with stake 0 and a skipped_reason)."""
     from edgeray.backtest.metrics import compute_metrics
+    from edgeray.clv import bet_clv_columns, check_method
 
     if not isinstance(sizing, SizingSpec):
         raise ValueError(f"sizing must be a SizingSpec, got {type(sizing).__name__}")
@@ -249,6 +255,7 @@ def run_bets(opportunities: pd.DataFrame, sizing: SizingSpec, initial_bankroll: 
         raise ValueError(f"initial_bankroll must be > 0, got {initial_bankroll!r}")
     if path not in ("auto", "vectorised", "sequential"):
         raise ValueError(f"path must be 'auto', 'vectorised' or 'sequential', got {path!r}")
+    check_method(clv_method)
     frame = validate_opportunities(opportunities)
     edge, size, reason = _edge_and_requested(frame, sizing)
     won = frame["won"].to_numpy(dtype=float)
@@ -264,12 +271,17 @@ def run_bets(opportunities: pd.DataFrame, sizing: SizingSpec, initial_bankroll: 
     frame["bankroll_before"] = start[codes]
     frame["bankroll_after"] = end[codes]
     frame["placed"] = (reason == 0) & (stake > 0)
+    for name, values in bet_clv_columns(frame, clv_method).items():  # CLV per bet (NaN where a price is unknown)
+        frame[name] = values
     frame["skipped_reason"] = pd.Categorical.from_codes(reason, categories=list(SKIP_REASONS))
     equity = pd.DataFrame({"date": frame["date"].iloc[starts].reset_index(drop=True), "bankroll": end})
     result = BacktestResult(bets=frame, equity=equity, metrics={}, sizing=sizing,
                             initial_bankroll=float(initial_bankroll), path=used)
     if metrics:
-        result.metrics = compute_metrics(frame, equity, float(initial_bankroll), n_boot=n_boot, seed=seed)
+        result.metrics = compute_metrics(frame, equity, float(initial_bankroll), n_boot=n_boot, seed=seed,
+                                         clv_method=clv_method)
+        if opportunities.attrs.get("bet_at"):  # where the bets were priced and how many games had no price there
+            result.metrics["bet_at"] = dict(opportunities.attrs["bet_at"])
     return result
 
 

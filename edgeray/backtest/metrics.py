@@ -8,7 +8,14 @@ Definitions (all over placed bets unless the name says otherwise):
   Calmar = CAGR / max_drawdown, CAGR = (final / initial) ** (1 / years) - 1.
 - Max drawdown on the end-of-date equity curve preceded by the initial bankroll; its duration is the longest time
   spent below a previous peak (calendar days and dates), still counting when the run ends underwater.
-- CLV (points) = 100 * (1/closing_decimal_odds - 1/decimal_odds): positive when the price shortened after the bet.
+- CLV (edgeray.clv): clv_mean_points is margin-free, in probability points: 100 * (the close's margin-free
+  probability of the side bet - the bet price's), margin removed by `clv_method` (default multiplicative); it needs
+  both sides' prices at bet time and at the close (other_decimal_odds, closing_other_decimal_odds) and is NaN
+  without them. clv_price_pct_mean = mean of 100 * (decimal_odds / closing_decimal_odds - 1). The old raw-price
+  figure 100 * (1/closing - 1/odds), which includes the margin, is kept only as clv_raw_points_mean.
+  roi_by_clv_sign: ROI of the bets with margin-free CLV > 0 and of those with CLV <= 0, each with its count and CI.
+- forecast_comparison (when the bets carry open_market_prob / closing_market_prob): log loss and Brier of the model,
+  the opening market and the closing market on every opportunity, with CIs over dates.
 - ECE: 10 equal-width bins of model_prob, sum over bins of (bin share) * |mean prob - win rate|. Brier: mean (p - won)^2.
 - Confidence intervals: seeded numpy bootstrap that resamples whole dates (bets on one date share a bankroll and a
   slate, so they are not independent); 95% percentile intervals.
@@ -94,7 +101,7 @@ def _ci(samples: np.ndarray) -> tuple[float, float]:
 
 
 def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: float, *, n_boot: int = 1000,
-                    seed: int = 0, n_bins: int = 10) -> dict:
+                    seed: int = 0, n_bins: int = 10, clv_method: str = "multiplicative") -> dict:
     """All metrics from run_bets' `bets` (every opportunity, `placed` marks bets) and `equity` (end-of-date bankroll)."""
     placed_mask = bets["placed"].to_numpy(dtype=bool)
     n_opps = len(bets)
@@ -159,23 +166,41 @@ def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: 
     out["cagr"] = float(cagr)
     out["calmar"] = float(cagr / mdd) if n and mdd > 0 else nan
 
-    # Closing line value where the closing price is known.
-    clv = np.full(n, np.nan)
-    if "closing_decimal_odds" in bets.columns:
-        closing = bets["closing_decimal_odds"].to_numpy(dtype=float)[placed_mask]
-        clv = 100.0 * (1.0 / closing - 1.0 / odds)
-    known = np.isfinite(clv)
+    # Closing line value where the closing prices are known (edgeray.clv): margin-free, price and the raw extra.
+    from edgeray.clv import bet_clv_columns
+
+    per_bet = bet_clv_columns(bets, clv_method)
+    clv = per_bet["clv_points"][placed_mask]
+    price_clv = per_bet["clv_price_pct"][placed_mask]
+    raw_clv = per_bet["clv_raw_points"][placed_mask]
+    known, known_price = np.isfinite(clv), np.isfinite(price_clv)
     clv_k = clv[known]
+    out["clv_method"] = clv_method
     out["clv_bets"] = int(known.sum())
+    out["clv_price_bets"] = int(known_price.sum())
+
+    def _quantiles(v: np.ndarray) -> dict:
+        if not len(v):
+            return {}
+        q = np.percentile(v, [5, 25, 50, 75, 95])
+        return {"p05": float(q[0]), "p25": float(q[1]), "p50": float(q[2]), "p75": float(q[3]), "p95": float(q[4])}
+
     if len(clv_k):
-        q = np.percentile(clv_k, [5, 25, 50, 75, 95])
-        out.update(clv_mean_points=float(clv_k.mean()), clv_median_points=float(q[2]),
+        out.update(clv_mean_points=float(clv_k.mean()), clv_median_points=float(np.median(clv_k)),
                    clv_std_points=float(clv_k.std(ddof=1)) if len(clv_k) > 1 else nan,
-                   clv_positive_share=float((clv_k > 0).mean()),
-                   clv_quantiles_points={"p05": q[0], "p25": q[1], "p50": q[2], "p75": q[3], "p95": q[4]})
+                   clv_positive_share=float((clv_k > 0).mean()), clv_quantiles_points=_quantiles(clv_k))
     else:
         out.update(clv_mean_points=nan, clv_median_points=nan, clv_std_points=nan, clv_positive_share=nan,
                    clv_quantiles_points={})
+        if n and known_price.any():
+            out["clv_note"] = ("margin-free CLV needs both sides' prices at bet time and at the close "
+                               "(other_decimal_odds, closing_other_decimal_odds); only price CLV is given")
+    price_k = price_clv[known_price]
+    out["clv_price_pct_mean"] = float(price_k.mean()) if len(price_k) else nan
+    out["clv_price_pct_quantiles"] = _quantiles(price_k)
+    out["clv_raw_points_mean"] = float(raw_clv[known_price].mean()) if len(price_k) else nan
+    out["clv_raw_points_note"] = ("raw-price CLV 100*(1/closing - 1/odds): includes the bookmaker's margin, so a "
+                                  "margin that shrinks towards the close reads as negative CLV; see clv_mean_points")
 
     out["ece"] = expected_calibration_error(p, won, n_bins) if n else nan
     out["brier"] = float(np.mean((p - won) ** 2)) if n else nan
@@ -196,13 +221,20 @@ def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: 
         cluster = np.zeros(0, dtype=np.int64)
     n_cl = int(cluster[-1]) + 1 if n else 0
     nb = len(ODDS_BUCKETS)
+    pos, nonpos = known & (clv > 0), known & (clv <= 0)
+    # Per-date sums, one column each: stake, pnl, clv, clv known, price clv, price known, the stake and pnl of bets
+    # with CLV > 0 and with CLV <= 0; then stake and pnl per odds bucket (bucket b: NT + 2b, NT + 2b + 1).
+    per_bet_cols = (stake, pnl, np.where(known, clv, 0.0), known, np.where(known_price, price_clv, 0.0), known_price,
+                    np.where(pos, stake, 0.0), np.where(pos, pnl, 0.0), np.where(nonpos, stake, 0.0),
+                    np.where(nonpos, pnl, 0.0))
+    nt = len(per_bet_cols)
     if n:
-        totals = np.stack([np.bincount(cluster, c, n_cl) for c in (stake, pnl, np.where(known, clv, 0.0), known)], axis=1)
+        totals = np.stack([np.bincount(cluster, c, n_cl) for c in per_bet_cols], axis=1)
         key = cluster * nb + buckets
         by_bucket = np.stack([np.bincount(key, c, n_cl * nb).reshape(n_cl, nb) for c in (stake, pnl)], axis=2)
-        sums = np.concatenate([totals, by_bucket.reshape(n_cl, 2 * nb)], axis=1)  # bucket b: stake 4+2b, pnl 4+2b+1
+        sums = np.concatenate([totals, by_bucket.reshape(n_cl, 2 * nb)], axis=1)
     else:
-        sums = np.zeros((0, 4 + 2 * nb))
+        sums = np.zeros((0, nt + 2 * nb))
     counts = _bootstrap_counts(cluster, n_boot, seed)
     boot = counts @ sums if n else np.zeros((max(n_boot, 0), sums.shape[1]))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -211,18 +243,34 @@ def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: 
         out["roi_ci95"] = list(_ci(roi_boot))
         out["roi_boot_share_le_zero"] = float(np.mean(roi_boot[np.isfinite(roi_boot)] <= 0)) if n else nan
         out["clv_ci95_points"] = list(_ci(clv_boot)) if len(clv_k) else [nan, nan]
+        out["clv_price_pct_ci95"] = list(_ci(boot[:, 4] / boot[:, 5])) if len(price_k) else [nan, nan]
+        split = {}
+        for label, mask, s_col in (("clv_positive", pos, 6), ("clv_non_positive", nonpos, 8)):
+            m_stake, m_pnl = float(stake[mask].sum()), float(pnl[mask].sum())
+            split[label] = {"bets": int(mask.sum()), "staked": m_stake, "profit": m_pnl,
+                            "roi": m_pnl / m_stake if m_stake > 0 else nan,
+                            "roi_ci95": list(_ci(boot[:, s_col + 1] / boot[:, s_col])) if mask.any() else [nan, nan]}
+        out["roi_by_clv_sign"] = split
         table = {}
         for b, (label, _, _) in enumerate(ODDS_BUCKETS):
             m = buckets == b
             nb_bets = int(m.sum())
             b_stake, b_pnl = float(stake[m].sum()), float(pnl[m].sum())
             b_wins = int(won[m].sum())
-            lo, hi = _ci(boot[:, 4 + 2 * b + 1] / boot[:, 4 + 2 * b]) if nb_bets else (nan, nan)
+            lo, hi = _ci(boot[:, nt + 2 * b + 1] / boot[:, nt + 2 * b]) if nb_bets else (nan, nan)
             table[label] = {"bets": nb_bets, "wins": b_wins, "win_rate": b_wins / nb_bets if nb_bets else nan,
                             "implied_win_rate": float(implied[m].mean()) if nb_bets else nan,
                             "staked": b_stake, "profit": b_pnl, "roi": b_pnl / b_stake if b_stake > 0 else nan,
                             "roi_ci95": [lo, hi]}
     out["by_odds_range"] = table
+    if {"open_market_prob", "closing_market_prob"} <= set(bets.columns) and n_opps:
+        from edgeray.clv import forecast_comparison
+
+        # Model vs opening vs closing market on every opportunity (bet or not); each game's two rows score alike.
+        out["forecast_comparison"] = forecast_comparison(
+            won_all, {"model": p_all, "open_market": bets["open_market_prob"].to_numpy(dtype=float),
+                      "close_market": bets["closing_market_prob"].to_numpy(dtype=float)},
+            bets["date"].to_numpy(), n_boot=n_boot, seed=seed)
     out["bootstrap"] = {"n_boot": int(n_boot), "seed": int(seed), "resampled_unit": "date",
                         "clusters": n_cl, "interval": "95% percentile"}
     return out
