@@ -32,7 +32,8 @@ def _scramble_after_open(games: pd.DataFrame, rows: np.ndarray, seed: int, opens
         cols += ["home_ml_open", "away_ml_open", "total_line_open"]
     for c in cols:
         out.loc[idx, c] = games.loc[perm, c].to_numpy()
-    out.loc[idx, "home_ml"] = np.where(out.loc[idx, "home_ml"] < 0, out.loc[idx, "home_ml"] - 37, out.loc[idx, "home_ml"] + 37)
+    close = out.loc[idx, "home_ml"]
+    out.loc[idx, "home_ml"] = np.where(close < 0, close - 37, close + 37)
     out.loc[idx, "home_score"] = out.loc[idx, "home_score"] + 3
     out.loc[idx, "home_win"] = 1.0
     return out
@@ -100,7 +101,8 @@ def test_clv_and_profit_on_hand_worked_bets():
         "home_ml_open": [-110.0, -150.0, 120.0], "away_ml_open": [-110.0, 130.0, -140.0],
         "home_ml": [-130.0, -150.0, 110.0], "away_ml": [110.0, 130.0, -130.0]})
     px = open_close_probs(games)
-    assert px["overround_open"].to_numpy() == pytest.approx([2 * 110 / 210 - 1, 0.6 + 100 / 230 - 1, 100 / 220 + 140 / 240 - 1])
+    assert px["overround_open"].to_numpy() == pytest.approx(
+        [2 * 110 / 210 - 1, 0.6 + 100 / 230 - 1, 100 / 220 + 140 / 240 - 1])
     home_win = np.array([1.0, 0.0, np.nan])               # game 2 was suspended: void
     home = bet_outcomes(px, home_win, np.array([True, True, True]))
     away = bet_outcomes(px, home_win, np.array([False, False, False]))
@@ -118,7 +120,7 @@ def test_clustered_bootstrap_point_and_interval():
     m, lo, hi = clustered_bootstrap(np.full(30, 1.5), np.ones(30), np.repeat(np.arange(10), 3))
     assert (m, lo, hi) == pytest.approx((1.5, 1.5, 1.5))
     # A ratio: profit 3 over stake 4 -> 0.75; the CI spans the per-date ratios 0 .. 1.5 and brackets 0.75.
-    m, lo, hi = clustered_bootstrap(np.array([1.0, 2.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0]), np.array([0, 0, 1, 1]))
+    m, lo, hi = clustered_bootstrap(np.array([1.0, 2.0, 0.0, 0.0]), np.ones(4), np.array([0, 0, 1, 1]))
     assert m == pytest.approx(0.75) and 0.0 <= lo < 0.75 < hi <= 1.5
     # Clustering matters: one date holding all the spread makes a wider interval than the same values spread over dates.
     vals = np.r_[np.full(50, 3.0), np.full(50, -1.0)]
@@ -149,7 +151,8 @@ def test_report_cis_contain_their_means_and_baselines_use_the_same_games(mlb, re
     px = open_close_probs(games_2013)
     ok = px["valid"].to_numpy()
     assert report["test_games"] == int(ok.sum()) > 2000
-    for name, block in [("model", report["model_bets"]), *report["baselines"].items()]:
+    for name, block in [("model", report["model_bets"]), ("model_all", report["model_bets_all_games"]),
+                        *report["baselines"].items()]:
         lo, hi = block["clv_points_ci"]
         assert lo <= block["clv_points_mean"] <= hi, name
         rlo, rhi = block["roi_ci"]

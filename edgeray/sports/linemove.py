@@ -368,6 +368,10 @@ def line_movement_report(games: pd.DataFrame, train_seasons: Sequence[int], test
         "test_direction_accuracy_all": float((np.sign(pred[nz]) == np.sign(test_move[nz])).mean()),
         "test_move_corr": float(np.corrcoef(pred, test_move)[0, 1]),
         "model_bets": summarise_bets(model_bets, dates[take], n_boot, seed),
+        # No threshold: the side of every nonzero prediction. Many more bets, so a tighter read on whether the
+        # direction itself carries over to the test season.
+        "model_bets_all_games": summarise_bets(bet_outcomes(px_test[pred != 0], hw[pred != 0], pred[pred != 0] > 0),
+                                               dates[pred != 0], n_boot, seed),
         "baselines": {name: summarise_bets(b, dates if name != "random_side_on_model_games" else dates[take],
                                            n_boot, seed) for name, b in baselines.items()},
         "baseline_note": "home/favourite/underdog/random_side: every test game with opening and closing prices; "
