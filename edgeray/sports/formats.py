@@ -56,6 +56,36 @@ def _nba_home_spread(raw: pd.DataFrame) -> dict[str, pd.Series]:
     return {"home_spread": spread}
 
 
+NFL_MIN_TOTAL = 25.0  # no NFL total is this low; a "total" under it is the spread in the wrong column
+
+
+def _sbr_nfl_lines(raw: pd.DataFrame) -> dict[str, pd.Series]:
+    """The SBR NFL archive swaps a line's spread and total on some rows (~260 closing lines: spread +-40.5, total
+    1.0): the spread column then holds the total, signed like the home spread, and the total column the spread's
+    size. Those are swapped back; a line whose total is still implausible (< 25) is unknown (spread and total NaN)."""
+    out = {}
+    for spread_col, total_col, spread_f, total_f in (("home_close_spread", "close_over_under", "home_spread", "total"),
+                                                     ("home_open_spread", "open_over_under", "home_spread_open",
+                                                      "total_open")):
+        if spread_col not in raw.columns or total_col not in raw.columns:
+            continue
+        spread = pd.to_numeric(raw[spread_col], errors="coerce")
+        total = pd.to_numeric(raw[total_col], errors="coerce")
+        swapped = (spread.abs() > NFL_MIN_TOTAL) & (total < NFL_MIN_TOTAL)
+        fixed_spread = spread.where(~swapped, spread.apply(lambda v: 1.0 if v > 0 else -1.0) * total)
+        fixed_total = total.where(~swapped, spread.abs())
+        bad = fixed_total < NFL_MIN_TOTAL
+        out[spread_f], out[total_f] = fixed_spread.mask(bad), fixed_total.mask(bad)
+    if "home_spread" in out and "home_spread_open" in out:
+        # A few openers are a missing line written as 0 (close a touchdown or more away) or the close with its sign
+        # flipped (Nov 2021: -13.5 open, +14 close); neither is a price anyone could bet, so the opener is unknown.
+        close, opened = out["home_spread"], out["home_spread_open"]
+        blank = (opened == 0) & (close.abs() >= 7)
+        flipped = (opened * close < 0) & ((opened + close).abs() <= 1.5) & (close.abs() >= 3)
+        out["home_spread_open"] = opened.mask(blank | flipped)
+    return out
+
+
 @dataclass(frozen=True)
 class SportFormat:
     name: str
@@ -98,7 +128,8 @@ FORMATS: dict[str, SportFormat] = {f.name: f for f in (
                 {"date": "date", "home": "home_team", "away": "away_team", "home_score": "home_final",
                  "away_score": "away_final", "home_ml": "home_close_ml", "away_ml": "away_close_ml"},
                 {"home_spread": "home_close_spread", "home_spread_open": "home_open_spread",
-                 "total": "close_over_under", "total_open": "open_over_under"}, date_format="%Y%m%d"),
+                 "total": "close_over_under", "total_open": "open_over_under"}, date_format="%Y%m%d",
+                derive=_sbr_nfl_lines),
     SportFormat("sbro_mlb", "mlb", "sportsbookreviewsonline MLB: opening and closing moneylines, starting pitchers, "
                 "game_no numbering doubleheaders",
                 _SBRO_HOME_AWAY,
