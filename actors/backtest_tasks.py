@@ -10,8 +10,9 @@ from edgeray.backtest.montecarlo import MonteCarloInputs, chunk_seeds, paths_chu
 
 @ray.remote(num_cpus=1)
 def backtest_task(opportunities: pd.DataFrame, spec: dict, initial_bankroll: float, bets_offset: int | None = None,
-                  bets_limit: int = 100) -> dict:
-    return run_bets(opportunities, SizingSpec(**spec), initial_bankroll).to_dict(bets_offset, bets_limit)
+                  bets_limit: int = 100, clv_method: str = "multiplicative") -> dict:
+    return run_bets(opportunities, SizingSpec(**spec), initial_bankroll,
+                    clv_method=clv_method).to_dict(bets_offset, bets_limit)
 
 
 @ray.remote(num_cpus=1)

@@ -204,7 +204,7 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
             store = Path(cfg.run_dir) / "deadletters.jsonl"
             if not check:
                 DeadLetterStore(store, ing.deadletter_max_bytes, ing.deadletter_keep_files).append(
-                    "odds" if s.type == "sports" else "bar", s.path or s.type, report.bad_lines)
+                    "odds" if s.type in ("sports", "odds_stream") else "bar", s.path or s.type, report.bad_lines)
             first = report.bad_lines.iloc[0]
             console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped"
                           + (" (not written: --check)" if check else f" and dead-lettered to {store}")
@@ -618,7 +618,8 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     for key, fmt in (("win_rate", "{:.1%}"), ("profit", "{:,.2f}"), ("roi", "{:.2%}"), ("max_drawdown", "{:.1%}"),
-                     ("sharpe", "{:.2f}"), ("clv_mean_points", "{:.2f}"), ("ece", "{:.3f}"), ("brier", "{:.4f}")):
+                     ("sharpe", "{:.2f}"), ("clv_mean_points", "{:.2f}"), ("clv_price_pct_mean", "{:.2f}"),
+                     ("clv_raw_points_mean", "{:.2f}"), ("ece", "{:.3f}"), ("brier", "{:.4f}")):
         value = m.get(key)
         summary.add_row(key, fmt.format(value) if isinstance(value, (int, float)) and value == value else "-")
     lo, hi = m.get("roi_ci95", [float("nan")] * 2)
@@ -640,6 +641,48 @@ def underdog_backtest(seasons: Annotated[Optional[str], typer.Option(help="e.g. 
     console.print("plots: " + ", ".join(str(p) for p in pngs))
     if json_out:
         json_out.write_text(json.dumps({**result.to_dict(), "evaluation": attrs}, indent=2, default=str))
+
+
+@sports_app.command("clv")
+def sports_clv(sport: Annotated[str, typer.Option(help="mlb (moneylines) or nfl (spreads): the archives with opening lines")],
+               data_dir: Annotated[Path, typer.Option(help="Folder of the sports archives")] = Path("../shared/data/sports"),
+               train: Annotated[Optional[str], typer.Option(help="Training seasons, e.g. 2010,2011,2012")] = None,
+               test: Annotated[Optional[str], typer.Option(help="Test seasons, e.g. 2013")] = None,
+               bet_at: Annotated[str, typer.Option(help="open or first_seen (the archive's first price is its open)")] = "open",
+               clv_method: Annotated[str, typer.Option(help="Margin removal for CLV: multiplicative, additive, power, "
+                                                            "shin, odds_ratio, logarithmic")] = "multiplicative",
+               min_edge: Annotated[float, typer.Option(help="Model probability minus the open's margin-free one")] = 0.02,
+               json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here")] = None) -> None:
+    """Where an edge is measured: model vs opening vs closing market, and the CLV and ROI of bets placed at the open."""
+    from edgeray.clv import sport_clv_report
+
+    try:
+        r = sport_clv_report(sport, data_dir, _seasons(train), _seasons(test), bet_at=bet_at, clv_method=clv_method,
+                             min_edge=min_edge)
+    except (ValueError, FileNotFoundError) as exc:
+        _error(str(exc))
+    table = Table(title=f"{r['sport']} {r['market']}: bets at the {r['bet_at']}, test {r['test_seasons']}", header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI (bootstrap by date)", justify="right")
+    for name in ("model", "open", "close"):
+        table.add_row(f"{name} log loss", f"{r[name + '_log_loss']:.4f}",
+                      "[{:.4f}, {:.4f}]".format(*r[name + "_log_loss_ci"]))
+        table.add_row(f"{name} Brier", f"{r[name + '_brier']:.4f}", "[{:.4f}, {:.4f}]".format(*r[name + "_brier_ci"]))
+    table.add_row("bets", f"{r['bets']:,}", "")
+    table.add_row(f"CLV, margin-free points ({r['clv_method']})", f"{r['clv_points_mean']:+.3f}",
+                  "[{:+.3f}, {:+.3f}]".format(*r["clv_points_ci"]))
+    table.add_row("CLV, % of odds", f"{r['clv_price_pct_mean']:+.3f}", "[{:+.3f}, {:+.3f}]".format(*r["clv_price_pct_ci"]))
+    table.add_row("CLV, raw price points (includes the margin)", f"{r['clv_raw_points_mean']:+.3f}", "")
+    table.add_row("ROI", f"{r['roi']:+.2%}", "[{:+.2%}, {:+.2%}]".format(*r["roi_ci"]))
+    for label, row in r["roi_by_clv_sign"].items():
+        table.add_row(f"ROI, {label} ({row['bets']} bets)", f"{row['roi']:+.2%}" if row["bets"] else "-",
+                      "[{:+.2%}, {:+.2%}]".format(*row["roi_ci95"]) if row["bets"] else "")
+    console.print(table)
+    claims = [k for k, v in r["edge_claimed"].items() if v]
+    console.print("edge claimed (whole CI above zero): " + (", ".join(claims) if claims else "none"), soft_wrap=True)
+    if json_out:
+        json_out.write_text(json.dumps(r, indent=2, default=str))
 
 
 def _no_bets(reason: str, json_out: Path | None, attrs: dict) -> None:

@@ -15,6 +15,9 @@ Method = Literal["fixed", "percentage", "kelly", "confidence", "kelly_criterion"
 STRATEGY_ALIASES = {"kelly_criterion": "kelly", "fixed_amount": "fixed", "confidence_based": "confidence"}
 ModelRef = Annotated[int, Field(ge=0, le=2**31)] | Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Seasons = list[int] | None
+# Where backtest bets are priced (edgeray.backtest.opportunities.BET_AT) and how CLV removes the margin.
+BetAt = Literal["open", "close", "first_seen", "best_book"]
+ClvMethod = Literal["multiplicative", "additive", "power", "shin", "odds_ratio", "logarithmic"]
 Date = str | None
 
 
@@ -40,6 +43,8 @@ class BacktestBody(SizingBody):
     start_date: Date = Field(None, max_length=32)
     end_date: Date = Field(None, max_length=32)
     betting_strategy: Method = "kelly"
+    bet_at: BetAt = "close"  # close: CLV is 0 by construction; open/first_seen: the opening line
+    clv_method: ClvMethod = "multiplicative"
 
 
 class CompareStrategiesBody(BacktestBody):
@@ -62,6 +67,8 @@ class WalkForwardBody(SizingBody):
     min_train_seasons: int = Field(2, ge=1, le=100)
     seasons: Seasons = Field(None, max_length=100)  # restrict to these seasons (all when None)
     betting_strategy: Method = "kelly"
+    bet_at: BetAt = "close"
+    clv_method: ClvMethod = "multiplicative"
 
 
 class UnderdogTrainBody(Body):
@@ -88,7 +95,8 @@ def _opportunities(api, body: BacktestBody):
     if record["sport"] != canonical_sport(body.sport):
         raise error(422, ["body", "sport"], f"sport: model {body.model_id} is a {record['sport']} model, not {body.sport!r}",
                     "wrong_sport", body.sport)
-    return model_opportunities(registry, record["model_id"], api.sport_frame(body.sport), body.start_date, body.end_date)
+    return model_opportunities(registry, record["model_id"], api.sport_frame(body.sport), body.start_date, body.end_date,
+                               bet_at=body.bet_at, clv_method=body.clv_method)
 
 
 @router.post("/api/backtest/run", responses=responses(401, 403, 404, 413, 422, 503))
@@ -96,7 +104,7 @@ async def backtest_run(body: BacktestBody, api=Depends(get_api), who=require("re
     from actors.backtest_tasks import backtest_task
 
     return await backtest_task.remote(_opportunities(api, body), body.spec(body.betting_strategy), body.initial_bankroll,
-                                      body.bets_offset, body.bets_limit)
+                                      body.bets_offset, body.bets_limit, body.clv_method)
 
 
 @router.post("/api/backtest/compare-strategies", responses=responses(401, 403, 404, 413, 422, 503))
@@ -104,7 +112,8 @@ async def backtest_compare(body: CompareStrategiesBody, api=Depends(get_api), wh
     from actors.backtest_tasks import backtest_task
 
     opportunities = ray.put(_opportunities(api, body))
-    refs = {name: backtest_task.remote(opportunities, body.spec(name), body.initial_bankroll) for name in body.strategies}
+    refs = {name: backtest_task.remote(opportunities, body.spec(name), body.initial_bankroll, clv_method=body.clv_method)
+            for name in body.strategies}
     return {name: (await ref)["metrics"] for name, ref in refs.items()}
 
 
@@ -113,7 +122,8 @@ async def backtest_monte_carlo(body: MonteCarloBody, api=Depends(get_api), who=r
     from actors.backtest_tasks import monte_carlo_parallel
     from edgeray.backtest.engine import SizingSpec, run_bets
 
-    result = run_bets(_opportunities(api, body), SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+    result = run_bets(_opportunities(api, body), SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll,
+                      clv_method=body.clv_method)
     if not result.bets["placed"].any():
         raise error(422, ["body"], "no bets were placed with these filters: nothing to resample", "no_bets")
     summary = await asyncio.get_running_loop().run_in_executor(None, lambda: monte_carlo_parallel(
@@ -128,7 +138,13 @@ async def backtest_walk_forward(body: WalkForwardBody, api=Depends(get_api), who
     from edgeray.backtest.walkforward import season_folds, walk_forward
     from edgeray.sports.models import make_model
 
+    from edgeray.backtest.opportunities import open_features
+
+    if body.bet_at == "best_book":
+        raise ValueError("bet_at: 'best_book' needs a multi-book odds stream; this archive has one book")
     frame = api.sport_frame(body.sport)
+    if body.bet_at in ("open", "first_seen"):  # a bet at the open is decided on what the open knew: no close
+        frame = open_features(frame)
     if body.seasons:
         frame = frame[frame["season"].isin(body.seasons)].reset_index(drop=True)
     frame = frame[frame["home_win"].notna()].reset_index(drop=True)
@@ -139,8 +155,10 @@ async def backtest_walk_forward(body: WalkForwardBody, api=Depends(get_api), who
     folds = season_folds(frame, mode=body.mode, min_train_seasons=body.min_train_seasons)
     wf = walk_forward(frame, fit_predict, folds, result_cols=["home_win", "home_score", "away_score"], prediction_col="p_home")
     predicted = wf.predictions.reset_index(drop=True)  # every fold's test rows, predicted by that fold's model
-    opportunities = game_opportunities(predicted, predicted["p_home"].to_numpy())
-    result = run_bets(opportunities, SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll)
+    opportunities = game_opportunities(predicted, predicted["p_home"].to_numpy(), bet_at=body.bet_at,
+                                       clv_method=body.clv_method)
+    result = run_bets(opportunities, SizingSpec(**body.spec(body.betting_strategy)), body.initial_bankroll,
+                      clv_method=body.clv_method)
     return {"folds": [f.to_dict() for f in wf.folds], "fold_summary": api.records(wf.fold_summary), **result.to_dict()}
 
 
