@@ -24,8 +24,8 @@ from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.events import EventKind, batch_kind
 from edgeray.feature_repo.settings import MARKET_VIEW, ODDS_VIEW, FeastSettings
+from edgeray.features.books import NAMES as BOOK_NAMES, MultiBookOddsState
 from edgeray.features.market import MarketFeatureState
-from edgeray.features.odds import OddsFeatureState
 from edgeray.latency import LatencyRing
 
 
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 def feast_settings(cfg: PipelineConfig) -> FeastSettings:
     return FeastSettings.from_env(cfg.feast.directory, cfg.feast.project, cfg.feast.online_store)
+
+
+def _is_results(frame: pd.DataFrame) -> bool:
+    return "score_a" in frame
 
 
 def decision_frame(events, features, arrived_ns: int | None = None):
@@ -70,6 +74,11 @@ class FeatureStreamerActor:
         # in batches sized by how fast the loop takes them (see actors/outbox.py).
         self._outbox = Outbox(self._send_decisions, self.cfg.decisions.max_batch_rows, self.cfg.decisions.max_queue_rows,
                               name="decision-outbox") if meta_controller is not None else None
+        # Odds feature rows (the value strategy's input) and game results (which settle its bets) go to the loop
+        # the same way, in their own queue: a bet decision never waits behind market bars or holds them up.
+        self._bet_outbox = Outbox(self._send_bets, self.cfg.decisions.max_batch_rows, self.cfg.decisions.max_queue_rows,
+                                  joinable=lambda first, other: _is_results(first) == _is_results(other),
+                                  name="bet-outbox") if meta_controller is not None else None
         ing = self.cfg.ingestion
         self.undecided = DeadLetterStore(Path(self.cfg.run_dir) / "decision_deadletters.jsonl",
                                          ing.deadletter_max_bytes, ing.deadletter_keep_files)
@@ -93,7 +102,7 @@ class FeatureStreamerActor:
         self.sink = FeastSink(store, settings.offline_dir, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
         self.sink.warm_up([f"{MARKET_VIEW}:{n}" for n in self.market.spec.names])
-        self.odds = OddsFeatureState()
+        self.odds = MultiBookOddsState()
         # Only for demonstrating backpressure with a deliberately slow consumer.
         self.process_delay_s = process_delay_s
         self.events_by_kind: dict[str, int] = {}
@@ -140,13 +149,20 @@ class FeatureStreamerActor:
         elif kind is EventKind.ODDS:
             features, view = self.odds.update(frame), ODDS_VIEW
         else:
-            features, view = None, None  # game results carry no features; later issues consume them as outcomes
+            features, view = None, None  # game results carry no features; they settle the loop's bets
+            if self.meta is not None:
+                self._bet_outbox.put(frame[["symbol", "event_ts", "score_a", "score_b"]])
         if features is not None:
             # The loop is handed the features it needs, so it does not wait for the store write (or read them back).
             if self.meta is not None and view == MARKET_VIEW:
                 rows = decision_frame(frame, features, self._arrived_ns)
                 rows["features_out_ns"] = np.int64(time.time_ns())  # the outbox's queue counts as queue wait
                 self._outbox.put(rows)
+            if view == ODDS_VIEW:
+                if self.meta is not None:
+                    self._bet_outbox.put(features)
+                # One row per game and instant: the state after every book's quote at that instant.
+                features = features[["symbol", "event_ts", *BOOK_NAMES]].drop_duplicates(["symbol", "event_ts"], keep="last")
             self.sink.write(view, features)
             self.feature_rows += len(features)
         now = time.time_ns()
@@ -199,6 +215,16 @@ class FeatureStreamerActor:
             if (error := self._decide(rows)) is not None:
                 self._decision_failed(rows, error)
 
+    def _send_bets(self, frames: list[pd.DataFrame]) -> None:
+        """The bet outbox's sender thread: odds feature rows to the value strategy, results to settlement; one call
+        at a time (Ray retries it on a restarted meta-controller, which skips what its checkpoint says is done)."""
+        joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        call = self.meta.settle if _is_results(joined) else self.meta.decide_bets
+        try:
+            ray.get(call.remote(joined))
+        except Exception as error:  # noqa: BLE001 - recorded and dead-lettered, never raised into ingestion
+            self._decision_failed(joined, error)
+
     def _decide(self, rows: pd.DataFrame) -> BaseException | None:
         self._given_up.clear()
         self._decisions.submit(rows)
@@ -234,6 +260,7 @@ class FeatureStreamerActor:
         """Return once every feature row processed so far has been decided (or dead-lettered)."""
         if self._outbox is not None:
             self._outbox.join()
+            self._bet_outbox.join()
 
     def flush(self) -> int:
         self.settle_decisions()
@@ -249,4 +276,6 @@ class FeatureStreamerActor:
                 "rows_already_processed": self.rows_already_processed,
                 "decision_errors": self.decision_errors, "undecided_rows": self.undecided_rows,
                 "last_decision_error": self.last_decision_error,
-                "decision_queue": self._outbox.status() if self._outbox is not None else None}
+                "decision_queue": self._outbox.status() if self._outbox is not None else None,
+                "bet_queue": self._bet_outbox.status() if self._bet_outbox is not None else None,
+                "odds_books": len(self.odds.books), "odds_off_board_quotes": self.odds.off_board}

@@ -113,6 +113,33 @@ class MetaControllerActor:
                 self._record_stages(upstream, timed)
             return {"decisions": out.decisions, "orders": out.orders, "rejected_rows": out.rejected_rows}
 
+    def decide_bets(self, features: pd.DataFrame) -> dict:
+        """Multi-book odds feature rows -> value bets through risk and veto -> booked; audited, then checkpointed
+        (the same durability order as decide_batch, so a retried batch is skipped, never booked twice)."""
+        with self._lock:
+            started = time.perf_counter()
+            out = self.kernel.step_bets(features)
+            if out.skipped_as_already_decided:
+                return {"quotes": 0, "bets": 0, "skipped_as_already_decided": True}
+            self._audit(out.records)
+            self._checkpoint()
+            self._busy_s += time.perf_counter() - started
+            return {"quotes": out.decisions, "bets": out.orders}
+
+    def settle(self, results: pd.DataFrame) -> dict:
+        """Game results settle the bet book's open bets (a retried call finds them settled: nothing twice)."""
+        with self._lock:
+            records = self.kernel.settle(results)
+            if records:
+                self._durably(records)
+            return {"settled": len(records)}
+
+    def bet_book(self) -> dict:
+        """The bet book's snapshot and the value strategy's risk status."""
+        with self._lock:
+            k = self.kernel
+            return {**k.bets.snapshot(), "open": list(k.bets.open.values()), "risk": k.bet_risk.status()}
+
     def _audit(self, records: list[dict], received_ns: np.ndarray | None = None) -> None:
         """One transaction; with `received_ns` (the rows' receipt stamps) this ends their end-to-end latency."""
         if records:
@@ -238,4 +265,5 @@ class MetaControllerActor:
                     "latency_ms_p99": latency["latency_ms_p99"], "busy_s": self._busy_s, "equity": equity,
                     "shadows": k.engine.shadow_report(equity), "rejected_rows": dict(k.rejected_rows),
                     "edge_model": k.engine.edge.model_kind if k.engine.edge is not None else None,
-                    "stages_ms": self._stages.summary()}
+                    "stages_ms": self._stages.summary(),
+                    "bets": {key: v for key, v in k.bets.snapshot().items() if key not in ("positions", "prices", "position_strategy")}}

@@ -59,13 +59,14 @@ class FeastConfig(Strict):
 
 
 class SourceConfig(Strict):
-    type: Literal["bars", "bid_ask_bars", "quotes", "sports", "generator"]
+    type: Literal["bars", "bid_ask_bars", "quotes", "sports", "odds_stream", "generator"]
     path: str | None = None
     ask_path: str | None = None  # bid_ask_bars: `path` is the bid file
     symbol: str | None = None
     # bars: the file's layout. auto: event_ts, else open_time (exchange kline, epoch ms), else
     # timestamp/time/ts/datetime/date; `columns` renames file columns first ({open_time: event_ts}).
     # sports: a layout of edgeray.sports.formats (auto: detected from the header); `sport` checks it.
+    # odds_stream: per-book price changes (edgeray.loaders.odds_stream); `sport` names the games' sport.
     format: str = "auto"
     sport: str | None = None
     columns: dict[str, str] = {}
@@ -79,7 +80,13 @@ class SourceConfig(Strict):
     def _format_fits_type(self) -> "SourceConfig":
         from edgeray.sports.formats import FORMATS, canonical_sport
 
-        if self.type == "sports":
+        if self.type == "odds_stream":
+            if self.sport is None:
+                raise ValueError("sport: required for type 'odds_stream' (the file's games have no sport column)")
+            self.sport = canonical_sport(self.sport)
+            if self.format != "auto":
+                raise ValueError(f"format: {self.format!r}: an odds stream has one layout; leave format as auto")
+        elif self.type == "sports":
             if self.format != "auto" and self.format not in FORMATS:
                 raise ValueError(f"format: unknown sports format {self.format!r}; known: auto, {', '.join(FORMATS)}")
             if self.sport is not None:
@@ -124,6 +131,19 @@ class LedgerConfig(Strict):
     reward_horizon_bars: int = Field(15, gt=0)
 
 
+class ValueBetConfig(Strict):
+    """The value strategy on live odds (edgeray.value): bet the best book when the margin-free consensus
+    across books says its price pays, through the same risk and veto gates as every decision."""
+    enabled: bool = True
+    min_edge: float = Field(0.02, ge=0, le=1)  # expected return at the best price needed to bet
+    kelly_multiplier: float = Field(0.25, gt=0, le=1)  # fractional Kelly
+    max_stake: float = Field(0.02, gt=0, le=1)  # cap on one stake, as a share of the bet book's equity
+    min_books: int = Field(3, ge=1)  # a consensus of fewer books is one book's opinion
+    cooldown_minutes: float | None = Field(None, gt=0)  # None: one bet per (game, side); else one per cooldown
+    max_edge: float | None = Field(None, gt=0)  # skip edges above this (a mispriced line a book would void)
+    bankroll: float = Field(100_000.0, gt=0)  # the paper bet book's starting equity
+
+
 class ShadowConfig(Strict):
     """A strategy run beside the live meta-controller on the same stream: logged, never executed."""
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -147,6 +167,7 @@ class DecisionConfig(Strict):
     audit_url: str | None = None  # None: sqlite:///<run_dir>/audit.db; postgresql+psycopg://... for PostgreSQL
     ledger: LedgerConfig = LedgerConfig()
     shadows: list[ShadowConfig] = []
+    value: ValueBetConfig = ValueBetConfig()
     # The feature streamer queues decision rows and sends them one batch at a time: whatever is queued when
     # the meta-controller is free (batches grow under load, stay small when it keeps up), at most this many rows.
     max_batch_rows: int = Field(1_000, gt=0, le=100_000)

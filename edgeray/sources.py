@@ -67,6 +67,10 @@ def load_source(spec: SourceConfig) -> list[tuple[EventKind, pd.DataFrame]]:
         return [(EventKind.BAR, load_bid_ask_bars(spec.path, spec.ask_path, _symbol(spec)))]
     if spec.type == "quotes":
         return [(EventKind.QUOTE, load_quote_ticks(spec.path, spec.symbol))]
+    if spec.type == "odds_stream":
+        from edgeray.loaders.odds_stream import load_odds_stream
+
+        return [(EventKind.ODDS, load_odds_stream(spec.path, sport=spec.sport))]
     odds, results = load_sports_events(spec.path, sport=spec.sport, fmt=spec.format, columns=spec.columns)
     return [(EventKind.ODDS, odds), (EventKind.RESULT, results)]
 

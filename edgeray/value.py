@@ -55,6 +55,13 @@ class ValueStrategy:
         self.config = config or ValueConfig()
         self._last_bet: dict[tuple[str, str], int] = {}  # (symbol, side) -> event ns of the last bet
 
+    def state_dict(self) -> dict:
+        """When each (game, side) was last bet, for a checkpoint (JSON: "game|side" keys)."""
+        return {f"{symbol}|{side}": t for (symbol, side), t in self._last_bet.items()}
+
+    def load_state(self, state: dict) -> None:
+        self._last_bet = {tuple(key.rsplit("|", 1)): int(t) for key, t in state.items()}
+
     def decide(self, features: pd.DataFrame, p_ref_a=None) -> pd.DataFrame:
         """Bets from feature rows (MultiBookOddsState.update output, event-time order). `p_ref_a`: a model's
         probability of side a per row (aligned with `features`; NaN = no opinion, no bet); default the consensus."""

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeray.betbook import BetBook, bet_key
 from edgeray.config import PipelineConfig
 from edgeray.ledger import PaperLedger
 from edgeray.risk import RiskEngine, RiskLimits
+from edgeray.value import ValueConfig, ValueStrategy
 from edgeray.veto import VetoConfig, VetoGate
 from edgeray.watermark import NEVER, SymbolWatermark
 from policies.engine import DecisionBatch, DecisionEngine, decision_ids
@@ -32,6 +34,8 @@ from policies.strategies import PairsStatArb
 PASS_THROUGH = ("approve", "resize")
 ORDER_COLUMNS = ["decision_id", "event_ts", "symbol", "strategy", "quantity"]
 VETO_HISTORY = 2_000  # reviews kept for the API's lookups; a short history keeps the checkpoint small
+BET_STRATEGY = "value_bet"
+BET_REGIME = "pre_game"  # what the veto rules' `regimes` see for a bet (market regimes do not apply)
 
 
 def stage_records(frame: pd.DataFrame | None, stage: str, columns: list[str]) -> list[dict]:
@@ -87,6 +91,21 @@ class DecisionKernel:
                                 [*self.engine.strategies, *(sh.strategy for sh in self.engine.shadows)])
         self.decided_until_ns: int | None = state.get("decided_until_ns")
         self.snapshot: dict = self.ledger.snapshot()
+        # Bets on live odds: their own book and risk engine (the market ledger's snapshots would wipe their
+        # exposure), the same limits file, veto gate, kill switch and audit log as every other decision.
+        v = d.value
+        self.value = ValueStrategy(ValueConfig(
+            min_edge=v.min_edge, kelly_multiplier=v.kelly_multiplier, max_stake=v.max_stake, min_books=v.min_books,
+            cooldown=pd.Timedelta(minutes=v.cooldown_minutes) if v.cooldown_minutes else None, max_edge=v.max_edge))
+        if state.get("bets"):
+            self.bets = BetBook.from_state(state["bets"])
+            self.bet_risk = RiskEngine.from_state(state["bet_risk"])
+            self.value.load_state(state["value"])
+        else:
+            self.bets = BetBook(v.bankroll)
+            self.bet_risk = RiskEngine(RiskLimits.load(d.risk_config), v.bankroll)
+        # Per (game, book): one quote per book and instant, so a retried batch's quotes are recognised exactly.
+        self.odds_done = SymbolWatermark(state.get("odds_done_until"))
 
     # -- the hot path -------------------------------------------------------------------------
     def step(self, frame: pd.DataFrame, act=None) -> KernelStep:
@@ -127,11 +146,12 @@ class DecisionKernel:
         out.batch, out.decisions, out.orders = batch, batch.n_decisions, len(batch.orders)
         return out
 
-    def _gate(self, batch: DecisionBatch, timed: dict) -> list[dict]:
-        """Risk sees every order, the veto gate every order risk passed; approvals wait for the next bar."""
-        orders = batch.orders
+    def _risk_and_veto(self, orders: pd.DataFrame, risk_engine: RiskEngine, timed: dict,
+                       prefix: str = "") -> tuple[list[dict], pd.DataFrame, pd.DataFrame | None]:
+        """Risk sees every order, the veto gate every order risk passed. Returns the audit records, the orders
+        risk passed (with its sizes) and the veto's verdicts on them (None: risk passed none)."""
         t = time.perf_counter_ns()
-        risk = self.risk.check(orders).set_index("decision_id").loc[orders["decision_id"]].reset_index()
+        risk = risk_engine.check(orders).set_index("decision_id").loc[orders["decision_id"]].reset_index()
         timed["risk"] = (time.perf_counter_ns() - t) / 1e6
         passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
         sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
@@ -139,17 +159,25 @@ class DecisionKernel:
                                 ["verdict", "quantity", "reasons", "risk_score"])
         for reason in risk["reasons"]:
             for r in filter(None, str(reason).split("; ")):
-                self._count(f"risk:{r}")
+                self._count(f"{prefix}risk:{r}")
         for v in risk["verdict"]:
-            self._count(f"risk_{v}")
+            self._count(f"{prefix}risk_{v}")
         if sized.empty:
-            return records
+            return records, sized, None
         t = time.perf_counter_ns()
         veto = self.veto.review(sized, pd.Timestamp.now(tz="UTC")).set_index("decision_id").loc[sized["decision_id"]].reset_index()
         timed["veto"] = (time.perf_counter_ns() - t) / 1e6
         records += stage_records(veto.assign(event_ts=sized["event_ts"].to_numpy()), "veto", ["verdict", "rule"])
         for v in veto["verdict"]:
-            self._count(f"veto_{v}")
+            self._count(f"{prefix}veto_{v}")
+        return records, sized, veto
+
+    def _gate(self, batch: DecisionBatch, timed: dict) -> list[dict]:
+        """Risk and veto on the batch's orders; approvals wait for the next bar."""
+        orders = batch.orders
+        records, sized, veto = self._risk_and_veto(orders, self.risk, timed)
+        if veto is None:
+            return records
         approved = sized[(veto["verdict"] == "approve").to_numpy() & (sized["quantity"] != 0).to_numpy()]
         self.pending_orders = approved[ORDER_COLUMNS].reset_index(drop=True) if len(approved) else None
         # Held decisions may still be approved by a human, so they are rewarded when they fill.
@@ -157,6 +185,65 @@ class DecisionKernel:
         index = {d: i for i, d in enumerate(orders["decision_id"])}
         rows = [index[d] for d in sized["decision_id"][live]]
         self.engine.register(sized["decision_id"][live].tolist(), batch.arms[rows], batch.contexts[rows])
+        return records
+
+    # -- bets on live odds ------------------------------------------------------------------------
+    def step_bets(self, features: pd.DataFrame) -> KernelStep:
+        """Multi-book odds feature rows (edgeray.features.books, event-time order) -> value bets through risk
+        and veto -> approved bets booked. A batch retried after a restart is recognised per (game, book)."""
+        out = KernelStep()
+        per_book = features.assign(symbol=features["symbol"].astype(str) + "|" + features["bookmaker"].astype(str))
+        stamps = pd.to_datetime(per_book["event_ts"], utc=True).array.asi8
+        done = self.odds_done.state_dict()
+        fresh = stamps > np.array([done.get(k, NEVER) for k in per_book["symbol"]], dtype=np.int64)
+        if not fresh.any():
+            out.skipped_as_already_decided = True
+            return out
+        rows = features[fresh].reset_index(drop=True)
+        t = time.perf_counter_ns()
+        bets = self.value.decide(rows) if self.cfg.decisions.value.enabled else self.value.decide(rows.iloc[:0])
+        out.timed["decide"] = (time.perf_counter_ns() - t) / 1e6
+        self.odds_done.advance(per_book[fresh])
+        out.decisions = len(rows)
+        if bets.empty:
+            return out
+        keys = [bet_key(g, side) for g, side in zip(bets["symbol"], bets["side"])]
+        ids = decision_ids(self.cfg.namespace, np.asarray(keys, dtype=object), bets["event_ts"])
+        stake = bets["stake_fraction"].to_numpy(float) * self.bets.equity
+        orders = pd.DataFrame({"decision_id": ids, "event_ts": pd.to_datetime(bets["event_ts"], utc=True),
+                               "symbol": keys, "strategy": BET_STRATEGY, "regime": BET_REGIME, "quantity": stake,
+                               "price": 1.0, "volatility": np.nan, "confidence": bets["p_ref"].to_numpy(float),
+                               "game": bets["symbol"].to_numpy(object), "side": bets["side"].to_numpy(object),
+                               "bookmaker": bets["bookmaker"].to_numpy(object),
+                               "decimal_odds": bets["decimal_odds"].to_numpy(float)})
+        proposal = bets.drop(columns=["event_ts"]).rename(columns={"symbol": "game"}).assign(stake=stake)
+        out.records += [{"decision_id": i, "stage": "bet_decision", "event_ts": ts, "payload": p}
+                        for i, ts, p in zip(ids, orders["event_ts"], proposal.to_dict("records"))]
+        records, sized, veto = self._risk_and_veto(orders, self.bet_risk, out.timed, prefix="bet_")
+        out.records += records
+        if veto is not None:
+            approved = sized[(veto["verdict"] == "approve").to_numpy() & (sized["quantity"] > 0).to_numpy()]
+            out.records += self._book_bets(approved)
+        out.orders = len(orders)
+        return out
+
+    def _book_bets(self, orders: pd.DataFrame | list[dict]) -> list[dict]:
+        """Approved bet orders (from the gate, or a human's approval of a hold) into the bet book."""
+        frame = pd.DataFrame(orders)
+        if frame.empty:
+            return []
+        records = self.bets.place(pd.DataFrame({
+            "decision_id": frame["decision_id"], "event_ts": pd.to_datetime(frame["event_ts"], utc=True),
+            "symbol": frame["game"], "side": frame["side"], "bookmaker": frame["bookmaker"],
+            "decimal_odds": frame["decimal_odds"].astype(float), "stake": frame["quantity"].astype(float)}))
+        self.bet_risk.on_ledger(self.bets.snapshot())
+        return records
+
+    def settle(self, results: pd.DataFrame) -> list[dict]:
+        """Game results settle the bet book's open bets on those games (records: one "settlement" per bet)."""
+        records = self.bets.settle(results)
+        if records:
+            self.bet_risk.on_ledger(self.bets.snapshot())
         return records
 
     def _count(self, key: str) -> None:
@@ -211,6 +298,7 @@ class DecisionKernel:
         """Halt: every later risk check rejects, unfilled orders are cancelled and nothing more fills. Approvals
         not yet submitted go to the halted ledger with the next batch, which refuses and counts them, as before."""
         event = self.risk.kill(reason, actor)
+        self.bet_risk.kill(reason, actor, pd.Timestamp(event["ts"]))
         self.ledger.halt()
         cancelled = self.ledger.cancel_all(reason)
         self.snapshot = self.ledger.snapshot()
@@ -219,6 +307,7 @@ class DecisionKernel:
 
     def resume(self, actor: str) -> tuple[dict, list[dict]]:
         event = self.risk.resume(actor)
+        self.bet_risk.resume(actor, pd.Timestamp(event["ts"]))
         self.ledger.resume()
         return event, [self._control_record("resume", {**event, "cancelled_orders": []})]
 
@@ -239,10 +328,13 @@ class DecisionKernel:
     def _release(self, reviews: list[dict]) -> list[dict]:
         """Approved holds go to the ledger (they fill on the next bar); every verdict becomes an audit record."""
         approved = [r["order"] for r in reviews if r.get("release") and r.get("order")]
-        if approved:
-            self.ledger.submit(pd.DataFrame(approved))
+        bets = [o for o in approved if o.get("strategy") == BET_STRATEGY]
+        market = [o for o in approved if o.get("strategy") != BET_STRATEGY]
+        if market:
+            self.ledger.submit(pd.DataFrame(market))
+        booked = self._book_bets(bets)
         now = pd.Timestamp.now(tz="UTC")
-        return [{"decision_id": r["decision_id"], "stage": "veto_review", "event_ts": now,
+        return booked + [{"decision_id": r["decision_id"], "stage": "veto_review", "event_ts": now,
                  "payload": {k: v for k, v in r.items() if k != "order"}} for r in reviews]
 
     # -- checkpoint ---------------------------------------------------------------------------
@@ -254,4 +346,6 @@ class DecisionKernel:
         return {"engine": self.engine.state_dict(), "ledger": self.ledger.state_dict(include_curve=False),
                 "risk": self.risk.state_dict(), "veto": self.veto.state_dict(), "pending_orders": pending,
                 "verdicts": self.verdicts, "done_until": self.done.state_dict(),
-                "decided_until_ns": self.decided_until_ns, "rejected_rows": self.rejected_rows}
+                "decided_until_ns": self.decided_until_ns, "rejected_rows": self.rejected_rows,
+                "bets": self.bets.state_dict(), "bet_risk": self.bet_risk.state_dict(), "value": self.value.state_dict(),
+                "odds_done_until": self.odds_done.state_dict()}

@@ -9,7 +9,6 @@ from hypothesis.extra.numpy import arrays
 
 from edgeray.features import windows
 from edgeray.features.market import MarketFeatureSpec, MarketFeatureState
-from edgeray.features.odds import OddsFeatureState
 from edgeray.generator import generate_bars
 from edgeray.validation import validate
 from tests.reference import reference_features
@@ -76,19 +75,6 @@ def test_quote_ticks_use_the_mid_and_have_no_volume_features():
     mid = (ticks["bid"] + ticks["ask"]) / 2
     assert feats["ret_1"].iloc[-1] == pytest.approx(np.log(mid.iloc[-1] / mid.iloc[-2]))
     assert feats["volume_ratio_30"].isna().all() and feats["spread_z_60"].notna().iloc[-1]
-
-
-def test_odds_features_remove_the_margin_and_track_movement_from_the_open():
-    frame = pd.DataFrame({
-        "symbol": ["g", "g", "h"], "event_ts": pd.to_datetime(["2022-01-01", "2022-01-02", "2022-01-01"], utc=True),
-        "bookmaker": "b", "market_type": "moneyline", "is_open": [True, False, False],
-        "odds_a_decimal": [1 + 100 / 145, 1.5, 2.0], "odds_b_decimal": [2.25, 2.6, 2.0]})
-    feats = OddsFeatureState().update(frame)
-    assert feats["prob_a_fair"].iloc[0] == pytest.approx(0.57112, abs=1e-5)
-    assert feats["line_move_a"].iloc[0] == 0.0
-    fair_now = (1 / 1.5) / (1 / 1.5 + 1 / 2.6)
-    assert feats["line_move_a"].iloc[1] == pytest.approx(fair_now - 0.57112, abs=1e-5)
-    assert feats["prob_a_fair"].iloc[2] == pytest.approx(0.5)
 
 
 def test_generator_is_seeded_valid_and_has_volatility_regimes():

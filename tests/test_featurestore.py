@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from edgeray.feature_repo.definitions import MARKET_VIEW, ODDS_VIEW
+from edgeray.features.books import NAMES as BOOK_NAMES
 from edgeray.featurestore import FeastSettings, FeastSink, FeatureReader, open_store, repo_config
 from edgeray.features.market import MarketFeatureSpec
 
@@ -61,11 +62,12 @@ def test_nan_features_round_trip_as_nan(store_settings):
 
 def test_odds_view_is_keyed_by_game(store_settings):
     settings, store = store_settings
-    frame = pd.DataFrame({"symbol": ["nba:1"], "event_ts": [pd.Timestamp("2022-01-01", tz="UTC")],
-                          "prob_a_fair": [0.6], "prob_b_fair": [0.4], "overround": [0.04], "line_move_a": [0.01]})
+    values = {name: [float(i)] for i, name in enumerate(BOOK_NAMES)} | {"consensus_prob_a": [0.6],
+                                                                      "consensus_move_a": [0.01]}
+    frame = pd.DataFrame({"symbol": ["nba:1"], "event_ts": [pd.Timestamp("2022-01-01", tz="UTC")], **values})
     FeastSink(store, settings.offline_dir).write(ODDS_VIEW, frame)
-    got = FeatureReader(store, ODDS_VIEW, ["prob_a_fair", "line_move_a"]).latest("nba:1")
-    assert got.values == {"prob_a_fair": 0.6, "line_move_a": 0.01}
+    got = FeatureReader(store, ODDS_VIEW, ["consensus_prob_a", "consensus_move_a"]).latest("nba:1")
+    assert got.values == {"consensus_prob_a": 0.6, "consensus_move_a": 0.01}
 
 
 def test_redis_url_selects_redis_and_unknown_store_is_named(monkeypatch, tmp_path):

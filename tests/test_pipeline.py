@@ -141,8 +141,8 @@ def test_sports_odds_replay_dead_letters_impossible_odds_and_serves_fair_probabi
     assert ing["received"] == 2 * 2956
     assert ing["rejected_by_reason"] == {"impossible_odds": 10}
     assert status["features"]["events_by_kind"] == {"odds": 2946, "result": 2956}
-    reader = FeatureReader(open_store(feast_settings(pipeline.cfg)), ODDS_VIEW, ["prob_a_fair", "overround"])
+    reader = FeatureReader(open_store(feast_settings(pipeline.cfg)), ODDS_VIEW, ["consensus_prob_a", "best_overround", "n_books"])
     got = reader.latest("nfl:20110908:Packers:Saints")  # -250 / +210
     p_a, p_b = implied_probability(american_to_decimal(-250)), implied_probability(american_to_decimal(210))
-    assert got.values["prob_a_fair"] == pytest.approx(p_a / (p_a + p_b))
-    assert got.values["overround"] == pytest.approx(p_a + p_b - 1)
+    assert got.values["consensus_prob_a"] == pytest.approx(p_a / (p_a + p_b))  # one book: its own fair price
+    assert got.values["best_overround"] == pytest.approx(p_a + p_b - 1) and got.values["n_books"] == 1

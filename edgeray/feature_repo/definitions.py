@@ -12,7 +12,7 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64
 
-from edgeray.features import odds as odds_features
+from edgeray.features import books as book_features
 from edgeray.features.market import MarketFeatureSpec
 
 from edgeray.feature_repo.settings import (  # noqa: F401  (re-exported: the names are part of this module's API)
@@ -31,11 +31,11 @@ def build_definitions(offline_dir: str | os.PathLike, market_spec: MarketFeature
     symbol = Entity(name="symbol", join_keys=["symbol"], value_type=ValueType.STRING,
                     description="A traded instrument (BTCUSDT-PERP, GBPUSD, ...)")
     game = Entity(name="game", join_keys=["game_id"], value_type=ValueType.STRING,
-                  description="One game's moneyline market")
+                  description="One game's moneyline market, across books")
     objects: list = [symbol, game]
     for view, push, entity, names in (
         (MARKET_VIEW, MARKET_PUSH, symbol, market_spec.names),
-        (ODDS_VIEW, ODDS_PUSH, game, odds_features.NAMES),
+        (ODDS_VIEW, ODDS_PUSH, game, book_features.NAMES),
     ):
         (offline_dir / view).mkdir(parents=True, exist_ok=True)
         batch = FileSource(name=f"{view}_history", path=str(offline_dir / view), timestamp_field=TIMESTAMP_FIELD)
