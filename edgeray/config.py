@@ -76,21 +76,24 @@ class SourceConfig(Strict):
     n_bars: int = 20_000
     seed: int = 7
 
+    @field_validator("sport")
+    @classmethod
+    def _canonical_sport(cls, value: str | None) -> str | None:
+        from edgeray.sports.formats import canonical_sport  # the model is frozen: normalised here, not after
+        return None if value is None else canonical_sport(value)
+
     @model_validator(mode="after")
     def _format_fits_type(self) -> "SourceConfig":
-        from edgeray.sports.formats import FORMATS, canonical_sport
+        from edgeray.sports.formats import FORMATS
 
         if self.type == "odds_stream":
             if self.sport is None:
                 raise ValueError("sport: required for type 'odds_stream' (the file's games have no sport column)")
-            self.sport = canonical_sport(self.sport)
             if self.format != "auto":
                 raise ValueError(f"format: {self.format!r}: an odds stream has one layout; leave format as auto")
         elif self.type == "sports":
             if self.format != "auto" and self.format not in FORMATS:
                 raise ValueError(f"format: unknown sports format {self.format!r}; known: auto, {', '.join(FORMATS)}")
-            if self.sport is not None:
-                self.sport = canonical_sport(self.sport)
         elif self.format not in ("auto", "ohlcv", "kline"):
             raise ValueError(f"format: {self.format!r} is not a bars layout; expected auto, ohlcv or kline")
         return self

@@ -146,3 +146,53 @@ def test_sports_odds_replay_dead_letters_impossible_odds_and_serves_fair_probabi
     p_a, p_b = implied_probability(american_to_decimal(-250)), implied_probability(american_to_decimal(210))
     assert got.values["consensus_prob_a"] == pytest.approx(p_a / (p_a + p_b))  # one book: its own fair price
     assert got.values["best_overround"] == pytest.approx(p_a + p_b - 1) and got.values["n_books"] == 1
+
+
+def test_multi_book_odds_stream_through_the_loop_gives_the_cores_features_and_bets(start_pipeline, tmp_path, unique_name):
+    """The real stream (its first 35 games) replayed through ingestion, the streamer and the meta-controller:
+    Feast holds the core's multi-book features, and the loop proposes exactly the bets the core's value strategy
+    makes on the same quotes, each through risk and veto into the audit log and the bet book. Quotes pushed in
+    the API's shape (per-book OddsQuote rows) take the same path."""
+    from edgeray.audit import AuditLog
+    from edgeray.events import EventKind
+    from edgeray.features.books import NAMES as BOOK_NAMES, MultiBookOddsState
+    from edgeray.loaders.odds_stream import load_odds_stream
+    from edgeray.validation import validate
+    from edgeray.value import ValueConfig, ValueStrategy
+
+    raw = pd.read_csv(shared_file("streams/mlb_h2h_2026-07.csv"))
+    path = tmp_path / "stream.csv"
+    raw[raw["commence_time_utc"] < "2026-07-08"].to_csv(path, index=False)
+    cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "shadows": [], "value": {"min_edge": 0.02}})
+    pipeline = start_pipeline(cfg)
+    status = replay(pipeline, [{"type": "odds_stream", "path": str(path), "sport": "mlb"}])
+    quotes = pd.DataFrame(validate(EventKind.ODDS, load_odds_stream(path)).accepted)
+    assert status["ingestion"]["accepted"] == status["features"]["events_by_kind"]["odds"] == len(quotes) > 3_000
+
+    core = MultiBookOddsState().update(quotes)
+    latest = core.groupby("symbol").tail(1).set_index("symbol")
+    reader = FeatureReader(open_store(feast_settings(pipeline.cfg)), ODDS_VIEW, BOOK_NAMES)
+    for game in latest.index[:5]:
+        got = reader.latest(game).values
+        assert got == pytest.approx({n: float(latest.loc[game, n]) for n in BOOK_NAMES}, nan_ok=True)
+
+    expected = ValueStrategy(ValueConfig(min_edge=0.02)).decide(core)
+    audit = AuditLog(pipeline.cfg.audit_url)
+    proposals = audit.range("2026-01-01", "2027-01-01", stage="bet_decision", limit=10_000)
+    assert len(expected) > 5
+    assert sorted((p["payload"]["game"], p["payload"]["side"], p["payload"]["bookmaker"]) for p in proposals) == \
+        sorted(zip(expected["symbol"], expected["side"], expected["bookmaker"]))
+    ids = {p["decision_id"] for p in proposals}
+    assert {r["decision_id"] for r in audit.range("2026-01-01", "2027-01-01", stage="risk", limit=10_000)} >= ids
+    booked = audit.range("2026-01-01", "2027-01-01", stage="bet", limit=10_000)
+    book = ray.get(pipeline.decision["meta_controller"].bet_book.remote())
+    assert booked and book["placed"] == len(booked) and book["open_bets"] == len(booked)
+    assert sum(b["stake"] for b in book["open"]) == pytest.approx(sum(r["payload"]["stake"] for r in booked))
+
+    pushed = [{"event_ts": f"2026-07-09T10:0{i}:00Z", "symbol": "mlb:pushed-game", "sport": "mlb", "team_a": "H",
+               "team_b": "A", "odds_a_american": -120 + i, "odds_b_american": 105 - i, "bookmaker": f"book{i}"}
+              for i in range(3)]
+    assert ray.get(pipeline.ingestion.ingest.remote("odds", pushed, strict=True))["accepted"] == 3
+    pipeline.finish()
+    got = reader.latest("mlb:pushed-game").values
+    assert got["n_books"] == 3 and 0.5 < got["consensus_prob_a"] < 0.56
