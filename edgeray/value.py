@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeray.backtest.metrics import cluster_bootstrap_ratio
 from edgeray.features.books import METHOD, MultiBookOddsState, event_ns
 from edgeray.odds import kelly_fraction
 
@@ -128,23 +129,10 @@ def closing_lines(quotes: pd.DataFrame, max_overround: float = 0.15) -> pd.DataF
         ["symbol", "bookmaker", "close_decimal_a", "close_decimal_b", "close_fair_a"]]
 
 
-def cluster_bootstrap_mean(values, clusters, n_boot: int = 2000, seed: int = 0,
-                           level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """Mean of `values` and its percentile CI from resampling whole clusters with replacement (NaNs dropped)."""
-    v = np.asarray(values, float)
-    keep = np.isfinite(v)
-    v = v[keep]
-    if not len(v):
-        return float("nan"), (float("nan"), float("nan"))
-    codes, _ = pd.factorize(np.asarray(clusters, dtype=object)[keep])
-    k = int(codes.max()) + 1
-    sums = np.bincount(codes, weights=v, minlength=k)
-    counts = np.bincount(codes, minlength=k).astype(float)
-    draws = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))
-    boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(boot, [tail, 100.0 - tail])
-    return float(v.mean()), (float(lo), float(hi))
+def cluster_bootstrap_mean(values, clusters, n_boot: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Mean of `values` and its 95% CI from resampling whole clusters with replacement (NaNs dropped)."""
+    values = np.asarray(values, dtype=float)
+    return cluster_bootstrap_ratio(values, np.ones(len(values)), clusters, n_boot, seed)
 
 
 def score_bets(bets: pd.DataFrame, quotes: pd.DataFrame, *, max_overround: float = 0.15, n_boot: int = 2000,

@@ -92,6 +92,23 @@ def _bootstrap_counts(cluster: np.ndarray, n_boot: int, seed: int) -> np.ndarray
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
+def cluster_bootstrap_ratio(num, den, clusters, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """sum(num) / sum(den) and its 95% percentile CI from resampling whole clusters (dates, games) with replacement:
+    bets that share a cluster share its news and line moves, so they are not independent draws. A mean is the
+    ratio with den = 1; rows with a non-finite num or den are left out. The one cluster bootstrap of edgeray."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    keep = np.isfinite(num) & np.isfinite(den)
+    num, den = num[keep], den[keep]
+    if not len(num) or den.sum() <= 0:
+        return float("nan"), (float("nan"), float("nan"))
+    codes, _ = pd.factorize(np.asarray(clusters, dtype=object)[keep])
+    n = int(codes.max()) + 1
+    counts = _bootstrap_counts(codes, n_boot, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = (counts @ np.bincount(codes, num, n)) / (counts @ np.bincount(codes, den, n))
+    return float(num.sum() / den.sum()), _ci(boot)
+
+
 def _ci(samples: np.ndarray) -> tuple[float, float]:
     finite = samples[np.isfinite(samples)]
     if len(finite) == 0:

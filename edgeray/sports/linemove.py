@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from edgeray.backtest.metrics import cluster_bootstrap_ratio
 from edgeray.odds import american_to_decimal, implied_probability, is_valid_american, remove_margin
 from edgeray.sports.features import build_features, feature_groups
 
@@ -198,26 +199,12 @@ def bet_outcomes(px: pd.DataFrame, home_win: np.ndarray, side_home: np.ndarray) 
                          "profit": profit}, index=px.index)
 
 
-def clustered_bootstrap(num: np.ndarray, den: np.ndarray, cluster: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float, float]:
-    """sum(num)/sum(den) and its percentile bootstrap CI resampling whole clusters (dates) with replacement: bets
-    on one date share the day's news (injuries, weather, sharp money), so they are not independent draws."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    if len(num) == 0 or den.sum() <= 0:
-        return float("nan"), float("nan"), float("nan")
-    codes, _ = pd.factorize(np.asarray(cluster))
-    c = int(codes.max()) + 1
-    s_num = np.bincount(codes, weights=num, minlength=c)
-    s_den = np.bincount(codes, weights=den, minlength=c)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(c, np.full(c, 1.0 / c), size=n_boot).astype(float)
-    b_num, b_den = counts @ s_num, counts @ s_den
-    with np.errstate(divide="ignore", invalid="ignore"):
-        stats = b_num / b_den
-    stats = stats[np.isfinite(stats)]
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(s_num.sum() / s_den.sum()), float(lo), float(hi)
+def clustered_bootstrap(num: np.ndarray, den: np.ndarray, cluster: np.ndarray, n_boot: int = 2000,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """sum(num)/sum(den) and its 95% CI resampling whole dates: bets on one date share the day's news (injuries,
+    weather, sharp money), so they are not independent draws."""
+    estimate, (lo, hi) = cluster_bootstrap_ratio(num, den, cluster, n_boot, seed)
+    return estimate, lo, hi
 
 
 def summarise_bets(bets: pd.DataFrame, dates: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
