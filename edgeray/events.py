@@ -2,8 +2,8 @@
 
 One dataclass per message is the single source of truth: the Arrow schema that actors exchange
 micro-batches in is derived from its fields, so a single event and a batch of them cannot drift.
-Market-side events (bar, quote, odds, result) travel as Arrow record batches; decision-side
-messages are produced one per decision and travel as dataclasses.
+Market-side events (bar, quote, odds, result) travel as Arrow record batches. Decisions are not
+messages here: their one schema is the audit trail (edgeray.decision).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -302,7 +302,7 @@ def _isnull(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-# --- feature and decision-side messages -------------------------------------------------------
+# --- feature messages --------------------------------------------------------------------------
 
 def _stable_id(*parts: Any) -> str:
     return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
@@ -322,119 +322,3 @@ class FeatureVector:
     @property
     def event_id(self) -> str:
         return _stable_id(self.KIND, self.feature_set, self.entity, self.event_ts)
-
-
-@dataclass(frozen=True, slots=True)
-class Signal:
-    KIND: ClassVar[str] = "signal"
-    symbol: str
-    event_ts: datetime
-    strategy: str
-    direction: int  # -1 short / lay, 0 flat, +1 long / back
-    strength: float  # in [0, 1]
-    expected_return: float
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.strategy, self.symbol, self.event_ts)
-
-
-@dataclass(frozen=True, slots=True)
-class SizingDecision:
-    KIND: ClassVar[str] = "sizing"
-    decision_id: str
-    event_ts: datetime
-    method: str  # kelly, fixed_fraction, vol_target, ppo, ddpg
-    fraction: float  # of bankroll / equity
-    size: float  # units or stake
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.decision_id)
-
-
-class Verdict(StrEnum):
-    APPROVE = "approve"
-    RESIZE = "resize"
-    REJECT = "reject"
-    HOLD = "hold"
-
-
-@dataclass(frozen=True, slots=True)
-class RiskVerdict:
-    KIND: ClassVar[str] = "risk_verdict"
-    decision_id: str
-    event_ts: datetime
-    verdict: Verdict
-    size: float
-    reasons: tuple[str, ...] = ()
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.decision_id)
-
-
-@dataclass(frozen=True, slots=True)
-class VetoVerdict:
-    KIND: ClassVar[str] = "veto_verdict"
-    decision_id: str
-    event_ts: datetime
-    verdict: Verdict
-    rule: str
-    reviewer: str = ""
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.decision_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    KIND: ClassVar[str] = "decision"
-    decision_id: str
-    event_ts: datetime
-    symbol: str
-    signal: Signal
-    sizing: SizingDecision | None = None
-    risk: RiskVerdict | None = None
-    veto: VetoVerdict | None = None
-    features: dict[str, float] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return self.decision_id
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    KIND: ClassVar[str] = "fill"
-    decision_id: str
-    event_ts: datetime
-    symbol: str
-    quantity: float
-    price: float
-    fee: float
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.decision_id, self.event_ts)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    KIND: ClassVar[str] = "outcome"
-    decision_id: str
-    event_ts: datetime
-    pnl: float
-    reward: float
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def event_id(self) -> str:
-        return _stable_id(self.KIND, self.decision_id, self.event_ts)

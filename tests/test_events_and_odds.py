@@ -8,8 +8,7 @@ import pyarrow as pa
 import pytest
 
 from edgeray import odds
-from edgeray.events import (SCHEMAS, Decision, EventKind, FeatureVector, MarketBar, OddsQuote, QuoteTick, Signal,
-                            batch_kind, batch_to_events, event_ids, events_to_batch)
+from edgeray.events import (SCHEMAS, EventKind, FeatureVector, MarketBar, OddsQuote, QuoteTick, batch_kind, batch_to_events, event_ids, events_to_batch)
 
 TS = pd.Timestamp("2022-01-01 00:01", tz="UTC")
 
@@ -70,11 +69,8 @@ def test_wrong_schema_version_is_refused():
         batch_kind(old)
 
 
-def test_decision_side_messages_have_stable_ids():
-    sig = Signal("BTC", TS, "momentum", 1, 0.7, 0.01)
-    assert sig.event_id == Signal("BTC", TS, "momentum", 1, 0.7, 0.01).event_id
-    assert sig.event_id != Signal("BTC", TS, "breakout", 1, 0.7, 0.01).event_id
-    assert Decision("d1", TS, "BTC", sig).event_id == "d1"
+def test_feature_vectors_have_stable_ids():
+    assert FeatureVector("BTC", TS, "market", {"x": 1.0}).event_id == FeatureVector("BTC", TS, "market", {"x": 1.0}).event_id
     assert FeatureVector("BTC", TS, "market", {"x": 1.0}).event_id != FeatureVector("ETH", TS, "market", {"x": 1.0}).event_id
 
 
