@@ -60,13 +60,19 @@ def sports() -> dict:
 
 
 def line_movement() -> dict:
-    report = line_movement_report(load_sport("mlb", DATA / "sports"), [2010, 2011, 2012], [2013])
+    """The default model, and the conservative one: no starting pitchers (the archive names the pitcher who did
+    start, which a late scratch makes unknown at the open) and only games two or more days earlier (MLB openers can
+    be posted before the previous night's games close)."""
+    games = load_sport("mlb", DATA / "sports")
     keep = ("bets", "direction_accuracy", "clv_points_mean", "clv_points_ci", "roi", "roi_ci")
-    return {"train_seasons": [2010, 2011, 2012], "test_season": 2013,
-            "model": {k: report["model_bets"].get(k) for k in keep},
-            "model_all_games": {k: report["model_bets_all_games"].get(k) for k in keep},
-            "baselines": {name: {k: b.get(k) for k in keep} for name, b in report["baselines"].items()},
-            "edge_claimed": report["edge_claimed"]}
+    out = {"train_seasons": [2010, 2011, 2012], "test_season": 2013}
+    for name, kwargs in (("default", {}), ("conservative", {"pitchers": False, "lag_days": 2, "team_features": False})):
+        report = line_movement_report(games, [2010, 2011, 2012], [2013], **kwargs)
+        out[name] = {"settings": kwargs, "model": {k: report["model_bets"].get(k) for k in keep},
+                     "model_all_games": {k: report["model_bets_all_games"].get(k) for k in keep},
+                     "edge_claimed": report["edge_claimed"]}
+        out.setdefault("baselines", {name: {k: b.get(k) for k in keep} for name, b in report["baselines"].items()})
+    return out
 
 
 def through_loop(min_edge: float) -> dict:
