@@ -101,11 +101,12 @@ MapOption = Annotated[Optional[list[str]], typer.Option(
 
 @app.command()
 def run(config: ConfigOption = None,
-        source: Annotated[Optional[Path], typer.Option(help="Replay this bars CSV instead of the configured sources")] = None,
+        source: Annotated[Optional[Path], typer.Option(help="Replay this bars CSV (or multi-book odds stream) instead of the configured sources")] = None,
         symbol: Annotated[str, typer.Option(help="Symbol for --source (added to ingestion.symbols for this run)")] = "BTCUSDT-PERP",
         fmt: Annotated[str, typer.Option("--format", help="--source layout: auto, ohlcv or kline")] = "auto",
         ts_unit: Annotated[str, typer.Option(help="--source timestamps: auto, iso, s, ms, us or ns")] = "auto",
         columns: MapOption = None,
+        sport: Annotated[Optional[str], typer.Option(help="The games' sport when --source is an odds stream (mlb, nba, ...)")] = None,
         n_bars: Annotated[Optional[int], typer.Option(help="Bars per symbol of the seeded generator (default: the config's fallback.n_bars)", min=1)] = None,
         rate: Annotated[Optional[float], typer.Option(help="Event-seconds per wall-second; 0 = full speed")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here")] = None,
@@ -115,7 +116,7 @@ def run(config: ConfigOption = None,
     """The main job: replay market data through ingestion and feature streaming into Feast."""
     _DEBUG["on"] = _DEBUG["on"] or debug
     cfg = _outputs_outside_job_copy(_load_config(config))
-    cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars, check)
+    cfg, sources = _plan_sources(cfg, source, symbol, fmt, ts_unit, columns, n_bars, check, sport)
     if check:
         console.print(f"check passed: config and {len(sources)} source(s) readable; outputs would go to "
                       f"{cfg.results_uri or cfg.run_dir}", soft_wrap=True)
@@ -161,8 +162,21 @@ def _column_map(items: list[str] | None, example: str = "open_time=event_ts") ->
     return mapping
 
 
+def _is_odds_stream(path: Path) -> bool:
+    """Whether a --source file's header is the multi-book odds stream layout (an unreadable file is left to the
+    bars reader, which says what is wrong with it)."""
+    from edgeray.loaders.odds_stream import is_odds_stream
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return is_odds_stream(fh.readline().split(","))
+    except OSError:
+        return False
+
+
 def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: str, ts_unit: str,
-                  columns: list[str] | None, n_bars: int | None, check: bool = False) -> tuple[PipelineConfig, list[SourceConfig]]:
+                  columns: list[str] | None, n_bars: int | None, check: bool = False,
+                  sport: str | None = None) -> tuple[PipelineConfig, list[SourceConfig]]:
     """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
     from edgeray.deadletter import DeadLetterStore
     from edgeray.sources import SourceError, inspect_source, source_available
@@ -180,7 +194,15 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
     mapping = _column_map(columns)
     if columns and source is None:
         _error("--map applies to --source; for configured sources put `columns: {FILE_COLUMN: FIELD}` in the source")
-    if source is not None:
+    if source is not None and _is_odds_stream(source):
+        if sport is None:
+            _error(f"--sport: {source.name} is a multi-book odds stream and its games have no sport column",
+                   hint="pass the sport, e.g. --sport mlb")
+        try:
+            sources = [SourceConfig(type="odds_stream", path=str(source.resolve()), sport=sport)]
+        except ValidationError as exc:
+            _error(f"--sport {sport!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
+    elif source is not None:
         sources = [SourceConfig(type="bars", path=str(source.resolve()), symbol=symbol, format=fmt, ts_unit=ts_unit, columns=mapping)]
     else:
         sources = [s for s in cfg.sources if source_available(s)] or [cfg.fallback]  # as actors.pipeline.resolve_sources

@@ -78,3 +78,19 @@ def test_underdog_cli_trains_backtests_and_names_a_missing_model(tmp_path):
     assert (model_dir / "latest" / "backtest" / "roi_by_odds.png").read_bytes()[:4] == b"\x89PNG"  # in the run folder
     bad = runner.invoke(app, ["underdog", "train", "--tiers", "gigantic", "--model-dir", str(model_dir), "--data-dir", str(data_dir)])
     assert bad.exit_code == 2 and "gigantic" in bad.output
+
+
+def test_an_odds_stream_source_is_detected_and_needs_its_sport(tmp_path):
+    from tests.conftest import shared_file
+
+    lines = shared_file("streams/mlb_h2h_2026-07.csv").read_text().splitlines()[:200]
+    stream = tmp_path / "odds.csv"
+    stream.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    missing = runner.invoke(app, ["run", "--source", str(stream), "--check"])
+    assert missing.exit_code == 2 and "--sport" in missing.output and "Traceback" not in missing.output
+    unknown = runner.invoke(app, ["run", "--source", str(stream), "--sport", "cricket", "--check"])
+    assert unknown.exit_code == 2 and "unknown sport 'cricket'" in " ".join(unknown.output.split())
+    ok = runner.invoke(app, ["run", "--source", str(stream), "--sport", "MLB", "--check"])
+    assert ok.exit_code == 0, ok.output
+    assert "source: odds_stream" in ok.output and "odds stream format" in " ".join(ok.output.split())
