@@ -18,7 +18,8 @@ from edgeray.config import DecisionConfig, ShadowConfig
 from edgeray.explain import EdgeModel
 from edgeray.features.market import MarketFeatureSpec
 from edgeray.ledger import PaperLedger
-from edgeray.regime import Regime, RegimeDetector
+from edgeray.regime import Regime, RegimeDetector, float64_column
+from edgeray.watermark import timestamps_ns
 from envs.trading import LiveObservations
 from policies.context import CONTEXT_DIM, build_context
 from policies.linucb import LinUCB
@@ -33,7 +34,7 @@ MAX_PENDING_REWARDS = 20_000
 def decision_ids(namespace: str, symbols: np.ndarray, event_ts: pd.Series) -> list[str]:
     """Deterministic ids: a batch replayed after an actor restart produces the same ids, so the
     audit log and the ledger can drop the repeat instead of recording it twice."""
-    stamps = pd.to_datetime(event_ts, utc=True).astype("int64").to_numpy()
+    stamps = timestamps_ns(event_ts)
     return [hashlib.blake2b(f"{namespace}|{s}|{t}".encode(), digest_size=12).hexdigest() for s, t in zip(symbols, stamps)]
 
 
@@ -54,14 +55,34 @@ class DecisionBatch:
 
 def targets_to_orders(symbols: np.ndarray, direction: np.ndarray, target: np.ndarray, positions: dict[str, float]) -> np.ndarray:
     """Order = the change from the symbol's previous target (its ledger position before the
-    batch); flat signals keep the previous target, so they trade nothing."""
-    frame = pd.DataFrame({"symbol": symbols, "target": np.where(direction != 0, target, np.nan)})
-    held = frame.groupby("symbol", sort=False)["target"].ffill()
-    start = frame["symbol"].map(lambda s: positions.get(s, 0.0)).to_numpy(float)
-    current = np.where(np.isnan(held.to_numpy()), start, held.to_numpy())
-    previous = pd.Series(current).groupby(frame["symbol"].to_numpy(), sort=False).shift(1).to_numpy()
-    previous = np.where(np.isnan(previous), start, previous)
-    return np.where(direction != 0, current - previous, 0.0)
+    batch); flat signals keep the previous target, so they trade nothing. Numpy over the rows grouped by
+    symbol (a pandas groupby ffill/shift cost ~2 ms a 5-row batch, twice a batch with the shadows)."""
+    n = len(symbols)
+    if n == 0:
+        return np.zeros(0)
+    codes, uniq = pd.factorize(np.asarray(symbols), use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")  # each symbol's rows together, in row order
+    code = codes[order]
+    set_here = ((direction != 0) & ~np.isnan(target))[order]
+    first = np.r_[True, code[1:] != code[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    last_set = np.maximum.accumulate(np.where(set_here, np.arange(n), -1))  # the latest row that set a target...
+    last_set = np.where(last_set >= group_start, last_set, -1)  # ...within the symbol's own rows
+    start = np.array([positions.get(s, 0.0) for s in uniq], dtype=float)[code]
+    current = np.where(last_set >= 0, np.asarray(target, dtype=float)[order][np.maximum(last_set, 0)], start)
+    previous = np.where(first, start, np.r_[np.nan, current[:-1]])
+    out = np.empty(n)
+    out[order] = np.where(direction[order] != 0, current - previous, 0.0)
+    return out
+
+
+def float_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """frame[names].to_numpy(float), stacked from the float64 column arrays when every column is one (selecting
+    the columns as a frame first cost ~0.3 ms a micro-batch)."""
+    columns = [float64_column(frame, name) for name in names]
+    if not names or any(c is None for c in columns):
+        return frame[names].to_numpy(float)
+    return np.column_stack(columns)
 
 
 def paper_ledger(cfg) -> PaperLedger:
@@ -211,9 +232,9 @@ class DecisionEngine:
             "decision_id": [ids[i] for i in order_rows], "event_ts": frame["event_ts"].to_numpy()[order_rows],
             "symbol": symbols[order_rows], "strategy": [names[arm[i]] for i in order_rows],
             "regime": regime_names[order_rows], "quantity": qty[order_rows], "price": price[order_rows],
-            "volatility": vol[order_rows], "confidence": confidence[order_rows]})
-        orders["notional"] = (orders["quantity"] * orders["price"]).abs()
-        feats = frame[self.feature_names].to_numpy(float).tolist()
+            "volatility": vol[order_rows], "confidence": confidence[order_rows],
+            "notional": np.abs(qty[order_rows] * price[order_rows])})
+        feats = float_matrix(frame, self.feature_names).tolist()
         stamps = frame["event_ts"].tolist()
         sizing_meta = ({"method": "rl_policy", "policy_version": served["version"]} if served is not None
                        else {"method": self.sizer.name})

@@ -27,7 +27,7 @@ from edgeray.ledger import PaperLedger
 from edgeray.risk import RiskEngine, RiskLimits
 from edgeray.value import ValueConfig, ValueStrategy
 from edgeray.veto import VetoConfig, VetoGate
-from edgeray.watermark import NEVER, SymbolWatermark
+from edgeray.watermark import NEVER, SymbolWatermark, timestamps_ns
 from policies.engine import DecisionBatch, DecisionEngine, decision_ids
 from policies.strategies import PairsStatArb
 
@@ -142,7 +142,7 @@ class DecisionKernel:
             out.records += self._gate(batch, out.timed)
         self.done.advance(frame)
         if self.cross_symbol:
-            self.decided_until_ns = int(pd.to_datetime(frame["event_ts"], utc=True).array.asi8.max())
+            self.decided_until_ns = int(timestamps_ns(frame["event_ts"]).max())
         out.batch, out.decisions, out.orders = batch, batch.n_decisions, len(batch.orders)
         return out
 
@@ -193,7 +193,7 @@ class DecisionKernel:
         and veto -> approved bets booked. A batch retried after a restart is recognised per (game, book)."""
         out = KernelStep()
         per_book = features.assign(symbol=features["symbol"].astype(str) + "|" + features["bookmaker"].astype(str))
-        stamps = pd.to_datetime(per_book["event_ts"], utc=True).array.asi8
+        stamps = timestamps_ns(per_book["event_ts"])
         done = self.odds_done.state_dict()
         fresh = stamps > np.array([done.get(k, NEVER) for k in per_book["symbol"]], dtype=np.int64)
         if not fresh.any():
@@ -254,14 +254,14 @@ class DecisionKernel:
         and with a cross-symbol strategy, of every symbol) and rows that went back in time, each with
         its reason. A row already behind is never ahead of the running maximum, so a cumulative max
         over all rows equals one over the kept rows."""
-        ts = pd.to_datetime(frame["event_ts"], utc=True).array.asi8
-        symbols = frame["symbol"].astype(str).to_numpy()
+        ts = timestamps_ns(frame["event_ts"])
+        codes, uniq = pd.factorize(frame["symbol"].astype(str).to_numpy())
         done = self.done.state_dict()
         # Per symbol: strictly after the symbol's decided watermark (as SymbolWatermark.fresh), and not
         # before an earlier row of this batch. Integer ns throughout: a float would round them.
         floor = np.full(len(ts), NEVER, dtype=np.int64)
-        for sym in pd.unique(symbols):
-            idx = np.flatnonzero(symbols == sym)
+        for k, sym in enumerate(uniq):
+            idx = np.flatnonzero(codes == k) if len(uniq) > 1 else np.arange(len(ts))
             running = np.maximum.accumulate(ts[idx])
             floor[idx] = np.maximum(np.concatenate([[NEVER], running[:-1]]), done[sym] + 1 if sym in done else NEVER)
         reasons = np.where(ts < floor, "went_back_in_time_for_symbol", None).astype(object)

@@ -26,6 +26,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from edgeray.watermark import timestamps_ns
+
 METHOD = "multiplicative"
 # Float features per game, for the Feast view keyed by game_id (NaN where a game has no usable book yet).
 NAMES = ["consensus_prob_a", "consensus_prob_b", "book_dispersion", "n_books", "best_decimal_a", "best_decimal_b",
@@ -39,9 +41,7 @@ _OFF = -1.0  # a book that took the game off the board (NaN in the state means "
 _NO_TS = np.iinfo(np.int64).min
 
 
-def event_ns(values) -> np.ndarray:
-    """Timestamps (tz-aware, naive = UTC, ISO text) as int64 ns since the epoch."""
-    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+event_ns = timestamps_ns  # timestamps (tz-aware, naive = UTC, ISO text) as int64 ns since the epoch
 
 
 def quote_decimals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
