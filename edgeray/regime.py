@@ -95,6 +95,15 @@ def float64_column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
     return values if type(values) is np.ndarray and values.dtype == np.float64 else None
 
 
+def float_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """frame[names].to_numpy(float), stacked from the float64 column arrays when every column is one (selecting
+    the columns as a frame first cost ~0.3 ms a micro-batch)."""
+    columns = [float64_column(frame, name) for name in names]
+    if not names or any(c is None for c in columns):
+        return frame[names].to_numpy(float)
+    return np.column_stack(columns)
+
+
 def feature(frame: pd.DataFrame, name: str) -> np.ndarray:
     """A float feature column with inf mapped to NaN (inf comes from zero-volume windows = no information)."""
     values = float64_column(frame, name)

@@ -127,3 +127,25 @@ def test_reader_returns_what_get_online_features_returns(store_settings):
     assert reader.latest("B").values["ret_1"] == 55.0
     assert reader.latest("B").values == {k: v[0] for k, v in store.get_online_features(
         features=refs, entity_rows=[{"symbol": "B"}]).to_dict().items() if k != "symbol"}
+
+
+@pytest.mark.parametrize("view", [MARKET_VIEW, ODDS_VIEW])
+def test_online_rows_are_what_feasts_own_conversion_writes(store_settings, view):
+    """The sink hands Feast's online store the rows write_to_online_store would build (entity key, values with
+    NaN as empty, naive UTC microsecond stamps), so skipping Feast's pandas/Arrow round trip changes nothing."""
+    settings, store = store_settings
+    names = NAMES if view == MARKET_VIEW else BOOK_NAMES
+    key = "symbol" if view == MARKET_VIEW else "game_id"
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(4, len(names)))
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[0, 0], values[1, -1] = np.inf, -0.0
+    frame = pd.DataFrame(values, columns=names)
+    frame.insert(0, "event_ts", pd.to_datetime(["2022-01-01T00:00:00.123456789Z", "2022-01-01T00:01:00Z",
+                                                "2021-12-31T23:59:59.999999999Z", "2022-03-01T12:00:00.5Z"],
+                                               utc=True, format="ISO8601"))
+    frame.insert(0, key, ["e1", "e2", "e3", "e4"])
+    sink = FeastSink(store, settings.offline_dir)
+    feast_rows = store._get_provider()._prep_rows_to_write_for_ingestion(store.get_feature_view(view), frame)
+    assert sink.online_rows(view, frame) == feast_rows
+    assert sink.online_rows(view, frame.assign(**{n: np.nan for n in names})) == []  # Feast writes nothing either
