@@ -77,62 +77,79 @@ def _first_bad(frame: pd.DataFrame, column: str, bad: np.ndarray) -> str:
     return f"row {row} (decision_id {frame['decision_id'].iloc[row]!r}), value {frame[column].iloc[row]!r}"
 
 
+def _is_label(values: np.ndarray) -> np.ndarray:
+    """Per value: a non-empty str (plain Python over the few rows of an order batch beats Series.map)."""
+    return np.fromiter((isinstance(v, str) and v != "" for v in values), dtype=bool, count=len(values))
+
+
 def validate_order_frame(orders: pd.DataFrame, required: tuple[str, ...]) -> pd.DataFrame:
-    """Check an order frame and return a copy with event_ts in UTC; raises ValueError naming field and value."""
+    """Check an order frame and return a copy with event_ts in UTC; raises ValueError naming field and value.
+    It runs on every order batch of the loop, so columns already in their final form are not converted again
+    (tests/test_kernel_fastpath.py compares it with the pandas code it replaced)."""
     if not isinstance(orders, pd.DataFrame):
         raise ValueError(f"orders: expected a pandas DataFrame, got {type(orders).__name__}")
     missing = [c for c in required if c not in orders.columns]
     if missing:
         raise ValueError(f"orders: missing column(s) {missing}; have {list(orders.columns)}")
-    out = orders.reset_index(drop=True).copy()
+    out = orders.reset_index(drop=True)
+    if out is orders:  # pandas may hand back the frame itself; the caller's frame is never changed
+        out = orders.copy(deep=False)
     if out.empty:
         return out
-    ids = out["decision_id"]
-    bad = ~ids.map(lambda v: isinstance(v, str) and v != "").to_numpy(bool)
+    ids = out["decision_id"].to_numpy()
+    bad = ~_is_label(ids)
     if bad.any():
         raise ValueError(f"decision_id: must be a non-empty str at row {int(np.flatnonzero(bad)[0])}, "
-                         f"value {ids.iloc[int(np.flatnonzero(bad)[0])]!r}")
-    dup = ids.duplicated(keep=False).to_numpy(bool)
-    if dup.any():
-        raise ValueError(f"decision_id: duplicated within the batch, value {ids[dup].iloc[0]!r}")
+                         f"value {ids[int(np.flatnonzero(bad)[0])]!r}")
+    if len(ids) > 1:
+        dup = out["decision_id"].duplicated(keep=False).to_numpy(bool)
+        if dup.any():
+            raise ValueError(f"decision_id: duplicated within the batch, value {ids[dup][0]!r}")
     for col in ("symbol", "strategy", "regime"):
         if col in required:
-            bad = ~out[col].map(lambda v: isinstance(v, str) and v != "").to_numpy(bool)
+            bad = ~_is_label(out[col].to_numpy())
             if bad.any():
                 raise ValueError(f"{col}: must be a non-empty str at {_first_bad(out, col, bad)}")
     ts = out["event_ts"]
-    if ts.dtype == object:  # e.g. a column of Timestamps; parsed without assuming a zone
-        try:
-            ts = pd.to_datetime(ts)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"event_ts: not parseable as timestamps ({exc})") from exc
-    if not pd.api.types.is_datetime64_any_dtype(ts) or getattr(ts.dt, "tz", None) is None:
-        raise ValueError(f"event_ts: must be timezone-aware datetime64 (UTC), got dtype {ts.dtype}")
+    if not (isinstance(ts.dtype, pd.DatetimeTZDtype) and str(ts.dtype.tz) == "UTC"):
+        if ts.dtype == object:  # e.g. a column of Timestamps; parsed without assuming a zone
+            try:
+                ts = pd.to_datetime(ts)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"event_ts: not parseable as timestamps ({exc})") from exc
+        if not pd.api.types.is_datetime64_any_dtype(ts) or getattr(ts.dt, "tz", None) is None:
+            raise ValueError(f"event_ts: must be timezone-aware datetime64 (UTC), got dtype {ts.dtype}")
+        out["event_ts"] = ts = ts.dt.tz_convert("UTC")
     if ts.isna().any():
         raise ValueError(f"event_ts: missing at {_first_bad(out, 'event_ts', ts.isna().to_numpy())}")
-    out["event_ts"] = ts.dt.tz_convert("UTC")
     for col in ("quantity", "price", "volatility", "confidence"):
         if col not in required:
             continue
-        try:
-            values = pd.to_numeric(out[col], errors="raise").to_numpy(float)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{col}: not numeric ({exc})") from exc
-        if col == "volatility":  # NaN means "no estimate yet" (warm-up); anything else must be >= 0
-            bad = ~(np.isnan(values) | (np.isfinite(values) & (values >= 0)))
-            rule = "finite and >= 0 (or NaN)"
-        elif col == "price":
-            bad = ~(np.isfinite(values) & (values > 0))
-            rule = "finite and > 0"
-        elif col == "confidence":
-            bad = ~((values >= 0) & (values <= 1))
-            rule = "in [0, 1]"
+        column = out[col]
+        if column.dtype == np.float64:
+            values = column.to_numpy()
         else:
-            bad = ~np.isfinite(values)
-            rule = "finite"
+            try:
+                values = pd.to_numeric(column, errors="raise").to_numpy(float)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{col}: not numeric ({exc})") from exc
+        with np.errstate(invalid="ignore"):
+            if col == "volatility":  # NaN means "no estimate yet" (warm-up); anything else must be >= 0
+                bad = ~(np.isnan(values) | (np.isfinite(values) & (values >= 0)))
+                rule = "finite and >= 0 (or NaN)"
+            elif col == "price":
+                bad = ~(np.isfinite(values) & (values > 0))
+                rule = "finite and > 0"
+            elif col == "confidence":
+                bad = ~((values >= 0) & (values <= 1))
+                rule = "in [0, 1]"
+            else:
+                bad = ~np.isfinite(values)
+                rule = "finite"
         if bad.any():
             raise ValueError(f"{col}: must be {rule} at {_first_bad(out, col, bad)}")
-        out[col] = values
+        if column.dtype != np.float64:
+            out[col] = values
     return out
 
 

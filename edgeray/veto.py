@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeray.watermark import timestamps_ns
 from edgeray.risk import as_utc, validate_order_frame
 
 VETO_ORDER_COLUMNS = ("decision_id", "event_ts", "symbol", "strategy", "regime", "quantity", "price", "confidence")
@@ -107,8 +108,9 @@ def rule_mask(when: VetoWhen, frame: pd.DataFrame) -> np.ndarray:
         if allowed is not None:
             mask &= frame[column].isin(allowed).to_numpy(bool)
     if when.utc_time_between is not None:
-        ts = frame["event_ts"]
-        seconds = (ts - ts.dt.normalize()).dt.total_seconds().to_numpy(float)
+        # Seconds since UTC midnight from the int64 ns (the frame is validated: UTC, no NaT); the pandas
+        # normalize/total_seconds route cost ~0.4 ms a rule on a one-order batch.
+        seconds = (timestamps_ns(frame["event_ts"]) % 86_400_000_000_000) / 1e9
         start, end = (_minutes(t) * 60 for t in when.utc_time_between)
         inside = (seconds >= start) & (seconds < end) if start < end else (seconds >= start) | (seconds < end)
         mask &= inside

@@ -95,3 +95,81 @@ def test_timestamps_ns_reads_every_form_as_utc_nanoseconds():
     np.testing.assert_array_equal(timestamps_ns(microseconds), want // 1000 * 1000)
     assert timestamps_ns(pd.Series([], dtype="datetime64[ns, UTC]")).dtype == np.int64
     assert NEVER < int(want.min())
+
+
+# ---------------------------------------------------------------------------------- order frames, veto rules
+from edgeray.risk import RISK_ORDER_COLUMNS, validate_order_frame  # noqa: E402
+from edgeray.veto import VETO_ORDER_COLUMNS, VetoWhen, rule_mask  # noqa: E402
+from tests.kernel_reference import orders as ref_orders  # noqa: E402
+
+ODD = [None, "", 3, float("nan"), "x"]
+
+
+@st.composite
+def order_frames(draw):
+    n = draw(st.integers(0, 6))
+    clean = draw(st.booleans())  # half the frames valid throughout, so both outcomes are compared often
+    label = lambda good: st.one_of(st.sampled_from(good), st.sampled_from(ODD)) if not clean and draw(st.booleans()) else st.sampled_from(good)  # noqa: E731
+    minutes = draw(st.lists(st.integers(0, 2000), min_size=n, max_size=n))
+    stamps = pd.to_datetime(np.array(minutes, dtype=np.int64) * 60_000_000_000 + T0, utc=True)
+    form = draw(st.sampled_from(["utc", "other_zone", "objects", "naive", "text"]))
+    event_ts = {"utc": stamps, "other_zone": stamps.tz_convert("America/New_York"), "naive": stamps.tz_localize(None),
+                "objects": pd.Series(list(stamps), dtype=object), "text": [s.isoformat() for s in stamps]}[form]
+    number = st.floats(-1e6, 1e6) if clean else st.one_of(st.floats(-1e6, 1e6), st.just(float("nan")), st.just(float("inf")))
+    frame = pd.DataFrame({
+        "decision_id": draw(st.lists(label([f"d{i}" for i in range(8)]), min_size=n, max_size=n, unique=clean)),
+        "event_ts": event_ts,
+        "symbol": draw(st.lists(label(SYMBOLS), min_size=n, max_size=n)),
+        "strategy": draw(st.lists(label(["momentum", "value_bet"]), min_size=n, max_size=n)),
+        "regime": draw(st.lists(label(["trending", "pre_game"]), min_size=n, max_size=n)),
+        "quantity": draw(st.lists(number, min_size=n, max_size=n)),
+        "price": draw(st.lists(st.just(46000.0) if clean else st.one_of(number, st.just(46000.0)), min_size=n, max_size=n)),
+        "volatility": draw(st.lists(st.one_of(st.just(0.001), st.just(float("nan"))) if clean else st.one_of(number, st.just(0.001)),
+                                    min_size=n, max_size=n)),
+        "confidence": draw(st.lists(st.floats(0, 1) if clean else st.one_of(st.floats(0, 1), st.just(1.5), st.just(float("nan"))),
+                                    min_size=n, max_size=n)),
+    })
+    if draw(st.booleans()):
+        frame.index = frame.index + 7  # a caller's frame need not have a 0-based index
+    if draw(st.booleans()) and n:
+        frame["quantity"] = frame["quantity"].astype(object)  # numbers in an object column are converted
+    return frame
+
+
+def outcome(fn, *args):
+    try:
+        return "ok", fn(*args)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(frame=order_frames(), required=st.sampled_from([RISK_ORDER_COLUMNS, VETO_ORDER_COLUMNS]))
+def test_order_validation_matches_the_pandas_code(frame, required):
+    before = frame.copy()
+    new, old = outcome(validate_order_frame, frame, required), outcome(ref_orders.validate_order_frame, frame, required)
+    assert new[0] == old[0]
+    if new[0] == "error":
+        assert new[1] == old[1]
+    else:
+        pd.testing.assert_frame_equal(new[1], old[1])
+    pd.testing.assert_frame_equal(frame, before)  # the caller's frame is left as it was
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_veto_rule_masks_match_the_pandas_code(data):
+    n = data.draw(st.integers(1, 8))
+    stamps = pd.to_datetime(np.array(data.draw(st.lists(st.integers(0, 86_400 * 3), min_size=n, max_size=n)))
+                            * 1_000_000_000 + T0, utc=True)
+    frame = validate_order_frame(pd.DataFrame({
+        "decision_id": [f"d{i}" for i in range(n)], "event_ts": stamps,
+        "symbol": data.draw(st.lists(st.sampled_from(SYMBOLS), min_size=n, max_size=n)), "strategy": "momentum",
+        "regime": "trending", "quantity": data.draw(st.lists(st.floats(-10, 10), min_size=n, max_size=n)),
+        "price": 100.0, "confidence": data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))}), VETO_ORDER_COLUMNS)
+    hhmm = st.tuples(st.integers(0, 23), st.sampled_from([0, 15, 30, 59])).map(lambda t: f"{t[0]:02d}:{t[1]:02d}")
+    window = data.draw(st.one_of(st.none(), st.tuples(hhmm, hhmm).filter(lambda w: w[0] != w[1])))
+    when = VetoWhen(utc_time_between=window, symbols=data.draw(st.one_of(st.none(), st.just(["BTC"]))),
+                    notional_above=data.draw(st.one_of(st.none(), st.floats(0, 500))),
+                    confidence_below=data.draw(st.one_of(st.none(), st.floats(0, 1))))
+    np.testing.assert_array_equal(rule_mask(when, frame), ref_orders.rule_mask(when, frame))
