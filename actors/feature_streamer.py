@@ -46,17 +46,23 @@ def _is_results(frame: pd.DataFrame) -> bool:
     return "score_a" in frame
 
 
-def decision_frame(events, features, arrived_ns: int | None = None):
+def decision_frame(events: pd.DataFrame, features: pd.DataFrame | dict, arrived_ns: int | None = None,
+                   sent_ns: int | None = None) -> pd.DataFrame:
     """Feature rows plus the prices the executor fills against (quotes: the mid), the receipt
     stamp the end-to-end latency is measured from, and (for the per-stage breakdown) when the batch
-    reached the streamer (`features_in_ns`) and left it (`features_out_ns`, stamped by the caller
-    right before the send), both wall-clock ns like `received_ns`."""
-    mid = (events["bid"].to_numpy(float) + events["ask"].to_numpy(float)) / 2.0
+    reached the streamer (`features_in_ns`) and left it (`features_out_ns`), both wall-clock ns like
+    `received_ns`. `features`: a frame, or MarketFeatureState.update_columns' columns (one frame is built,
+    not a feature frame and then a copy of it with these columns added)."""
+    columns = features if isinstance(features, dict) else {c: features[c].to_numpy() for c in features.columns}
+    bid, ask = events["bid"].to_numpy(float), events["ask"].to_numpy(float)
+    mid = (bid + ask) / 2.0
     close = events["close"].to_numpy(float) if "close" in events else mid
     opened = events["open"].to_numpy(float) if "open" in events else mid
-    return features.assign(open=opened, close=close, bid=events["bid"].to_numpy(float), ask=events["ask"].to_numpy(float),
-                           received_ns=events["received_ns"].to_numpy(),
-                           features_in_ns=np.int64(arrived_ns if arrived_ns is not None else time.time_ns()))
+    out = {**columns, "open": opened, "close": close, "bid": bid, "ask": ask, "received_ns": events["received_ns"].to_numpy(),
+           "features_in_ns": np.int64(arrived_ns if arrived_ns is not None else time.time_ns())}
+    if sent_ns is not None:
+        out["features_out_ns"] = np.int64(sent_ns)
+    return pd.DataFrame(out)
 
 
 @ray.remote(num_cpus=0)
@@ -145,7 +151,14 @@ class FeatureStreamerActor:
 
     def _compute(self, kind: EventKind, frame: pd.DataFrame) -> None:
         if kind in (EventKind.BAR, EventKind.QUOTE):
-            features, view = self.market.update(frame, kind.value), MARKET_VIEW
+            columns, view = self.market.update_columns(frame, kind.value), MARKET_VIEW
+            if self.meta is None:
+                features = pd.DataFrame(columns)
+            else:
+                # The loop is handed the features it needs, so it does not wait for the store write (or read
+                # them back); the store takes the same frame (it reads only its view's columns).
+                features = decision_frame(frame, columns, self._arrived_ns, sent_ns=time.time_ns())
+                self._outbox.put(features)  # the outbox's queue counts as queue wait
         elif kind is EventKind.ODDS:
             features, view = self.odds.update(frame), ODDS_VIEW
         else:
@@ -153,11 +166,6 @@ class FeatureStreamerActor:
             if self.meta is not None:
                 self._bet_outbox.put(frame[["symbol", "event_ts", "score_a", "score_b"]])
         if features is not None:
-            # The loop is handed the features it needs, so it does not wait for the store write (or read them back).
-            if self.meta is not None and view == MARKET_VIEW:
-                rows = decision_frame(frame, features, self._arrived_ns)
-                rows["features_out_ns"] = np.int64(time.time_ns())  # the outbox's queue counts as queue wait
-                self._outbox.put(rows)
             if view == ODDS_VIEW:
                 if self.meta is not None:
                     self._bet_outbox.put(features)

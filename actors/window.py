@@ -36,9 +36,6 @@ class InFlightWindow:
         self.next_seq = last_seq + 1
         self.max_seen = 0
         self.failures = 0  # calls given up
-        # Refs the receiver has not answered yet, kept by completion callbacks: calls are settled lazily (on the
-        # next submit), so len(self) counts answered calls too and reads "full" long after the receiver caught up.
-        self._unanswered: set = set()
 
     def submit(self, payload: Any) -> None:
         """Wait until a slot is free, then send `payload`."""
@@ -56,14 +53,7 @@ class InFlightWindow:
             self._settle_oldest()
 
     def _send(self, call: _Call, after: int) -> None:
-        call.ref = ref = self.send(call.payload, call.seq, after)
-        key = ref.hex()
-        self._unanswered.add(key)
-        ref.future().add_done_callback(lambda _: self._unanswered.discard(key))
-
-    def unanswered(self) -> int:
-        """Calls sent and not yet answered (succeeded or failed), without waiting on any."""
-        return len(self._unanswered)
+        call.ref = self.send(call.payload, call.seq, after)
 
     def _settle_oldest(self) -> None:
         oldest = self.calls[0]

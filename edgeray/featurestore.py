@@ -130,7 +130,9 @@ class FeastSink:
                 self._buffered_rows[v] = 0
                 if not frames:
                     continue
-                history = pd.concat(frames, ignore_index=True)
+                key = ENTITY_KEYS[v]
+                # Only the view's own columns: the streamer's frames also carry the decision loop's prices and stamps.
+                history = pd.concat(frames, ignore_index=True)[[key, TIMESTAMP_FIELD, *(f.name for f in self._view(v).features)]]
                 history[TIMESTAMP_FIELD] = pd.to_datetime(history[TIMESTAMP_FIELD], utc=True)
                 target = self.offline_dir / v
                 target.mkdir(parents=True, exist_ok=True)

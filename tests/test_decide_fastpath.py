@@ -88,13 +88,15 @@ def both(call_new, call_old, what: str):
 
 # ----------------------------------------------------------------------------------------------- frames
 def decision_frame(events: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """actors.feature_streamer.decision_frame, the same assign (so the same columns, dtypes and blocks): importing
-    that module pulls in Ray and Feast, ~10 s of this test's budget."""
-    mid = (events["bid"].to_numpy(float) + events["ask"].to_numpy(float)) / 2.0
+    """actors.feature_streamer.decision_frame, built the same way (one frame from the columns, so the same columns,
+    dtypes and blocks): importing that module pulls in Ray and Feast, ~10 s of this test's budget."""
+    bid, ask = events["bid"].to_numpy(float), events["ask"].to_numpy(float)
+    mid = (bid + ask) / 2.0
     close = events["close"].to_numpy(float) if "close" in events else mid
     opened = events["open"].to_numpy(float) if "open" in events else mid
-    return features.assign(open=opened, close=close, bid=events["bid"].to_numpy(float), ask=events["ask"].to_numpy(float),
-                           received_ns=events["received_ns"].to_numpy(), features_in_ns=np.int64(1_700_000_000_000_000_000))
+    return pd.DataFrame({**{c: features[c].to_numpy() for c in features.columns}, "open": opened, "close": close,
+                         "bid": bid, "ask": ask, "received_ns": events["received_ns"].to_numpy(),
+                         "features_in_ns": np.int64(1_700_000_000_000_000_000)})
 
 
 def btc_decision_rows(n_rows: int) -> pd.DataFrame:

@@ -84,6 +84,11 @@ class MarketFeatureState:
 
     def update(self, frame: pd.DataFrame, kind: str) -> pd.DataFrame:
         """`frame` is sorted by event_ts; returns one feature row per input row (same order)."""
+        return pd.DataFrame(self.update_columns(frame, kind))
+
+    def update_columns(self, frame: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+        """`update` as columns (symbol, event_ts, then the features): the streamer adds its own columns and
+        builds one frame, instead of building this one and copying it."""
         inputs = inputs_from_frame(frame, kind)
         symbols = frame["symbol"].to_numpy()
         out = {name: np.full(len(frame), np.nan) for name in self.spec.names}
@@ -96,7 +101,4 @@ class MarketFeatureState:
             for name in self.spec.names:
                 out[name][idx] = feats[name][n_tail:]
             self._tails[sym] = {k: v[-self.spec.lookback:] for k, v in series.items()}
-        result = pd.DataFrame(out)
-        result.insert(0, "event_ts", frame["event_ts"].to_numpy())
-        result.insert(0, "symbol", symbols)
-        return result
+        return {"symbol": symbols, "event_ts": frame["event_ts"].to_numpy(), **out}
