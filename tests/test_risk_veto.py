@@ -378,12 +378,13 @@ def test_default_action_applies_when_no_rule_matches():
 def test_shipped_veto_config_behaves_as_documented():
     veto = VetoGate(VetoConfig.load("configs/veto.yaml"))
     out = veto.review(frame(
-        order("unsure", "BTCUSDT", 1, confidence=0.4),
+        order("unsure", "BTCUSDT", 1, confidence=0.4, strategy="momentum"),
+        order("underdog_bet", "mlb:g1:b", 500, price=1.0, confidence=0.4, strategy="value_bet", regime="pre_game"),
         order("big", "BTCUSDT", 1, price=60_000.0),
         order("fx_roll", "GBPUSD", 1_000, price=1.25, ts=at("21:30")),
         order("routine", "GBPUSD", 1_000, price=1.25, ts=at("12:00"))), now=at("23:00"))
     assert dict(zip(out["decision_id"], out["verdict"])) == {
-        "unsure": "reject", "big": "hold", "fx_roll": "reject", "routine": "approve"}
+        "unsure": "reject", "underdog_bet": "approve", "big": "hold", "fx_roll": "reject", "routine": "approve"}
 
 
 # --- veto: holds, decisions, timeouts ----------------------------------------------------------
