@@ -37,6 +37,12 @@ class BetBook:
     def equity(self) -> float:
         return self.initial_bankroll + self.realised_pnl
 
+    @property
+    def available(self) -> float:
+        """Equity not staked on open bets: what new stakes are sized from, so open stakes never exceed equity
+        (a stream without results settles nothing, and Kelly fractions of equity would overcommit the book)."""
+        return max(0.0, self.equity - sum(bet["stake"] for bet in self.open.values()))
+
     def place(self, bets: pd.DataFrame) -> list[dict]:
         """Book approved bets; returns one audit record ("bet") per bet."""
         missing = [c for c in BET_COLUMNS if c not in bets]

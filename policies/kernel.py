@@ -212,7 +212,7 @@ class DecisionKernel:
             return out
         keys = [bet_key(g, side) for g, side in zip(bets["symbol"], bets["side"])]
         ids = decision_ids(self.cfg.namespace, np.asarray(keys, dtype=object), bets["event_ts"])
-        stake = bets["stake_fraction"].to_numpy(float) * self.bets.equity
+        stake = bets["stake_fraction"].to_numpy(float) * self.bets.available
         orders = pd.DataFrame({"decision_id": ids, "event_ts": pd.to_datetime(bets["event_ts"], utc=True),
                                "symbol": keys, "strategy": BET_STRATEGY, "regime": BET_REGIME, "quantity": stake,
                                "price": 1.0, "volatility": np.nan, "confidence": bets["p_ref"].to_numpy(float),

@@ -17,6 +17,7 @@ def test_bets_settle_win_loss_and_push_with_their_own_odds():
     book = BetBook(10_000)
     book.place(bets(("d1", "g1", "a", 2.5, 100.0), ("d2", "g2", "b", 1.8, 200.0), ("d3", "g3", "a", 3.0, 50.0)))
     assert book.snapshot()["positions"] == {"g1:a": 100.0, "g2:b": 200.0, "g3:a": 50.0}
+    assert book.available == 10_000 - 350.0
     results = pd.DataFrame({"symbol": ["g1", "g2", "g3"], "event_ts": [T0 + pd.Timedelta(hours=5)] * 3,
                             "score_a": [5, 5, 2], "score_b": [3, 3, 2]})
     records = book.settle(results)

@@ -55,6 +55,7 @@ def test_every_value_bet_is_risk_checked_vetoed_booked_and_audited(tmp_path, fea
     # Stakes are fractional Kelly of the book's equity, capped; the bet book holds exactly what was booked.
     stakes = {r["decision_id"]: r["payload"]["stake"] for r in booked}
     assert all(0 < s <= 0.02 * kernel.bets.initial_bankroll + 1e-9 for s in stakes.values())
+    assert sum(stakes.values()) < kernel.bets.equity  # sized from what is not staked yet
     assert sum(kernel.bets.open_stakes().values()) == pytest.approx(sum(stakes.values()))
     assert kernel.bet_risk.positions == pytest.approx(kernel.bets.open_stakes())
 
