@@ -3,8 +3,9 @@
 Builds an untrained DDPG and PPO policy for the trading env (inference cost does not depend on training), saves
 them as `tune.rl` checkpoints, and times per micro-batch of 1, 100 and 1,000 observations:
 - in process: `RLPolicy.act` (bare RLModule forward_inference + unsquash);
-- through the policy-server actor: one `act.remote` round trip as the meta-controller does it (the drift
-  detector observes every batch, folded in by the actor's background thread off the request path).
+- through the policy-server actor: one `act.remote` round trip as the meta-controller does it, with
+  CompactObservations (`actor_round_trip`; the expanded float32 batch beside it as `actor_round_trip_expanded`);
+  the drift detector observes every batch, folded in by the actor's background thread off the request path.
 
 `actor.rows_1000.p99_ms` is the worse of the two policies' actor round trips at 1,000 rows (issue 12 target:
 < 5 ms); `drift` shows, per policy, that the detector saw every served row (it catches up after the last call).
@@ -50,7 +51,10 @@ def main(argv=None) -> dict:
     import ray
     import torch
 
+    import pandas as pd
+
     from actors.policy_server import PolicyServerActor
+    from envs.trading import FEATURE_NAMES, LiveObservations, TradingEnvConfig
     from policies.rl_policy import RLPolicy
     from tune import rl
 
@@ -66,12 +70,21 @@ def main(argv=None) -> dict:
                 policy = RLPolicy.load(checkpoint)
                 server = PolicyServerActor.remote(checkpoint, checkpoint_roots=[tmp])  # outside runs/rl
                 figures = {}
+                window = int(policy.meta.env_config.get("window", TradingEnvConfig.window))
                 for rows in BATCHES:
-                    obs = rng.uniform(-1, 1, size=(rows, policy.meta.obs_dim)).astype(np.float32)
-                    local, remote = [], []
+                    # What the loop sends: CompactObservations of feature rows (each symbol's rows once; the
+                    # overlapping windows are rebuilt in the actor); the expanded batch is timed beside it.
+                    frame = pd.DataFrame(rng.normal(0, 0.01, size=(rows, len(FEATURE_NAMES))), columns=FEATURE_NAMES).assign(
+                        symbol=rng.choice(["BTCUSDT-PERP", "GBPUSD"], size=rows), close=rng.uniform(100, 200, size=rows))
+                    compact = LiveObservations(window).build_compact(frame, rng.integers(0, 5, size=rows),
+                                                                     {"equity": 1e6, "cash": 1e6, "positions": {}, "prices": {}})
+                    obs = compact.expand()
+                    assert obs.shape == (rows, policy.meta.obs_dim)
+                    local, remote, remote_compact = [], [], []
                     for _ in range(20):  # warm-up
                         policy.act(obs)
                         ray.get(server.act.remote(obs))
+                        ray.get(server.act.remote(compact))
                     for _ in range(args.iterations):
                         started = time.perf_counter()
                         policy.act(obs)
@@ -80,7 +93,15 @@ def main(argv=None) -> dict:
                         started = time.perf_counter()
                         ray.get(server.act.remote(obs))
                         remote.append(time.perf_counter() - started)
-                    figures[f"batch_{rows}"] = {"in_process": _summary(local), "actor_round_trip": _summary(remote)}
+                    for _ in range(args.iterations):
+                        started = time.perf_counter()
+                        ray.get(server.act.remote(compact))
+                        remote_compact.append(time.perf_counter() - started)
+                    figures[f"batch_{rows}"] = {"in_process": _summary(local), "actor_round_trip": _summary(remote_compact),
+                                                "actor_round_trip_expanded": _summary(remote),
+                                                "payload_kb": {"compact": round((compact.base.nbytes + compact.starts.nbytes
+                                                                                 + compact.tail.nbytes) / 1024, 1),
+                                                               "expanded": round(obs.nbytes / 1024, 1)}}
                 lag_after_last_call = ray.get(server.status.remote())["drift_lag_rows"]
                 deadline = time.monotonic() + 60
                 while (status := ray.get(server.status.remote()))["drift_lag_rows"] and time.monotonic() < deadline:
@@ -93,6 +114,7 @@ def main(argv=None) -> dict:
                 ray.kill(server)
     finally:
         ray.shutdown()
+    # As the loop calls it: compact observations (the expanded batch's figure is beside it in the JSON).
     by_algo = {algo: f["batch_1000"]["actor_round_trip"]["p99_ms"] for algo, f in results["policies"].items()}
     results["actor.rows_1000.p99_ms"] = max(by_algo.values())
     results["actor.rows_1000.p99_ms_by_algo"] = by_algo

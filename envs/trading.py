@@ -130,6 +130,32 @@ def market_observations(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return normalise_features(feats[FEATURE_NAMES].to_numpy(float)), regimes.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class CompactObservations:
+    """A batch of LiveObservations without its window copies: each symbol's recent feature rows once (`base`; a row's
+    window is a slice of it, so consecutive windows overlap) plus, per row, where its window starts and its account
+    and regime part. At window 8 it is ~4x smaller than the expanded batch (84 KB against 360 KB at 1,000 rows),
+    small enough to travel to the policy server inline instead of through the object store. `expand()` gives
+    exactly what LiveObservations.build gives."""
+    base: np.ndarray    # (m, k) float32 normalised feature rows, per symbol: its window - 1 previous rows, then the batch's
+    starts: np.ndarray  # (n,) row i's window is base[starts[i] : starts[i] + window]
+    tail: np.ndarray    # (n, N_ACCOUNT + N_REGIMES) float32
+    window: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def expand(self) -> np.ndarray:
+        n, k = len(self.starts), self.base.shape[1]
+        out = np.empty((n, self.window * k + self.tail.shape[1]), dtype=np.float32)
+        if n == 0:
+            return out
+        windows = np.lib.stride_tricks.sliding_window_view(self.base, (self.window, k))[:, 0]
+        out[:, : self.window * k] = windows[self.starts].reshape(n, -1)
+        out[:, self.window * k:] = self.tail
+        return np.clip(out, -OBS_CLIP, OBS_CLIP)
+
+
 class LiveObservations:
     """TradingEnv observations built from the decision loop's feature rows, so a policy trained on the env can
     size live orders. Keeps the last `window - 1` normalised rows per symbol (zeros before a symbol's first row,
@@ -143,30 +169,36 @@ class LiveObservations:
         self._history: dict[str, np.ndarray] = {}
 
     def build(self, frame: pd.DataFrame, regimes: np.ndarray, snapshot: dict) -> np.ndarray:
+        return self.build_compact(frame, regimes, snapshot).expand()
+
+    def build_compact(self, frame: pd.DataFrame, regimes: np.ndarray, snapshot: dict) -> CompactObservations:
         missing = [c for c in FEATURE_NAMES if c not in frame.columns]
         if missing:
             raise ValueError(f"frame lacks the policy's feature columns {missing}")
         feats = normalise_features(frame[FEATURE_NAMES].to_numpy(float))
         symbols = frame["symbol"].to_numpy()
         n, k = feats.shape
-        out = np.zeros((n, self.obs_dim), dtype=np.float32)
+        blocks, starts, offset = [], np.zeros(n, dtype=np.int64), 0
         for symbol in pd.unique(symbols):
             rows = np.flatnonzero(symbols == symbol)
             past = self._history.get(symbol, np.zeros((self.window - 1, k), dtype=np.float32))
-            stacked = np.concatenate([past, feats[rows]])
-            windows = np.lib.stride_tricks.sliding_window_view(stacked, (self.window, k))[:, 0]
-            out[rows, : self.window * k] = windows.reshape(len(rows), -1)
+            stacked = np.concatenate([past, feats[rows]]).astype(np.float32, copy=False)
+            blocks.append(stacked)
+            starts[rows] = offset + np.arange(len(rows))
+            offset += len(stacked)
             self._history[symbol] = stacked[len(stacked) - (self.window - 1):]
+        tail = np.zeros((n, N_ACCOUNT + N_REGIMES), dtype=np.float32)
         equity = float(snapshot.get("equity", 0.0))
         if equity > 0:
             positions, prices = snapshot.get("positions", {}), snapshot.get("prices", {})
             price = frame["close"].to_numpy(float)
             held = np.array([positions.get(s, 0.0) * prices.get(s, p) for s, p in zip(symbols, price)])
-            out[:, self.window * k] = held / equity
-            out[:, self.window * k + 1] = float(snapshot.get("cash", equity)) / equity
-            out[:, self.window * k + 2] = float(snapshot.get("unrealised_pnl", 0.0)) / equity
-        out[np.arange(n), self.window * k + N_ACCOUNT + np.asarray(regimes, dtype=np.int64)] = 1.0
-        return np.clip(out, -OBS_CLIP, OBS_CLIP)
+            tail[:, 0] = held / equity
+            tail[:, 1] = float(snapshot.get("cash", equity)) / equity
+            tail[:, 2] = float(snapshot.get("unrealised_pnl", 0.0)) / equity
+        tail[np.arange(n), N_ACCOUNT + np.asarray(regimes, dtype=np.int64)] = 1.0
+        base = np.concatenate(blocks) if blocks else np.zeros((0, k), dtype=np.float32)
+        return CompactObservations(base, starts, tail, self.window)
 
     def state_dict(self) -> dict:
         return {"window": self.window, "history": {s: h.tolist() for s, h in self._history.items()}}

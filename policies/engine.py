@@ -198,7 +198,7 @@ class DecisionEngine:
         if self.uses_policy:
             if act is None:
                 raise RuntimeError("decisions.sizer.name is 'rl_policy' but no policy server was given to decide()")
-            served = act(self.observations.build(frame, regimes, snapshot))
+            served = act(self.observations.build_compact(frame, regimes, snapshot))  # expanded where it is served
             sized = policy_sizing(direction, served["actions"][:, 0], price, float(snapshot["equity"]))
         else:
             sized = self.sizer.size(direction, strength, expected, vol, price, float(snapshot["equity"]), horizon_bars=horizons)

@@ -173,3 +173,35 @@ def test_veto_rule_masks_match_the_pandas_code(data):
                     notional_above=data.draw(st.one_of(st.none(), st.floats(0, 500))),
                     confidence_below=data.draw(st.one_of(st.none(), st.floats(0, 1))))
     np.testing.assert_array_equal(rule_mask(when, frame), ref_orders.rule_mask(when, frame))
+
+
+# ---------------------------------------------------------------------------------- policy observations
+from envs.trading import FEATURE_NAMES, CompactObservations, LiveObservations  # noqa: E402
+from tests.kernel_reference import observations as ref_observations  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(window=st.integers(1, 9), sizes=st.lists(st.integers(0, 12), min_size=1, max_size=4), seed=st.integers(0, 10_000))
+def test_compact_observations_expand_to_what_the_loop_built(window, sizes, seed):
+    """The policy server gets each symbol's recent rows once and the per-row windows are rebuilt there: the
+    expanded batch is the old batch bit for bit (NaN and huge features, several symbols, state across batches)."""
+    rng = np.random.default_rng(seed)
+    new, old = LiveObservations(window), ref_observations.LiveObservations(window)
+    for n in sizes:
+        feats = rng.normal(0, 3, size=(n, len(FEATURE_NAMES)))
+        feats[rng.random(feats.shape) < 0.1] = np.nan
+        feats[rng.random(feats.shape) < 0.02] = 1e9
+        frame = pd.DataFrame(feats, columns=FEATURE_NAMES).assign(
+            symbol=rng.choice(SYMBOLS, size=n), close=rng.uniform(100, 200, size=n))
+        regimes = rng.integers(0, 5, size=n)
+        snapshot = {"equity": float(rng.choice([0.0, 1e6])), "cash": 5e5, "unrealised_pnl": -100.0,
+                    "positions": {"BTC": 2.0}, "prices": {"BTC": 150.0}}
+        compact = new.build_compact(frame, regimes, snapshot)
+        assert isinstance(compact, CompactObservations) and len(compact) == n
+        want = old.build(frame, regimes, snapshot)
+        got = compact.expand()
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert new._history.keys() == old._history.keys()  # the rows carried into the next batch's windows
+    for symbol, rows in old._history.items():
+        np.testing.assert_array_equal(new._history[symbol], rows)
