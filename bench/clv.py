@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from edgeray.clv import sport_clv_report  # noqa: E402
 from edgeray.sports.games import load_sport  # noqa: E402
 from edgeray.sports.linemove import line_movement_report  # noqa: E402
-from edgeray.value import score_bets, stream_value_report  # noqa: E402
+from edgeray.value import score_bets, stream_value_report, validated_quotes  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 STREAM = DATA / "streams" / "mlb_h2h_2026-07.csv"
@@ -82,9 +82,6 @@ def through_loop(min_edge: float) -> dict:
     from actors.pipeline import META_CONTROLLER, Pipeline
     from edgeray.audit import AuditLog
     from edgeray.config import PipelineConfig, SourceConfig
-    from edgeray.events import EventKind
-    from edgeray.loaders.odds_stream import load_odds_stream
-    from edgeray.validation import validate
 
     ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="edgeray-clv-"))
@@ -106,9 +103,7 @@ def through_loop(min_edge: float) -> dict:
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
-    frame = load_odds_stream(STREAM)
-    checked = validate(EventKind.ODDS, frame)
-    quotes = pd.DataFrame(checked.accepted).assign(commence_ts=frame["commence_ts"].to_numpy()[checked.accepted_rows])
+    quotes = validated_quotes(STREAM)[0]
     bets = pd.DataFrame([{"symbol": proposals[r["decision_id"]]["payload"]["game"], "event_ts": r["event_ts"],
                           "side": r["payload"]["side"], "bookmaker": r["payload"]["bookmaker"],
                           "decimal_odds": r["payload"]["decimal_odds"], "stake": r["payload"]["stake"],

@@ -170,12 +170,9 @@ def score_bets(bets: pd.DataFrame, quotes: pd.DataFrame, *, max_overround: float
     return out
 
 
-def stream_value_report(path: str | Path, min_edge: float = 0.02, kelly_multiplier: float = 0.25, *,
-                        max_stake: float = 0.02, min_books: int = 3, cooldown: pd.Timedelta | None = None,
-                        max_overround: float = 0.15, sport: str = "mlb", n_boot: int = 2000, seed: int = 0) -> dict:
-    """Load a stream file, validate it as ingestion would (bad rows dead-lettered, here counted), compute the
-    multi-book features, run the value strategy and score its bets; plus rows, rejected, in-play dropped and the
-    features' rows/s."""
+def validated_quotes(path: str | Path, sport: str = "mlb") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(quotes ingestion would accept, with the loader's `commence_ts` put back: scoring needs it and validation
+    drops it; the rows it rejected; the loaded frame) of a stream file."""
     from edgeray.events import EventKind
     from edgeray.loaders.odds_stream import load_odds_stream
     from edgeray.validation import validate
@@ -184,6 +181,16 @@ def stream_value_report(path: str | Path, min_edge: float = 0.02, kelly_multipli
     result = validate(EventKind.ODDS, frame)
     quotes = pd.DataFrame(result.accepted)
     quotes["commence_ts"] = frame["commence_ts"].to_numpy()[result.accepted_rows]
+    return quotes, result.rejected, frame
+
+
+def stream_value_report(path: str | Path, min_edge: float = 0.02, kelly_multiplier: float = 0.25, *,
+                        max_stake: float = 0.02, min_books: int = 3, cooldown: pd.Timedelta | None = None,
+                        max_overround: float = 0.15, sport: str = "mlb", n_boot: int = 2000, seed: int = 0) -> dict:
+    """Load a stream file, validate it as ingestion would (bad rows dead-lettered, here counted), compute the
+    multi-book features, run the value strategy and score its bets; plus rows, rejected, in-play dropped and the
+    features' rows/s."""
+    quotes, rejected, frame = validated_quotes(path, sport)
     state = MultiBookOddsState(max_overround=max_overround)
     t0 = time.perf_counter()
     features = state.update(quotes)
@@ -192,7 +199,7 @@ def stream_value_report(path: str | Path, min_edge: float = 0.02, kelly_multipli
                                          min_books=min_books, cooldown=cooldown))
     bets = strategy.decide(features)
     report = score_bets(bets, quotes, max_overround=max_overround, n_boot=n_boot, seed=seed)
-    report.update(rows=len(frame), rejected=len(result.rejected), in_play_dropped=frame.attrs["in_play_dropped"],
+    report.update(rows=len(frame), rejected=len(rejected), in_play_dropped=frame.attrs["in_play_dropped"],
                   off_board_quotes=state.off_board, feature_rows_per_s=len(features) / feature_s,
                   min_edge=min_edge, kelly_multiplier=kelly_multiplier,
                   mean_stake_fraction=float(bets["stake_fraction"].mean()) if len(bets) else 0.0)

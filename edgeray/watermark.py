@@ -27,11 +27,15 @@ class SymbolWatermark:
     def __init__(self, state: dict[str, int] | None = None):
         self._done_ns: dict[str, int] = dict(state or {})
 
-    def fresh(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows stamped strictly after their symbol's watermark."""
+    def fresh_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row: stamped strictly after its symbol's watermark."""
         codes, uniq = pd.factorize(frame["symbol"].to_numpy(), use_na_sentinel=False)
         last = np.array([self._done_ns.get(s, NEVER) for s in uniq], dtype=np.int64)[codes]
-        keep = timestamps_ns(frame["event_ts"]) > last
+        return timestamps_ns(frame["event_ts"]) > last
+
+    def fresh(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows stamped strictly after their symbol's watermark."""
+        keep = self.fresh_mask(frame)
         if keep.all() and isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1:
             return frame  # the usual case: nothing seen yet, and no copy of the whole batch to say so
         return frame[keep].reset_index(drop=True)

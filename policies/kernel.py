@@ -196,9 +196,7 @@ class DecisionKernel:
         and veto -> approved bets booked. A batch retried after a restart is recognised per (game, book)."""
         out = KernelStep()
         per_book = features.assign(symbol=features["symbol"].astype(str) + "|" + features["bookmaker"].astype(str))
-        stamps = timestamps_ns(per_book["event_ts"])
-        done = self.odds_done.state_dict()
-        fresh = stamps > np.array([done.get(k, NEVER) for k in per_book["symbol"]], dtype=np.int64)
+        fresh = self.odds_done.fresh_mask(per_book)
         if not fresh.any():
             out.skipped_as_already_decided = True
             return out

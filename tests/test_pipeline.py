@@ -154,11 +154,8 @@ def test_multi_book_odds_stream_through_the_loop_gives_the_cores_features_and_be
     makes on the same quotes, each through risk and veto into the audit log and the bet book. Quotes pushed in
     the API's shape (per-book OddsQuote rows) take the same path."""
     from edgeray.audit import AuditLog
-    from edgeray.events import EventKind
     from edgeray.features.books import NAMES as BOOK_NAMES, MultiBookOddsState
-    from edgeray.loaders.odds_stream import load_odds_stream
-    from edgeray.validation import validate
-    from edgeray.value import ValueConfig, ValueStrategy
+    from edgeray.value import ValueConfig, ValueStrategy, validated_quotes
 
     raw = pd.read_csv(shared_file("streams/mlb_h2h_2026-07.csv"))
     path = tmp_path / "stream.csv"
@@ -166,7 +163,7 @@ def test_multi_book_odds_stream_through_the_loop_gives_the_cores_features_and_be
     cfg = pipeline_config(tmp_path, unique_name, decisions={"enabled": True, "shadows": [], "value": {"min_edge": 0.02}})
     pipeline = start_pipeline(cfg)
     status = replay(pipeline, [{"type": "odds_stream", "path": str(path), "sport": "mlb"}])
-    quotes = pd.DataFrame(validate(EventKind.ODDS, load_odds_stream(path)).accepted)
+    quotes = validated_quotes(path)[0]
     assert status["ingestion"]["accepted"] == status["features"]["events_by_kind"]["odds"] == len(quotes) > 3_000
 
     core = MultiBookOddsState().update(quotes)

@@ -23,6 +23,13 @@ def check_bet_at(bet_at) -> str:
     return bet_at
 
 
+def check_archive_bet_at(bet_at) -> str:
+    """check_bet_at for a game archive (one opening and one closing line per game): best_book cannot be priced."""
+    if check_bet_at(bet_at) == "best_book":
+        raise ValueError("bet_at: 'best_book' needs a multi-book odds stream; this archive has one book")
+    return bet_at
+
+
 def game_opportunities(games: pd.DataFrame, p_home: np.ndarray, bet_at: str = "close",
                        clv_method: str = DEFAULT_METHOD) -> pd.DataFrame:
     """Two rows per decided game (home and away); the engine keeps only the sides with an edge.
@@ -30,10 +37,8 @@ def game_opportunities(games: pd.DataFrame, p_home: np.ndarray, bet_at: str = "c
     `market_prob` is the bet price's margin-free probability of the side (what the edge is measured against);
     `open_market_prob` / `closing_market_prob` the opening and closing lines' (for model vs market scores).
     `attrs["bet_at"]` says where bets were priced, how many games had no price there and were dropped."""
-    check_bet_at(bet_at)
+    check_archive_bet_at(bet_at)
     check_method(clv_method)
-    if bet_at == "best_book":
-        raise ValueError("bet_at: 'best_book' needs a multi-book odds stream; this archive has one book")
     decided = games["home_win"].notna().to_numpy()
     g = games.loc[decided].reset_index(drop=True)
     p = np.asarray(p_home, dtype=float)[decided]
@@ -91,10 +96,8 @@ def model_opportunities(registry, model_id: int | str, frame: pd.DataFrame, star
     a window that reaches into the model's training seasons is refused), priced where `bet_at` says. A bet placed
     before the close must not see it: for "open"/"first_seen" the model is fed features rebuilt from the opening
     line only (edgeray.sports.features, market_at "open")."""
-    check_bet_at(bet_at)
+    check_archive_bet_at(bet_at)
     check_method(clv_method)
-    if bet_at == "best_book":
-        raise ValueError("bet_at: 'best_book' needs a multi-book odds stream; this archive has one book")
     record = registry.resolve(model_id)
     model_id = record["model_id"]
     trained = (record.get("data") or {}).get("train_seasons") or []

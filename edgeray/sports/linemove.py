@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from edgeray.backtest.metrics import cluster_bootstrap_ratio
-from edgeray.odds import american_to_decimal, implied_probability, is_valid_american, remove_margin
+from edgeray.clv import fair_prob
+from edgeray.odds import american_to_decimal, is_valid_american
 from edgeray.sports.features import build_features, feature_groups
 
 # Groups of edgeray.sports.features that are built from scores only (earlier dates). The "market" group is left
@@ -47,14 +48,11 @@ def open_close_probs(games: pd.DataFrame, method: str = "multiplicative") -> pd.
         out[c] = np.nan
     if valid.any():
         dec = {c: np.asarray(american_to_decimal(raw[c][valid]), dtype=float) for c in raw}
-        imp = {c: np.asarray(implied_probability(dec[c]), dtype=float) for c in raw}
-        open_book = np.c_[imp["home_ml_open"], imp["away_ml_open"]]
-        close_book = np.c_[imp["home_ml"], imp["away_ml"]]
         out.loc[valid, "dec_open_home"] = dec["home_ml_open"]
         out.loc[valid, "dec_open_away"] = dec["away_ml_open"]
-        out.loc[valid, "overround_open"] = open_book.sum(axis=1) - 1.0
-        out.loc[valid, "p_open_home"] = remove_margin(open_book, method)[:, 0]
-        out.loc[valid, "p_close_home"] = remove_margin(close_book, method)[:, 0]
+        out.loc[valid, "overround_open"] = 1.0 / dec["home_ml_open"] + 1.0 / dec["away_ml_open"] - 1.0
+        out.loc[valid, "p_open_home"] = fair_prob(dec["home_ml_open"], dec["away_ml_open"], method)
+        out.loc[valid, "p_close_home"] = fair_prob(dec["home_ml"], dec["away_ml"], method)
     out["valid"] = valid
     return out
 

@@ -6,6 +6,8 @@ import ray
 from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
+from edgeray.backtest.opportunities import BET_AT
+from edgeray.odds import MARGIN_METHODS
 from serve.deps import Body, error, get_api, require, responses
 
 router = APIRouter(tags=["backtest"])
@@ -15,9 +17,10 @@ Method = Literal["fixed", "percentage", "kelly", "confidence", "kelly_criterion"
 STRATEGY_ALIASES = {"kelly_criterion": "kelly", "fixed_amount": "fixed", "confidence_based": "confidence"}
 ModelRef = Annotated[int, Field(ge=0, le=2**31)] | Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Seasons = list[int] | None
-# Where backtest bets are priced (edgeray.backtest.opportunities.BET_AT) and how CLV removes the margin.
-BetAt = Literal["open", "close", "first_seen", "best_book"]
-ClvMethod = Literal["multiplicative", "additive", "power", "shin", "odds_ratio", "logarithmic"]
+# Where backtest bets are priced and how CLV removes the margin: the core's own lists (Literal of a tuple is the
+# Literal of its members).
+BetAt = Literal[BET_AT]
+ClvMethod = Literal[tuple(MARGIN_METHODS)]
 Date = str | None
 
 
@@ -138,10 +141,9 @@ async def backtest_walk_forward(body: WalkForwardBody, api=Depends(get_api), who
     from edgeray.backtest.walkforward import season_folds, walk_forward
     from edgeray.sports.models import make_model
 
-    from edgeray.backtest.opportunities import open_features
+    from edgeray.backtest.opportunities import check_archive_bet_at, open_features
 
-    if body.bet_at == "best_book":
-        raise ValueError("bet_at: 'best_book' needs a multi-book odds stream; this archive has one book")
+    check_archive_bet_at(body.bet_at)
     frame = api.sport_frame(body.sport)
     if body.bet_at in ("open", "first_seen"):  # a bet at the open is decided on what the open knew: no close
         frame = open_features(frame)
