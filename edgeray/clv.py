@@ -117,6 +117,9 @@ def forecast_comparison(won, forecasts: dict[str, np.ndarray], dates, *, n_boot:
     return out
 
 
+CLV_COLUMNS = ("clv_points", "clv_price_pct", "clv_raw_points")
+
+
 def bet_clv_columns(bets: pd.DataFrame, method: str = DEFAULT_METHOD) -> dict[str, np.ndarray]:
     """Per-bet CLV columns of an opportunities/bets frame: clv_points (margin-free, NaN without both sides' bet-time
     and closing prices), clv_price_pct and clv_raw_points (NaN without a closing price)."""

@@ -184,9 +184,11 @@ def compute_metrics(bets: pd.DataFrame, equity: pd.DataFrame, initial_bankroll: 
     out["calmar"] = float(cagr / mdd) if n and mdd > 0 else nan
 
     # Closing line value where the closing prices are known (edgeray.clv): margin-free, price and the raw extra.
-    from edgeray.clv import bet_clv_columns
+    from edgeray.clv import CLV_COLUMNS, bet_clv_columns
 
-    per_bet = bet_clv_columns(bets, clv_method)
+    # run_bets has put them on every bet already (by the same clv_method); computed here only for other frames.
+    per_bet = ({c: bets[c].to_numpy(dtype=float) for c in CLV_COLUMNS} if set(CLV_COLUMNS) <= set(bets.columns)
+               else bet_clv_columns(bets, clv_method))
     clv = per_bet["clv_points"][placed_mask]
     price_clv = per_bet["clv_price_pct"][placed_mask]
     raw_clv = per_bet["clv_raw_points"][placed_mask]
