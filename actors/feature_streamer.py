@@ -19,7 +19,8 @@ import ray
 
 from actors.metrics import PipelineMetrics
 from actors.outbox import Outbox
-from actors.window import InFlightWindow, OutOfOrderError
+from actors.delivery import ResendingSender
+from actors.window import OutOfOrderError
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.events import EventKind, batch_kind
@@ -30,10 +31,6 @@ from edgeray.latency import LatencyRing
 
 
 
-# One decision batch outstanding at a time. With two, a meta-controller restart re-ran both queued calls and
-# could run the later one first; its per-symbol "decided until" watermark then skipped the earlier batch as
-# already decided (seen: 1,000 of 3,000 rows lost). The streamer keeps computing features while one is out.
-DECISIONS_IN_FLIGHT = 1
 NEVER = -(2**63)
 logger = logging.getLogger(__name__)
 
@@ -71,11 +68,12 @@ class FeatureStreamerActor:
         self.cfg = PipelineConfig.model_validate(config)
         # Market feature rows go on to the decision loop under their own bounded in-flight window.
         self.meta = meta_controller
-        # A failing decide_batch is recorded here and its rows dead-lettered; it never fails a later,
-        # unrelated `process` call (and with it the ingestion of a healthy batch).
-        self._decisions = InFlightWindow(DECISIONS_IN_FLIGHT, lambda rows, seq, after: self.meta.decide_batch.remote(rows),
-                                         on_give_up=lambda rows, error: self._given_up.append(error))
-        self._given_up: list[BaseException] = []
+        # One decision batch outstanding at a time, numbered and kept until the meta-controller's checkpoint covers
+        # it (see actors/delivery.py). With two outstanding, a restart re-ran both queued calls and could run the later
+        # one first (seen: 1,000 of 3,000 rows lost). The streamer keeps computing features while one is out. A
+        # failing decide_batch has its rows dead-lettered; it never fails a later, unrelated `process` call.
+        self._decisions = ResendingSender(
+            lambda rows, seq, after, producer: ray.get(self.meta.decide_batch.remote(rows, seq, after, producer)))
         # Feature batches do not wait for the loop: their decision rows queue here (bounded) and leave
         # in batches sized by how fast the loop takes them (see actors/outbox.py).
         self._outbox = Outbox(self._send_decisions, self.cfg.decisions.max_batch_rows, self.cfg.decisions.max_queue_rows,
@@ -210,18 +208,16 @@ class FeatureStreamerActor:
             self._last_ts[(kind, sym)] = (ts, prev[1] | seen if prev is not None and prev[0] == ts else seen)
 
     def _send_decisions(self, frames: list[pd.DataFrame]) -> None:
-        """The outbox's sender thread: one decide call at a time, settled before the next (see DECISIONS_IN_FLIGHT).
+        """The outbox's sender thread: one decide call at a time, settled before the next (see self._decisions).
         A joined batch that fails is resent put by put, so only the put that fails is dead-lettered."""
         joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        error = self._decide(joined)
-        if error is None:
-            return
-        if len(frames) == 1:
-            self._decision_failed(joined, error)
-            return
-        for rows in frames:
-            if (error := self._decide(rows)) is not None:
+        for rows, error in self._decisions.send(joined):
+            if rows is not joined or len(frames) == 1:
                 self._decision_failed(rows, error)
+                continue
+            for put in frames:
+                for failed, put_error in self._decisions.send(put):
+                    self._decision_failed(failed, put_error)
 
     def _send_bets(self, frames: list[pd.DataFrame]) -> None:
         """The bet outbox's sender thread: odds feature rows to the value strategy, results to settlement; one call
@@ -232,12 +228,6 @@ class FeatureStreamerActor:
             ray.get(call.remote(joined))
         except Exception as error:  # noqa: BLE001 - recorded and dead-lettered, never raised into ingestion
             self._decision_failed(joined, error)
-
-    def _decide(self, rows: pd.DataFrame) -> BaseException | None:
-        self._given_up.clear()
-        self._decisions.submit(rows)
-        self._decisions.drain()
-        return self._given_up[0] if self._given_up else None
 
     def _decision_failed(self, rows: pd.DataFrame, error: BaseException) -> None:
         """The meta-controller failed on these rows: keep going, and say so (status, log, dead letters)."""
@@ -285,5 +275,7 @@ class FeatureStreamerActor:
                 "decision_errors": self.decision_errors, "undecided_rows": self.undecided_rows,
                 "last_decision_error": self.last_decision_error,
                 "decision_queue": self._outbox.status() if self._outbox is not None else None,
+                "decision_batches_kept": len(self._decisions.kept) if self.meta is not None else 0,
+                "decision_batches_resent": self._decisions.resent if self.meta is not None else 0,
                 "bet_queue": self._bet_outbox.status() if self._bet_outbox is not None else None,
                 "odds_books": len(self.odds.books), "odds_off_board_quotes": self.odds.off_board}

@@ -71,6 +71,12 @@ class MetaControllerActor:
         self.audit_log = AuditLog(self.cfg.audit_url)
         self._lock = threading.RLock()
         self._checkpoints = 0
+        self._checkpointed_at = time.perf_counter()
+        # The streamed batches decided so far (see decide_batch); restored with the checkpoint they belong to.
+        stream = (state or {}).get("stream") or {}
+        self._producer: str | None = stream.get("producer")
+        self._last_seq: int = stream.get("seq") or 0
+        self._durable_seq = self._last_seq
         self._latency = LatencyRing()  # receipt -> decision durable in the audit log, per row
         self._busy_s = 0.0
         self._stages = StageLatencies(STAGES)
@@ -79,39 +85,68 @@ class MetaControllerActor:
         threading.Thread(target=self._expiry_loop, name="veto-expiry", daemon=True).start()
         gc.freeze()  # see FeatureStreamerActor: keeps gen-2 collections off the hot path
 
-    def decide_batch(self, frame: pd.DataFrame) -> dict:
+    def decide_batch(self, frame: pd.DataFrame, seq: int | None = None, after: int | None = None,
+                     producer: str | None = None) -> dict:
+        """Decide one batch. A streamed batch carries its sender's numbering (`seq`, the `after` it follows, the
+        `producer`): it is checkpointed lazily (decisions.checkpoint_interval_ms) and the reply's `durable_seq` says
+        up to which batch the sender may forget; a batch that does not follow the last one decided here (this actor
+        restarted from an older checkpoint) is not decided, and the reply's `resend_after` asks for the batches
+        after that one first. A call without `seq` (HTTP) is checkpointed before it returns."""
         started_ns = time.time_ns()  # wall clock: compared with the streamer's stamps (another process)
         with self._lock:
-            started = time.perf_counter()
-            upstream = self._upstream_ms(frame, started_ns)
-            act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
-            out = self.kernel.step(frame, act=act)
-            if out.skipped_as_already_decided:  # retried after a restart that came after its checkpoint
-                return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True}
-            timed = dict(out.timed)
-            # The audit write must be durable before the checkpoint says this batch is done: a write still in
-            # flight when this actor dies is lost with it, and the retried batch would then be skipped as decided.
+            if seq is not None:
+                if producer != self._producer:  # a new sender numbers from 1
+                    self._producer, self._last_seq = producer, 0
+                if seq <= self._last_seq:
+                    return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True, "durable_seq": self._durable_seq}
+                if after != self._last_seq:
+                    return {"decisions": 0, "orders": 0, "resend_after": self._last_seq, "durable_seq": self._durable_seq}
+            try:
+                out, upstream, timed = self._decide(frame, started_ns)
+            finally:
+                if seq is not None:  # a batch that failed is the sender's to dead-letter, never to resend
+                    self._last_seq = seq
+            # Only the call in flight is retried after a restart, so without a sender that keeps and resends what
+            # came after the last checkpoint (the streamer does), every batch is checkpointed before it is answered.
             t = time.perf_counter_ns()
-            decided = out.batch is not None
-            self._audit(out.records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
-            timed["audit"] = (time.perf_counter_ns() - t) / 1e6
-            if decided:
-                # The shadows never execute, so they wait until the live decisions are durable (off the latency
-                # path); their records are durable before the checkpoint too.
-                t = time.perf_counter_ns()
-                self._audit(self.kernel.engine.shadow_step(out.batch))
-                timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
-            # Every batch, on purpose: only the call in flight is retried after a restart, so a batch answered
-            # after the last checkpoint would never be resent (its approvals, rewards and counts lost).
-            t = time.perf_counter_ns()
-            self._checkpoint()
-            timed["checkpoint"] = (time.perf_counter_ns() - t) / 1e6
-            busy = time.perf_counter() - started
-            self._busy_s += busy
-            if decided:
-                timed["other"] = max(0.0, busy * 1e3 - sum(timed.values()))
+            if seq is None or self._checkpoint_due():
+                self._checkpoint()
+            if out.batch is not None:
+                timed["checkpoint"] = (time.perf_counter_ns() - t) / 1e6
+                self._busy_s += timed["checkpoint"] / 1e3
                 self._record_stages(upstream, timed)
-            return {"decisions": out.decisions, "orders": out.orders, "rejected_rows": out.rejected_rows}
+            if out.skipped_as_already_decided:
+                return {"decisions": 0, "orders": 0, "skipped_as_already_decided": True, "durable_seq": self._durable_seq}
+            return {"decisions": out.decisions, "orders": out.orders, "rejected_rows": out.rejected_rows,
+                    "durable_seq": self._durable_seq}
+
+    def _decide(self, frame: pd.DataFrame, started_ns: int):
+        """kernel.step, the audit write (durable before the batch counts as done, and before any checkpoint says
+        so) and the shadows; returns the step, the upstream stages and this actor's stage times (ms)."""
+        started = time.perf_counter()
+        upstream = self._upstream_ms(frame, started_ns)
+        act = (lambda obs: ray.get(self.policy.act.remote(obs))) if self.policy is not None else None
+        out = self.kernel.step(frame, act=act)
+        timed = dict(out.timed)
+        if out.skipped_as_already_decided:  # retried after a restart that came after its checkpoint
+            return out, upstream, timed
+        t = time.perf_counter_ns()
+        decided = out.batch is not None
+        self._audit(out.records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
+        timed["audit"] = (time.perf_counter_ns() - t) / 1e6
+        if decided:
+            # The shadows never execute, so they wait until the live decisions are durable (off the latency
+            # path); their records are durable before the checkpoint too.
+            t = time.perf_counter_ns()
+            self._audit(self.kernel.engine.shadow_step(out.batch))
+            timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
+        busy = time.perf_counter() - started
+        self._busy_s += busy
+        timed["other"] = max(0.0, busy * 1e3 - sum(timed.values()))
+        return out, upstream, timed
+
+    def _checkpoint_due(self) -> bool:
+        return time.perf_counter() - self._checkpointed_at >= self.cfg.decisions.checkpoint_interval_ms / 1e3
 
     def decide_bets(self, features: pd.DataFrame) -> dict:
         """Multi-book odds feature rows -> value bets through risk and veto -> booked; audited, then checkpointed
@@ -148,8 +183,10 @@ class MetaControllerActor:
             self._latency.record_since(received_ns, time.time_ns())
 
     def _checkpoint(self) -> None:
-        save_state(self.state_path, self.kernel.state_dict())
+        save_state(self.state_path, {**self.kernel.state_dict(), "stream": {"producer": self._producer, "seq": self._last_seq}})
         self._checkpoints += 1
+        self._checkpointed_at = time.perf_counter()
+        self._durable_seq = self._last_seq
         if self._checkpoints % CURVE_EVERY == 0:
             self._save_curve()
 
@@ -179,8 +216,8 @@ class MetaControllerActor:
     def flush(self) -> dict:
         """Submit the last approvals (they fill on the next bar)."""
         with self._lock:
-            if self.kernel.submit_pending():
-                self._checkpoint()
+            self.kernel.submit_pending()
+            self._checkpoint()  # also makes the last streamed batches durable: their sender may forget them
         return self.status()
 
     # -- control: kill switch, human reviews, hold expiry --------------------------------------
@@ -225,6 +262,9 @@ class MetaControllerActor:
     def _expiry_loop(self) -> None:
         while not self._stop.wait(EXPIRY_CHECK_S):  # a timer, not synchronisation: holds expire on the wall clock
             self.expire()
+            with self._lock:  # a stream that pauses still gets its last batches checkpointed
+                if self._durable_seq != self._last_seq and self._checkpoint_due():
+                    self._checkpoint()
 
     def _durably(self, records: list[dict]) -> None:
         """A control event: audited, then checkpointed, before the caller hears of it."""

@@ -136,8 +136,12 @@ def test_held_decisions_time_out_to_the_default_and_never_execute(ray_session, t
         pipeline.shutdown()
 
 
-def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplicated(ray_session, tmp_path, unique_name):
-    cfg = loop_config(tmp_path, unique_name)
+@pytest.mark.parametrize("checkpoint_interval_ms", [0, 60_000], ids=["checkpoint_every_batch", "resend_since_last_checkpoint"])
+def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplicated(ray_session, tmp_path, unique_name,
+                                                                                     checkpoint_interval_ms):
+    # 60 s: no checkpoint comes between the first batch and the kill, so the restarted meta-controller starts from
+    # nothing and the streamer must resend every batch it decided before the kill.
+    cfg = loop_config(tmp_path, unique_name, checkpoint_interval_ms=checkpoint_interval_ms)
     pipeline = Pipeline.start(cfg, fresh=True)
     try:
         ref = pipeline.replay_async(generator(cfg), rate=60 * 3000)
@@ -149,6 +153,8 @@ def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplica
         decisions = records(cfg, "decision")
         assert len(decisions) == 2 * N_BARS == decisions["decision_id"].nunique()
         assert status["decisions"]["decisions"] >= 2 * N_BARS - 2 * 1000  # counters restored from the checkpoint
+        resent = status["features"]["decision_batches_resent"]
+        assert resent > 0 if checkpoint_interval_ms else resent == 0
         log = AuditLog(f"sqlite:///{cfg.run_dir}/audit.db")
         for stage in ("risk", "fill", "outcome"):
             frame = records(cfg, stage)
