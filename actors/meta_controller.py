@@ -72,6 +72,7 @@ class MetaControllerActor:
         self._lock = threading.RLock()
         self._checkpoints = 0
         self._checkpointed_at = time.perf_counter()
+        self._shadow_records: list[dict] = []  # written with the next batch's records or before the next checkpoint
         # The streamed batches decided so far (see decide_batch); restored with the checkpoint they belong to.
         stream = (state or {}).get("stream") or {}
         self._producer: str | None = stream.get("producer")
@@ -132,13 +133,15 @@ class MetaControllerActor:
             return out, upstream, timed
         t = time.perf_counter_ns()
         decided = out.batch is not None
-        self._audit(out.records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
+        # The shadows' records of the batch before ride in this batch's transaction (one commit, one fsync, a batch).
+        records, self._shadow_records = self._shadow_records + out.records, []
+        self._audit(records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
         timed["audit"] = (time.perf_counter_ns() - t) / 1e6
         if decided:
             # The shadows never execute, so they wait until the live decisions are durable (off the latency
-            # path); their records are durable before the checkpoint too.
+            # path). Their records wait for the next write; a checkpoint writes them first (see _checkpoint).
             t = time.perf_counter_ns()
-            self._audit(self.kernel.engine.shadow_step(out.batch))
+            self._shadow_records = self.kernel.engine.shadow_step(out.batch)
             timed["shadows"] = (time.perf_counter_ns() - t) / 1e6
         busy = time.perf_counter() - started
         self._busy_s += busy
@@ -183,6 +186,10 @@ class MetaControllerActor:
             self._latency.record_since(received_ns, time.time_ns())
 
     def _checkpoint(self) -> None:
+        """The kernel's state, with the streamed batches it covers; every record it implies is durable first."""
+        if self._shadow_records:
+            records, self._shadow_records = self._shadow_records, []
+            self._audit(records)
         save_state(self.state_path, {**self.kernel.state_dict(), "stream": {"producer": self._producer, "seq": self._last_seq}})
         self._checkpoints += 1
         self._checkpointed_at = time.perf_counter()

@@ -29,6 +29,11 @@ from policies.strategies import default_market_strategies
 REGIME_NAMES = np.array([r.name.lower() for r in sorted(Regime, key=int)])
 PNL_EWMA_ALPHA = 0.05  # weight of the newest realised reward in the "recent PnL" context feature
 MAX_PENDING_REWARDS = 20_000
+# Most batches order nothing; building their empty orders frame cost ~0.7 ms of a 10-row batch's ~4 ms. Read-only.
+NO_ORDERS = pd.DataFrame({"decision_id": pd.Series(dtype=object), "event_ts": pd.Series(dtype="datetime64[ns, UTC]"),
+                          "symbol": pd.Series(dtype=object), "strategy": pd.Series(dtype=object),
+                          "regime": pd.Series(dtype=object), **{c: pd.Series(dtype=float) for c in
+                                                                 ("quantity", "price", "volatility", "confidence", "notional")}})
 
 
 def decision_ids(namespace: str, symbols: np.ndarray, event_ts: pd.Series) -> list[str]:
@@ -224,7 +229,7 @@ class DecisionEngine:
             "symbol": symbols[order_rows], "strategy": [names[arm[i]] for i in order_rows],
             "regime": regime_names[order_rows], "quantity": qty[order_rows], "price": price[order_rows],
             "volatility": vol[order_rows], "confidence": confidence[order_rows],
-            "notional": np.abs(qty[order_rows] * price[order_rows])})
+            "notional": np.abs(qty[order_rows] * price[order_rows])}) if len(order_rows) else NO_ORDERS
         feats = float_matrix(frame, self.feature_names).tolist()
         stamps = frame["event_ts"].tolist()
         sizing_meta = ({"method": "rl_policy", "policy_version": served["version"]} if served is not None
