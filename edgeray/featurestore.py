@@ -55,6 +55,14 @@ def open_store(settings: FeastSettings, market_spec: MarketFeatureSpec | None = 
     return store
 
 
+def last_per_entity(keys: np.ndarray) -> np.ndarray:
+    """Positions of each entity's last row, in row order (drop_duplicates(keep="last") cost ~0.8 ms a micro-batch)."""
+    if len(keys) and (keys == keys[-1]).all():  # one symbol: the common case
+        return np.array([len(keys) - 1])
+    _, first_from_end = np.unique(keys[::-1], return_index=True)
+    return np.sort(len(keys) - 1 - first_from_end)
+
+
 class FeastSink:
     """Writes the latest vector per entity online on every micro-batch and buffers history for
     bulk parquet appends to the offline store (one file per flush, never one per event)."""
@@ -77,22 +85,24 @@ class FeastSink:
             self._views[view] = self.store.get_feature_view(view)
         return self._views[view]
 
-    def online_rows(self, view: str, latest: pd.DataFrame) -> list[tuple]:
+    def online_rows(self, view: str, frame: pd.DataFrame, rows: np.ndarray | None = None) -> list[tuple]:
         """The (entity key, feature values, event time, created time) rows Feast's write_to_online_store would
-        write for `latest` (one row per entity): NaN as an empty value, event times as naive UTC datetimes at
-        microsecond precision; none when every feature value is missing, where Feast writes nothing either."""
+        write for `frame`'s `rows` (positions; default all; one row per entity): NaN as an empty value, event times
+        as naive UTC datetimes at microsecond precision; none when every feature value is missing, where Feast
+        writes nothing either."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 
         key = ENTITY_KEYS[view]
         names = [f.name for f in self._view(view).features]
-        values = float_matrix(latest, names)
+        rows = np.arange(len(frame)) if rows is None else rows
+        values = float_matrix(frame, names)[rows]
         if np.isnan(values).all():
             return []
-        micros = timestamps_ns(latest[TIMESTAMP_FIELD]) // 1000
+        micros = timestamps_ns(frame[TIMESTAMP_FIELD])[rows] // 1000
         stamps = [_EPOCH + timedelta(microseconds=int(us)) for us in micros]
         return [(EntityKey(join_keys=[key], entity_values=[ValueProto(string_val=str(entity))]),
                  {n: ValueProto(double_val=v) if v == v else ValueProto() for n, v in zip(names, row)}, stamp, None)
-                for entity, row, stamp in zip(latest[key].tolist(), values.tolist(), stamps)]
+                for entity, row, stamp in zip(frame[key].to_numpy()[rows].tolist(), values.tolist(), stamps)]
 
     def warm_up(self, feature_refs: list[str]) -> None:
         """Open the online-store connection and load the registry now, so the first live batch
@@ -107,8 +117,8 @@ class FeastSink:
             return
         key = ENTITY_KEYS[view]
         frame = features.rename(columns={"symbol": key}) if key != "symbol" else features
-        latest = frame.drop_duplicates(subset=[key], keep="last")
-        rows = self.online_rows(view, latest)
+        latest = last_per_entity(frame[key].to_numpy())
+        rows = self.online_rows(view, frame, latest)
         if rows:
             # Feast's own online store writes them (Redis or SQLite); its write_to_online_store would first turn the
             # frame into Arrow and back into these same protos, ~2 ms a micro-batch of pandas/Arrow work

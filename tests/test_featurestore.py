@@ -149,3 +149,12 @@ def test_online_rows_are_what_feasts_own_conversion_writes(store_settings, view)
     feast_rows = store._get_provider()._prep_rows_to_write_for_ingestion(store.get_feature_view(view), frame)
     assert sink.online_rows(view, frame) == feast_rows
     assert sink.online_rows(view, frame.assign(**{n: np.nan for n in names})) == []  # Feast writes nothing either
+
+
+@pytest.mark.parametrize("keys", [["A"], ["A", "A", "A"], ["B", "A", "B", "C", "A"], ["x", "y"]])
+def test_last_per_entity_is_drop_duplicates_keep_last(keys):
+    from edgeray.featurestore import last_per_entity
+
+    frame = pd.DataFrame({"symbol": keys, "i": range(len(keys))})
+    expected = frame.drop_duplicates(subset=["symbol"], keep="last")["i"].to_numpy()
+    assert last_per_entity(np.array(keys, dtype=object)).tolist() == expected.tolist()
