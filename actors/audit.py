@@ -25,5 +25,8 @@ class AuditActor:
     def range(self, start, end, stage: str | None = None, limit: int = 1000) -> list[dict]:
         return self.log.range(start, end, stage=stage, limit=limit)
 
+    def latest_ids(self, stage: str, limit: int = 50) -> list[str]:
+        return self.log.latest_ids(stage, limit)
+
     def count(self, stage: str | None = None) -> int:
         return self.log.count(stage)

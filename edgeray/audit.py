@@ -258,6 +258,15 @@ class AuditLog:
         with self.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(stmt)]
 
+    def latest_ids(self, stage: str, limit: int = 50) -> list[str]:
+        """The decision ids of the `limit` newest records of `stage`, newest first (the dashboard's live list)."""
+        if not (isinstance(limit, int) and limit >= 1):
+            raise ValueError(f"limit: must be an int >= 1, got {limit!r}")
+        stmt = (sa.select(self.table.c.decision_id).where(self.table.c.stage == stage)
+                .order_by(self.table.c.seq.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [r.decision_id for r in conn.execute(stmt)]
+
     def count(self, stage: str | None = None) -> int:
         stmt = sa.select(sa.func.count()).select_from(self.table)
         if stage is not None:

@@ -3,10 +3,11 @@
 `serve run configs/serve.yaml` (or `serve.run(build({...}))`). The deployment attaches to the pipeline's named
 actors, starting them (detached) if they are not running yet.
 
-Security by default: every route that reads or changes state needs an API key with a role (edgeray.auth; only
-`/healthz` is open); keys are read by each replica from its own environment (EDGERAY_API_KEYS_FILE or
-EDGERAY_API_KEYS, shipped through `runtime_env` in configs/serve.yaml), and a replica with no keys refuses to
-start instead of answering 401 to everyone. Bodies over `api.max_body_bytes` get 413 before they are parsed.
+Security by default: every route and stream that reads or changes state needs an API key with a role
+(edgeray.auth; only `/healthz`, the dashboard page `/` and its static assets are open: they hold no data); keys
+are read by each replica from its own environment (EDGERAY_API_KEYS_FILE or EDGERAY_API_KEYS, shipped through
+`runtime_env` in configs/serve.yaml), and a replica with no keys refuses to start instead of answering 401 to
+everyone. Bodies over `api.max_body_bytes` get 413 before they are parsed.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from ray.exceptions import RayActorError, RayTaskError
 from edgeray.auth import KeyRing
 from edgeray.config import ApiConfig, PipelineConfig
 from serve.deps import Replica, detail_items, responses, validation_items
-from serve.routers import backtest, decisions, market, policy, training
+from serve.routers import backtest, decisions, market, models, policy, training, ui
 
-ROUTERS = (market.router, decisions.router, policy.router, training.router, backtest.router)
+ROUTERS = (market.router, decisions.router, policy.router, training.router, models.router, backtest.router, ui.router)
 
 
 def _error_response(status: int, items: list[dict], headers: dict | None = None) -> JSONResponse:
@@ -164,6 +165,7 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         _document_errors(router.routes)  # before including: FastAPI copies a router's routes lazily
         app.include_router(router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     return app
 
 

@@ -37,8 +37,8 @@ def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
-    except redis.exceptions.ConnectionError as exc:  # the test command runs scripts/ensure_redis.py first
-        raise RuntimeError(f"Redis does not answer at {REDIS_URL}: run `python scripts/ensure_redis.py`") from exc
+    except redis.exceptions.ConnectionError as exc:  # the test command runs scripts/ensure_services.py first
+        raise RuntimeError(f"Redis does not answer at {REDIS_URL}: run `python scripts/ensure_services.py`") from exc
     return REDIS_URL
 
 

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field
 
 from edgeray.decision import Decision
@@ -70,6 +70,24 @@ def decision_view(decision_id: str, trail: list[dict]) -> dict:
     record: a row rejected before deciding, a control event) and the audit records behind it."""
     decided = Decision.from_trail(trail)
     return {"decision_id": decision_id, "decision": decided.model_dump(mode="json") if decided else None, "audit": trail}
+
+
+@router.get("/api/decisions", responses=responses(401, 403, 409, 422, 503))
+async def recent_decisions(limit: int = Query(50, ge=1, le=200), api=Depends(get_api), who=require("read")) -> dict:
+    """The newest decisions, newest first, each with its audit trail (the dashboard's live view)."""
+    audit = api.loop("audit")
+    ids = await audit.latest_ids.remote("decision", limit)
+    trails = await audit.trails.remote(ids)
+    return {"decisions": [decision_view(i, trails[i]) for i in ids]}
+
+
+@router.get("/api/equity", responses=responses(401, 403, 409, 422, 503))
+async def equity_curve(max_points: int = Query(500, ge=2, le=10_000), api=Depends(get_api), who=require("read")) -> dict:
+    """The paper ledger's equity curve, thinned to at most `max_points` evenly spaced points (the last kept)."""
+    curve = await api.loop("meta_controller").equity_curve.remote()
+    if len(curve) > max_points:
+        curve = curve.iloc[np.unique(np.linspace(0, len(curve) - 1, max_points).astype(int))]
+    return {"ts": [t.isoformat() for t in curve["ts"]], "equity": [float(v) for v in curve["equity"]]}
 
 
 @router.get("/api/decisions/{decision_id}", responses=responses(401, 403, 404, 409, 422, 503))

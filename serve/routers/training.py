@@ -1,15 +1,18 @@
-"""Sport models: the training queue, model creation, the performance matrix and the data pipeline.
+"""The training queue (with its live progress stream, /ws/training) and the sports data pipeline.
 
 A job's owner is the caller's identity (never a request field); non-admins see and cancel only their own
 jobs. Data and registry paths come from the server config only: a request naming a path is refused.
 """
 import asyncio
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, WebSocket, WebSocketDisconnect
 from pydantic import Field
+from ray.exceptions import RayTaskError
 
-from serve.deps import Body, error, get_api, require, responses
+from edgeray.training.jobs import FINISHED_STATES
+from serve.deps import Body, Replica, error, get_api, require, responses
 
 router = APIRouter(tags=["training"])
 
@@ -40,19 +43,7 @@ class SubmitBody(Body):
                                            self.learning_rate, self.model_name))
 
 
-class SportModelBody(Body):
-    sport: str = Field(max_length=32)
-    model_type: str = Field(max_length=32)  # a family (statistical, ensemble, neural, lstm) or one model (lstm_weather)
-    name: str | None = Field(None, max_length=200)
-    model_name: str | None = Field(None, max_length=200)  # a display name; kept as a tag of the registered model
-    model_id: ModelKey | None = None                         # the caller's id for the model; a tag too
-    params: Params = {}
-    train_seasons: list[int] | None = Field(None, max_length=50)
-    test_seasons: list[int] | None = Field(None, max_length=50)
-    priority: int = Field(0, ge=-100, le=100)
-
-
-def _sport_model_params(sport: str, model_type: str, name: str | None, model_params: dict, hyper: dict,
+def sport_model_params(sport: str, model_type: str, name: str | None, model_params: dict, hyper: dict,
                         tags: list[str]) -> tuple[dict, list[str]]:
     """A sport_model job's params from either request form; (params, the generic knobs the model ignores)."""
     from edgeray.sports.models import resolve_model_type, spec_hyperparameters
@@ -68,18 +59,11 @@ def _sport_model_params(sport: str, model_type: str, name: str | None, model_par
     return params, ignored
 
 
-ModelRef = Annotated[int, Field(ge=0, le=2**31)] | ModelKey  # a registry id, or a tag such as the training model_id
-
-
-class CompareBody(Body):
-    model_ids: list[ModelRef] = Field(min_length=1, max_length=50)
-
-
 class PipelineRunBody(Body):
     sport: str = Field(max_length=32)
 
 
-def _server_params(api) -> dict:
+def server_params(api) -> dict:
     return {"data_dir": api.cfg.sports.data_dir, "registry_dir": api.cfg.sports.registry_dir,
             "sources": api.cfg.sports.file_sources()}
 
@@ -101,11 +85,11 @@ async def training_submit(body: SubmitBody, api=Depends(get_api), who=require("t
             missing = "sport" if body.sport is None else "model_type"
             raise error(422, ["body", missing], f"{missing}: required in the flat sport-model form", "missing", None)
         hyper = {"epochs": body.epochs, "batch_size": body.batch_size, "learning_rate": body.learning_rate}
-        params, ignored = _sport_model_params(body.sport, body.model_type, (body.params or {}).get("name"),
+        params, ignored = sport_model_params(body.sport, body.model_type, (body.params or {}).get("name"),
                                               (body.params or {}).get("model_params") or {}, hyper,
                                               [body.model_id, body.model_name])
         params = {**{k: v for k, v in body.params.items() if k not in ("name", "model_params")}, **params}
-    server = _server_params(api) if body.task == "sport_model" else None
+    server = server_params(api) if body.task == "sport_model" else None
     job = await api.queue().submit.remote(who.name, body.task, params, body.priority, body.num_gpus, server)
     return {**job, "ignored_params": ignored} if ignored else job
 
@@ -130,106 +114,81 @@ async def training_user_jobs(user: str | None = Query(None, max_length=64), api=
     return await api.queue().user_jobs.remote(who.name, who.is_admin, user)
 
 
+STREAM_AUTH_TIMEOUT_S = 10.0
+STREAM_POLL_S = 0.25  # how often the stream reads the job store for new epochs
+
+
+async def _stream_error(ws: WebSocket, status: int, loc: list, msg: str) -> None:
+    await ws.send_json({"type": "error", "status": status, "detail": [{"loc": loc, "msg": msg, "type": f"http_{status}",
+                                                                       "value": None}]})
+    await ws.close(code=1008, reason=msg[:120])
+
+
+@router.websocket("/ws/training")
+async def training_progress(ws: WebSocket) -> None:
+    """Live progress of one job (read role; a non-admin sees only their own jobs, as over HTTP).
+
+    The key comes in the first message, `{"api_key": ..., "job_id": ...}`, sent within 10 s: a browser cannot set
+    headers on a WebSocket (so /ws/market's X-API-Key handshake header is not open to the dashboard), a key in the
+    URL would be written to access logs and history, and a Sec-WebSocket-Protocol value must be a header token,
+    which not every configured key is. Then, in order: one `job` message (the job as GET /api/training/job
+    answers), one `epoch` message per finished epoch {epoch, total_epochs, progress, eta_s, metrics}, and one
+    `end` message with the final state; the server then closes (1000). Errors: an `error` message in the API's
+    error shape, then close 1008."""
+    await ws.accept()
+    try:
+        first = json.loads(await asyncio.wait_for(ws.receive_text(), STREAM_AUTH_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - timeout, disconnect, binary or non-JSON first message: refuse alike
+        return await ws.close(code=1008, reason="send {api_key, job_id} as the first message")
+    if not isinstance(first, dict):
+        return await _stream_error(ws, 422, ["message"], "the first message must be an object {api_key, job_id}")
+    who = Replica.keyring.identify(first.get("api_key")) if Replica.keyring is not None else None
+    if who is None:
+        return await _stream_error(ws, 401, ["message", "api_key"], "missing or unknown api_key")
+    if not who.may("read"):
+        return await _stream_error(ws, 403, ["message", "api_key"], f"role {who.role!r} may not do this; it needs 'read'")
+    job_id = first.get("job_id")
+    if not isinstance(job_id, str) or not 1 <= len(job_id) <= 64:
+        return await _stream_error(ws, 422, ["message", "job_id"], "job_id: a job id string is required")
+    queue = Replica.api.queue()
+    closed_by_client = asyncio.ensure_future(ws.receive())  # anything the client sends after this ends the stream
+    try:
+        sent_epoch, attempt, first_reply = 0, None, True
+        while not closed_by_client.done():
+            try:
+                job = await queue.job.remote(job_id, who.name, who.is_admin)
+            except RayTaskError as exc:  # unknown, purged or another user's job: one answer for all
+                return await _stream_error(ws, 404, ["message", "job_id"], str(getattr(exc, "cause", exc)).strip("'\""))
+            if first_reply:
+                await ws.send_json({"type": "job", "job": job})
+                first_reply = False
+            if job["attempts"] != attempt:  # a retried job starts its epochs again
+                sent_epoch, attempt = 0, job["attempts"]
+            progress = job["progress"] or {}
+            for record in progress.get("history") or []:
+                if record["epoch"] > sent_epoch:
+                    total, mean_s = progress["total_epochs"], progress.get("mean_epoch_s")
+                    await ws.send_json({"type": "epoch", "job_id": job_id, "epoch": record["epoch"], "total_epochs": total,
+                                        "progress": record["epoch"] / total,
+                                        "eta_s": None if mean_s is None else mean_s * (total - record["epoch"]),
+                                        "metrics": {k: v for k, v in record.items() if k != "epoch"}})
+                    sent_epoch = record["epoch"]
+            if job["state"] in FINISHED_STATES:
+                await ws.send_json({"type": "end", "job_id": job_id, "state": job["state"], "error": job["error"],
+                                    "epochs": sent_epoch})
+                return await ws.close(code=1000)
+            await asyncio.wait({closed_by_client}, timeout=STREAM_POLL_S)
+    except (WebSocketDisconnect, OSError):  # the client left mid-send
+        return
+    finally:
+        closed_by_client.cancel()
+        if closed_by_client.done() and not closed_by_client.cancelled():
+            closed_by_client.exception()  # read, so a disconnect is not logged as an unretrieved task error
+
+
 @router.get("/api/training/gpu-stats", responses=responses(401, 403, 503))
 async def training_gpu_stats(api=Depends(get_api), who=require("read")) -> dict:
     return await api.queue().gpu_stats.remote()
-
-
-@router.post("/api/models/create-sport-model", responses=responses(401, 403, 413, 422, 503))
-async def create_sport_model(body: SportModelBody, api=Depends(get_api), who=require("trade")) -> dict:
-    params, _ = _sport_model_params(body.sport, body.model_type, body.name, body.params, {},
-                                    [body.model_id, body.model_name])
-    params.update({"train_seasons": body.train_seasons, "test_seasons": body.test_seasons})
-    return await api.queue().submit.remote(who.name, "sport_model", params, body.priority, None, _server_params(api))
-
-
-class TagsBody(Body):
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=32)
-
-
-@router.post("/api/models/{model_id}/tags", responses=responses(401, 403, 404, 413, 422))
-async def model_tags(model_id: Annotated[int, Path(ge=0, le=2**31)], body: TagsBody, api=Depends(get_api),
-                     who=require("trade")) -> dict:
-    """Add tags to a registered model (the performance matrix shows them; a tag also names the model in
-    backtests, as the training request's model_id does)."""
-    from edgeray.sports.registry import ModelRegistry
-
-    registry = ModelRegistry(api.cfg.sports.registry_dir)
-    record = registry.get(model_id)  # KeyError -> 404
-    for tag in body.tags:
-        record = registry.tag(model_id, tag)
-    return {"model_id": model_id, "tags": record["tags"]}
-
-
-@router.get("/api/models/sport-features/{sport}/{model_type}", responses=responses(401, 403, 422))
-async def sport_features(sport: Annotated[str, Path(max_length=32)], model_type: Annotated[str, Path(max_length=32)],
-                         api=Depends(get_api), who=require("read")) -> dict:
-    """The feature groups a model of this type trains on, its parameters, and every feature the
-    specification names for the sport with `available` and the columns or the reason."""
-    from edgeray.sports.catalogue import sport_feature_catalogue
-    from edgeray.sports.features import DEFAULT_CONFIG, feature_groups
-    from edgeray.sports.games import declared_box_score_stats
-    from edgeray.sports.models import FAMILIES, PARAM_SCHEMAS, resolve_model_type
-    from edgeray.sports.registry import check_sport
-
-    sport = check_sport(sport)
-    try:
-        family, name = resolve_model_type(model_type)
-    except ValueError as exc:
-        raise error(422, ["path", "model_type"], str(exc), "value_error", model_type) from None
-    groups = feature_groups(sport=sport)
-    stats = declared_box_score_stats(api.cfg.sports.file_sources(), sport)
-    if stats:
-        groups["box_scores"] = [f"f_{side}_{stat}_{k}" for stat in stats for k in DEFAULT_CONFIG["windows"]
-                                for side in ("home", "away", "diff")]
-    names = [c for cols in groups.values() for c in cols]
-    models = FAMILIES[family] if model_type.strip().lower() == family else [name]
-    return {"sport": sport, "model_type": family, "feature_groups": groups,
-            "specification_features": sport_feature_catalogue(sport, names, stats),
-            "models": {n: PARAM_SCHEMAS[n].model_json_schema() for n in models if n in PARAM_SCHEMAS}}
-
-
-Metric = Annotated[str, Query(max_length=32)]
-
-
-@router.get("/api/performance/matrix", responses=responses(401, 403, 404, 422))
-async def performance_matrix(sport: str | None = Query(None, max_length=32), days_back: int | None = Query(None, ge=1, le=36_500),
-                             sort_by: str | None = Query(None, max_length=32), api=Depends(get_api),
-                             who=require("read")) -> dict:
-    """`{matrix: [one row per model], summary: {...}}`; each row flags the performance thresholds it meets."""
-    matrix = api.matrix()
-    table = matrix.matrix(sport=sport, days_back=days_back, sort_by=sort_by)
-    return {"matrix": api.records(table), "summary": matrix.summary(table)}
-
-
-@router.post("/api/performance/compare", responses=responses(401, 403, 404, 413, 422))
-async def performance_compare(body: CompareBody, api=Depends(get_api), who=require("read")) -> list[dict]:
-    matrix = api.matrix()
-    return api.records(matrix.compare([matrix.registry.resolve(m)["model_id"] for m in body.model_ids]))
-
-
-@router.get("/api/performance/leaderboard/{sport}", responses=responses(401, 403, 404, 422))
-async def performance_leaderboard(sport: Annotated[str, Path(max_length=32)], metric: Metric = "log_loss",
-                                  api=Depends(get_api), who=require("read")) -> list[dict]:
-    return api.records(api.matrix().leaderboard(sport, metric=metric))
-
-
-@router.get("/api/performance/model-types", responses=responses(401, 403, 404, 422))
-async def performance_model_types(sport: str | None = Query(None, max_length=32), api=Depends(get_api),
-                                  who=require("read")) -> list[dict]:
-    return api.records(api.matrix().by_model_type(sport=sport))
-
-
-@router.get("/api/performance/parameters", responses=responses(401, 403, 404, 422))
-async def performance_parameters(family: Annotated[str, Query(max_length=32)], metric: Metric = "log_loss",
-                                 api=Depends(get_api), who=require("read")) -> list[dict]:
-    return api.records(api.matrix().parameter_effectiveness(family, metric=metric))
-
-
-@router.get("/api/performance/trending", responses=responses(401, 403, 404, 422))
-async def performance_trending(metric: Metric = "log_loss", window: int = Query(3, ge=1, le=1_000), api=Depends(get_api),
-                               who=require("read")) -> list[dict]:
-    return api.records(api.matrix().trending(metric=metric, window=window))
 
 
 @router.get("/api/data/pipeline/status", responses=responses(401, 403))
