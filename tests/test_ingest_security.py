@@ -266,11 +266,11 @@ class FaultyDecisions:
     def __init__(self):
         self.decided = 0
 
-    def decide_batch(self, frame):
+    def decide_batch(self, frame, seq=None, after=None, producer=None):
         if (frame["close"] == 13.0).any():
             raise ValueError("injected fault: close 13.0")
         self.decided += len(frame)
-        return {"decisions": len(frame)}
+        return {"decisions": len(frame), "durable_seq": seq}  # as if checkpointed at once: nothing to resend
 
     def count(self):
         return self.decided
