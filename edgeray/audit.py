@@ -49,6 +49,8 @@ class _UTCDateTime(sa.types.TypeDecorator):
 
 
 def _to_utc_datetime(value: Any, field: str) -> datetime:
+    if type(value) is datetime and value.tzinfo is timezone.utc:  # the loop's records: nothing to parse
+        return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"{field}: missing timestamp, got {value!r}")
     try:

@@ -108,7 +108,7 @@ class ShadowRunner:
         orders = pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
                                "symbol": frame["symbol"].to_numpy()[rows], "strategy": self.strategy.name, "quantity": qty[rows]})
         self.ledger.submit(orders)
-        stamps = frame["event_ts"].tolist()
+        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
         return [{"decision_id": ids[i], "stage": f"shadow:{self.cfg.name}", "event_ts": stamps[i],
                  "payload": {"strategy": self.strategy.name, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
 
@@ -137,7 +137,7 @@ class PolicyShadow:
             return []
         self.ledger.submit(pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
                                          "symbol": symbols[rows], "strategy": "policy_shadow", "quantity": qty[rows]}))
-        stamps = frame["event_ts"].tolist()
+        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
         return [{"decision_id": ids[i], "stage": "shadow:policy", "event_ts": stamps[i],
                  "payload": {"policy_version": version, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
 
@@ -231,7 +231,7 @@ class DecisionEngine:
             "volatility": vol[order_rows], "confidence": confidence[order_rows],
             "notional": np.abs(qty[order_rows] * price[order_rows])}) if len(order_rows) else NO_ORDERS
         feats = float_matrix(frame, self.feature_names).tolist()
-        stamps = frame["event_ts"].tolist()
+        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
         sizing_meta = ({"method": "rl_policy", "policy_version": served["version"]} if served is not None
                        else {"method": self.sizer.name})
         records = []
