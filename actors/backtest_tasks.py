@@ -5,7 +5,7 @@ import pandas as pd
 import ray
 
 from edgeray.backtest.engine import SizingSpec, run_bets
-from edgeray.backtest.montecarlo import MonteCarloInputs, chunk_seeds, paths_chunk, summarise
+from edgeray.backtest.montecarlo import MonteCarloInputs, chunk_plan, paths_chunk, summarise
 
 
 @ray.remote(num_cpus=1)
@@ -16,8 +16,8 @@ def backtest_task(opportunities: pd.DataFrame, spec: dict, initial_bankroll: flo
 
 
 @ray.remote(num_cpus=1)
-def monte_carlo_chunk(inputs: dict, n_paths: int, seed: int, method: str, ruin_fraction: float) -> dict:
-    return paths_chunk(MonteCarloInputs.from_dict(inputs), n_paths, seed, method, ruin_fraction)
+def monte_carlo_chunk(inputs: dict, n_paths: int, seed: int, method: str, ruin_fraction: float, fan_paths: int) -> dict:
+    return paths_chunk(MonteCarloInputs.from_dict(inputs), n_paths, seed, method, ruin_fraction, fan_paths)
 
 
 def compare_parallel(opportunities: pd.DataFrame, specs: dict[str, dict], initial_bankroll: float) -> dict[str, dict]:
@@ -29,9 +29,10 @@ def compare_parallel(opportunities: pd.DataFrame, specs: dict[str, dict], initia
 
 def monte_carlo_parallel(bets: pd.DataFrame, n_paths: int, method: str = "bootstrap", seed: int = 0,
                          initial_bankroll: float = 1000.0, ruin_fraction: float = 0.5, chunk: int = 250) -> dict:
-    """Paths in chunks across tasks; per-chunk seeds make the result independent of scheduling."""
-    inputs = MonteCarloInputs.from_bets(bets).to_dict()
-    sizes = [min(chunk, n_paths - i) for i in range(0, n_paths, chunk)]
-    seeds = chunk_seeds(seed, len(sizes))
-    chunks = ray.get([monte_carlo_chunk.remote(inputs, n, s, method, ruin_fraction) for n, s in zip(sizes, seeds)])
-    return summarise(chunks, initial_bankroll, ruin_fraction)
+    """Paths in chunks across tasks; per-chunk seeds make the result independent of scheduling, and equal to
+    edgeray.backtest.monte_carlo's in-process run with the same chunk size."""
+    inputs = MonteCarloInputs.from_bets(bets)
+    plan = chunk_plan(n_paths, chunk, seed, len(inputs.fraction))
+    state = inputs.to_dict()
+    chunks = ray.get([monte_carlo_chunk.remote(state, n, s, method, ruin_fraction, fan) for n, s, fan in plan])
+    return {"method": method, "seed": seed, **summarise(chunks, initial_bankroll, ruin_fraction)}

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeray.backtest import (LeakageGuard, MonteCarloInputs, SizingSpec, compare_strategies, monte_carlo,
+from edgeray.backtest import (LeakageGuard, MonteCarloInputs, SizingSpec, chunk_plan, compare_strategies, monte_carlo,
                               paths_chunk, run_bets, season_folds, walk_forward)
+from edgeray.backtest import montecarlo
 from edgeray.backtest.bars import backtest_bars, sma_cross_positions
 from edgeray.backtest.plots import plot_drawdown, plot_equity, plot_reliability, plot_roi_by_odds
 from edgeray.odds import kelly_fraction
@@ -282,6 +283,52 @@ def test_monte_carlo_deterministic_and_hand_checked():
     np.testing.assert_allclose(chunk["max_drawdown"], 1 - 0.7 ** 3)
     assert MonteCarloInputs.from_dict(json.loads(json.dumps(sure.to_dict()))) .fraction.tolist() == [0.1] * 3
 
+
+BANDS = ("p05", "p25", "p50", "p75", "p95")
+
+
+def test_monte_carlo_fan_is_per_step_bankroll_quantiles():
+    inputs = MonteCarloInputs.from_bets(run_bets(random_opps(400, seed=4), SizingSpec("kelly"), metrics=False).bets)
+    n = len(inputs.fraction)
+    assert n > montecarlo.FAN_STEPS  # so the fan is thinned
+    mc = monte_carlo(inputs, n_paths=400, seed=3, chunk_size=150, initial_bankroll=500.0)
+    fan = mc["fan"]
+    assert fan["paths"] == 400 and len(fan["step"]) == montecarlo.FAN_STEPS + 1
+    assert fan["step"][0] == 0 and fan["step"][-1] == n and all(np.diff(fan["step"]) > 0)
+    bands = np.array([fan[k] for k in BANDS])
+    assert bands.shape == (5, len(fan["step"]))
+    assert (bands[:, 0] == 500.0).all()  # step 0 is the start, on every path
+    assert (np.diff(bands, axis=0) >= 0).all() and (bands[4, 1:] > bands[0, 1:]).any()
+    # Every path is in the fan, so its last step is the final bankroll (to float32's precision).
+    np.testing.assert_allclose(bands[:, -1], [mc["final_bankroll_quantiles"][k] for k in BANDS], rtol=1e-6)
+    # Certain wins of 10% at evens: every bet is a step and every quantile is 1.1^k of the start.
+    sure = MonteCarloInputs(np.full(3, 0.1), np.full(3, 2.0), np.ones(3), np.ones(3))
+    fan = monte_carlo(sure, n_paths=20, method="model")["fan"]
+    assert fan["step"] == [0, 1, 2, 3]
+    for k in BANDS:
+        np.testing.assert_allclose(fan[k], 1000.0 * 1.1 ** np.arange(4), rtol=1e-6)
+
+
+def test_monte_carlo_fan_keeps_the_first_paths_past_its_memory_bound(monkeypatch):
+    inputs = MonteCarloInputs.from_bets(run_bets(random_opps(300, seed=4), SizingSpec("kelly"), metrics=False).bets)
+    steps = len(montecarlo.fan_steps(len(inputs.fraction)))
+    monkeypatch.setattr(montecarlo, "FAN_MAX_VALUES", 150 * steps)
+    plan = chunk_plan(400, 100, seed=8, n_bets=len(inputs.fraction))
+    assert [fan for _, _, fan in plan] == [100, 50, 0, 0]
+    mc = monte_carlo(inputs, n_paths=400, seed=8, chunk_size=100)
+    assert mc["paths"] == 400 and mc["fan"]["paths"] == 150
+    first = np.concatenate([paths_chunk(inputs, n, s)["final_multiple"] for n, s, _ in plan[:2]])[:150]
+    np.testing.assert_allclose([mc["fan"][k][-1] for k in BANDS], np.percentile(first * 1000.0, (5, 25, 50, 75, 95)),
+                               rtol=1e-6)
+
+
+def test_monte_carlo_chunked_across_ray_tasks_equals_the_in_process_run(ray_session):
+    from actors.backtest_tasks import monte_carlo_parallel
+
+    bets = run_bets(random_opps(200, seed=2), SizingSpec("kelly"), metrics=False).bets
+    parallel = monte_carlo_parallel(bets, 500, "model", seed=9, initial_bankroll=800.0, chunk=150)
+    assert parallel == monte_carlo(bets, n_paths=500, method="model", seed=9, initial_bankroll=800.0, chunk_size=150)
+    assert parallel["fan"]["paths"] == 500
 
 def test_plots_write_png(tmp_path):
     res = run_bets(random_opps(200, seed=6), SizingSpec("kelly"), n_boot=50)

@@ -162,7 +162,7 @@ def test_trader_trips_the_kill_switch_and_new_orders_are_rejected(app, open_dash
         assert app.post("/api/risk/resume", headers=ADMIN).status_code == 200
 
 
-def test_backtest_draws_the_equity_curve(app, open_dashboard):
+def test_backtest_draws_the_equity_curve_and_the_monte_carlo_fan(app, open_dashboard):
     page = open_dashboard("viewer", "backtests")
     page.fill("#backtest-form input[name=model_id]", str(app.model_id))
     page.select_option("#backtest-form select[name=sport]", "nfl")
@@ -175,6 +175,19 @@ def test_backtest_draws_the_equity_curve(app, open_dashboard):
     assert len(line.get_attribute("points").split()) == int(line.get_attribute("data-points"))
     expect(page.locator("#drawdown-chart svg polygon")).to_have_count(1)
     expect(page.locator("#bets table tbody tr")).to_have_count(20)
+    with page.expect_response("**/api/backtest/monte-carlo", timeout=60_000) as response:
+        page.click("#backtest-form button[value=montecarlo]")  # 500 paths, drawn per step
+    fan = response.value.json()["fan"]
+    expect(page.locator("#backtest-msg")).to_contain_text("500 paths")
+    assert fan["paths"] == 500 and len(fan["step"]) > 2  # a band per step, not a straight line to the end
+    bands = page.locator("#fan-chart svg polygon.fan")
+    expect(bands).to_have_count(2)
+    for band in ("p05-p95", "p25-p75"):  # each band's upper edge out, its lower edge back
+        polygon = page.locator(f"#fan-chart svg polygon[data-band='{band}']")
+        assert int(polygon.get_attribute("data-points")) == len(fan["step"])
+        assert len(polygon.get_attribute("points").split()) == 2 * len(fan["step"])
+    median = page.locator("#fan-chart svg polyline[data-band=p50]")
+    assert len(median.get_attribute("points").split()) == int(median.get_attribute("data-points")) == len(fan["step"])
 
 
 # -- the progress stream -----------------------------------------------------------------------------------------

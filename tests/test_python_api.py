@@ -219,6 +219,7 @@ def test_a_decision_reads_its_status_from_the_audit_trail(stages, status, vetoed
     from edgeray import Decision
 
     d = Decision.from_trail(_trail(*stages))
+    assert d.decision_id == "d1"  # its own id, from the trail
     assert (d.status, d.vetoed, d.quantity, d.action) == (status, vetoed, quantity, "buy")
     assert d.explanation.method == "shap" and [f.feature for f in d.explanation.top_features] == ["ret_15", "rv_30"]
     assert (d.position_size, d.expected_return, d.confidence) == (0.1, 0.004, 0.62)

@@ -36,6 +36,7 @@ def test_backtest_run_compare_and_monte_carlo(api):
     first = client.post("/api/backtest/monte-carlo", json=mc, headers=VIEWER).json()
     again = client.post("/api/backtest/monte-carlo", json=mc, headers=VIEWER).json()
     assert first["paths"] == 600 and 0 <= first["prob_ruin"] <= 1 and first == again  # chunked across tasks, seeded
+    assert first["fan"]["paths"] == 600 and len(first["fan"]["p50"]) == len(first["fan"]["step"]) > 2
 
 
 def test_backtest_refuses_look_ahead_and_bad_requests(api):

@@ -129,9 +129,8 @@ async def backtest_monte_carlo(body: MonteCarloBody, api=Depends(get_api), who=r
                       clv_method=body.clv_method)
     if not result.bets["placed"].any():
         raise error(422, ["body"], "no bets were placed with these filters: nothing to resample", "no_bets")
-    summary = await asyncio.get_running_loop().run_in_executor(None, lambda: monte_carlo_parallel(
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: monte_carlo_parallel(
         result.bets, body.n_paths, body.method, body.seed, body.initial_bankroll, body.ruin_fraction))
-    return {"method": body.method, "seed": body.seed, **summary}
 
 
 @router.post("/api/backtest/walk-forward", responses=responses(401, 403, 413, 422))

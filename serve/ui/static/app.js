@@ -302,9 +302,11 @@ async function submitBacktest(event) {
     }
     if (action === "montecarlo") {
       const result = await api("/api/backtest/monte-carlo", {method: "POST", body: {...state.bt, n_paths: 500}});
-      fanChart($("#fan-chart"), result.initial_bankroll, result.final_bankroll_quantiles);
+      fanChart($("#fan-chart"), result.fan);
       table("#mc-summary", metricRows(result));
-      say("#backtest-msg", `${result.paths} paths`, true);
+      // Past its memory bound the server draws the fan from the first paths only: say so.
+      const fanNote = result.fan.paths < result.paths ? ` (fan from the first ${result.fan.paths})` : "";
+      say("#backtest-msg", `${result.paths} paths${fanNote}`, true);
     }
   } catch (err) { say("#backtest-msg", err); }
 }

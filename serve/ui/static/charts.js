@@ -69,16 +69,20 @@ export function barChart(container, labels, values) {
   container.append(svg);
 }
 
-// The Monte Carlo fan: bands from the starting bankroll to each pair of final-bankroll quantiles.
-export function fanChart(container, start, quantiles) {
-  const keys = Object.keys(quantiles).sort();
-  if (!keys.length) return empty(container, "no paths");
-  const values = keys.map((k) => quantiles[k]);
-  const {svg, x, y} = frame(container, ["start", "end"], [start, ...values]);
-  for (let i = 0, j = keys.length - 1; i < j; i++, j--) {
-    svg.append(el("polygon", {class: "fan", "data-points": 2,
-      points: `${x(0)},${y(start)} ${x(1)},${y(values[i])} ${x(1)},${y(values[j])}`}));
+// The Monte Carlo fan: the bankroll's quantiles at each step (bets placed), p05-p95 and p25-p75 as filled bands
+// (the inner one drawn over the outer, so it reads darker) and the median as a line.
+export function fanChart(container, fan) {
+  const n = fan.step.length;
+  if (!n) return empty(container, "no paths");
+  const {svg, x, y} = frame(container, fan.step.map((s) => `bet ${s}`), [...fan.p05, ...fan.p95]);
+  const at = (values) => values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`);
+  for (const [lo, hi] of [["p05", "p95"], ["p25", "p75"]]) {
+    svg.append(el("polygon", {class: "fan", "data-band": `${lo}-${hi}`, "data-points": n,
+                              points: [...at(fan[hi]), ...at(fan[lo]).reverse()].join(" ")}));
   }
-  keys.forEach((k, i) => svg.append(el("text", {x: x(1) - 4, y: y(values[i]) - 2, class: "tick", "text-anchor": "end"},
-                                        `${k} ${fmt(values[i])}`)));
+  svg.append(el("polyline", {class: "line", "data-band": "p50", "data-points": n, points: at(fan.p50).join(" ")}));
+  for (const k of ["p05", "p50", "p95"]) {
+    svg.append(el("text", {x: x(n - 1) - 4, y: y(fan[k][n - 1]) - 2, class: "tick", "text-anchor": "end"},
+                  `${k} ${fmt(fan[k][n - 1])}`));
+  }
 }
