@@ -28,11 +28,11 @@ def compare_parallel(opportunities: pd.DataFrame, specs: dict[str, dict], initia
 
 
 def monte_carlo_parallel(bets: pd.DataFrame, n_paths: int, method: str = "bootstrap", seed: int = 0,
-                         initial_bankroll: float = 1000.0, ruin_fraction: float = 0.5, chunk: int = 250) -> dict:
+                         initial_bankroll: float = 1000.0, ruin_fraction: float = 0.5, chunk_size: int = 250) -> dict:
     """Paths in chunks across tasks; per-chunk seeds make the result independent of scheduling, and equal to
     edgeray.backtest.monte_carlo's in-process run with the same chunk size."""
     inputs = MonteCarloInputs.from_bets(bets)
-    plan = chunk_plan(n_paths, chunk, seed, len(inputs.fraction))
-    state = inputs.to_dict()
+    plan = chunk_plan(n_paths, chunk_size, seed, len(inputs.fraction))
+    state = ray.put(inputs.to_dict())  # once in the object store, not serialised again for every chunk
     chunks = ray.get([monte_carlo_chunk.remote(state, n, s, method, ruin_fraction, fan) for n, s, fan in plan])
     return {"method": method, "seed": seed, **summarise(chunks, initial_bankroll, ruin_fraction)}

@@ -5,7 +5,8 @@ Restarts: Ray retries an interrupted `replay` call on the restarted actor. So th
 instead of starting over (which once put 11,098 duplicate rows into the offline history), the
 replay commits at points where the streamer has acknowledged everything released so far: the rows
 fed per source, the core's counters, reorder buffer and watermarks, and the last batch number, in
-run_dir/state/ingestion.json. The restarted actor loads that and continues exactly from there.
+the state store (run_dir/state/ingestion.json, or storage.state_url's database). The restarted
+actor loads that and continues exactly from there.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from edgeray.events import batch_kind
 from edgeray.ingest import IngestCore
 from edgeray.replay import PacedBatcher, plan_sources
 from edgeray.sources import load_source, source_identity
-from edgeray.statefile import load_state, save_state
+from edgeray.storage.state import open_state_store
 
 
 def as_frame(rows: pd.DataFrame | pa.RecordBatch | pa.Table | list[dict]) -> pd.DataFrame:
@@ -41,6 +42,7 @@ def as_frame(rows: pd.DataFrame | pa.RecordBatch | pa.Table | list[dict]) -> pd.
     return pd.DataFrame(list(rows))
 
 
+CHECKPOINT = "ingestion"  # its name in the state store
 BACKLOG_WAIT_FACTOR = 25  # a paced batch waits at most this many max_batch_wait_ms while the streamer is behind
 BACKLOG_POLL_NS = 500_000  # how often a waiting batch looks at the outbox again
 
@@ -55,10 +57,10 @@ class IngestionActor:
         self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds),
                                ing.dedup_capacity, set(ing.sports), pd.Timedelta(seconds=ing.max_future_skew_seconds))
         self.streamer = streamer
-        self.state_path = run_dir / "state" / "ingestion.json"
+        self.state_store = open_state_store(self.cfg)
         # Only a restart of this actor resumes; a new actor in the same run_dir starts a new run.
         reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
-        state = load_state(self.state_path) if reconstructed else None
+        state = self.state_store.load(CHECKPOINT) if reconstructed else None
         if state:
             self.core.load_state(state["core"])
         # Batches are numbered per producer, so the streamer skips a batch it has already processed.
@@ -103,7 +105,7 @@ class IngestionActor:
             if push and not self._dirty:
                 # A push is not replayed after a restart: say so in the state, cheaply, once per commit.
                 self._dirty = True
-                save_state(self.state_path, {**self._state(), "counters_incomplete": True})
+                self.state_store.save(CHECKPOINT, {**self._state(), "counters_incomplete": True})
         self._record_metrics(kind, report)
         return report
 
@@ -216,7 +218,7 @@ class IngestionActor:
 
     def _commit(self) -> None:
         """Only called with nothing in flight: everything released so far is acknowledged."""
-        save_state(self.state_path, self._state())
+        self.state_store.save(CHECKPOINT, self._state())
         self._dirty = False
 
     def _record_metrics(self, kind: str, report) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from actors.metrics import DecisionStageMetrics
 from edgeray.audit import AuditLog
 from edgeray.config import PipelineConfig
 from edgeray.latency import LatencyRing, StageLatencies
-from edgeray.statefile import load_state, save_state
+from edgeray.storage.state import open_state_store
 from envs.trading import TradingEnvConfig
 from policies.kernel import DecisionKernel
 
@@ -33,6 +32,8 @@ from policies.kernel import DecisionKernel
 STAGES = ("ingest", "features", "queue_wait", "execution", "decide", "risk", "veto", "audit", "shadows",
           "checkpoint", "other")
 CURVE_EVERY = 50  # checkpoints between equity-curve saves (the curve would make every checkpoint megabytes)
+CHECKPOINT = "meta_controller"  # names in the state store (files: meta_controller.json, equity_curve.parquet)
+CURVE = "equity_curve"
 EXPIRY_CHECK_S = 1.0  # how often held decisions are checked against their deadline
 
 
@@ -53,14 +54,11 @@ def policy_window(checkpoint: str | None) -> int:
 class MetaControllerActor:
     def __init__(self, config: dict, audit, policy=None):
         self.cfg = PipelineConfig.model_validate(config)
-        state_dir = Path(self.cfg.run_dir) / "state"
-        self.state_path = state_dir / "meta_controller.json"
-        self.curve_path = state_dir / "equity_curve.parquet"
-        state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_store = open_state_store(self.cfg)  # run_dir/state, or storage.state_url's database
         self.policy = policy  # PolicyServerActor when decisions.sizer.name is "rl_policy"
-        state = load_state(self.state_path)
-        if state and self.curve_path.exists():  # the chart points saved beside the last checkpoints
-            curve = pd.read_parquet(self.curve_path)
+        state = self.state_store.load(CHECKPOINT)
+        curve = self.state_store.load_frame(CURVE) if state else None
+        if curve is not None:  # the chart points saved beside the last checkpoints
             state["ledger"]["curve_ts"] = pd.to_datetime(curve["ts"], utc=True).astype("int64").tolist()
             state["ledger"]["curve_equity"] = curve["equity"].tolist()
         self.kernel = DecisionKernel(self.cfg, policy_window(self.cfg.decisions.sizer.checkpoint), state)
@@ -190,7 +188,7 @@ class MetaControllerActor:
         if self._shadow_records:
             records, self._shadow_records = self._shadow_records, []
             self._audit(records)
-        save_state(self.state_path, {**self.kernel.state_dict(), "stream": {"producer": self._producer, "seq": self._last_seq}})
+        self.state_store.save(CHECKPOINT, {**self.kernel.state_dict(), "stream": {"producer": self._producer, "seq": self._last_seq}})
         self._checkpoints += 1
         self._checkpointed_at = time.perf_counter()
         self._durable_seq = self._last_seq
@@ -198,7 +196,7 @@ class MetaControllerActor:
             self._save_curve()
 
     def _save_curve(self) -> None:
-        self.kernel.ledger.equity_curve().to_parquet(self.curve_path, index=False)
+        self.state_store.save_frame(CURVE, self.kernel.ledger.equity_curve())
 
     def _upstream_ms(self, frame: pd.DataFrame, started_ns: int) -> dict:
         """ingest (per row), features and queue_wait (per batch) from the stamps riding on the rows."""

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
-
-import shutil
-from pathlib import Path
 
 from actors.audit import AuditActor
 from actors.feature_streamer import FeatureStreamerActor
@@ -16,6 +14,7 @@ from actors.meta_controller import MetaControllerActor
 from actors.policy_server import PolicyServerActor
 from edgeray.config import PipelineConfig, SourceConfig
 from edgeray.sources import source_available
+from edgeray.storage.state import open_state_store
 
 INGESTION = "ingestion"
 FEATURE_STREAMER = "feature_streamer"
@@ -70,9 +69,10 @@ class Pipeline:
 
     @staticmethod
     def _start_decision_loop(cfg: PipelineConfig, common: dict, fresh: bool) -> dict:
-        state = Path(cfg.run_dir) / "state"
         if fresh:
-            shutil.rmtree(state, ignore_errors=True)
+            store = open_state_store(cfg)  # run_dir/state, or this namespace's rows at storage.state_url
+            store.clear()
+            store.close()
             url = cfg.audit_url
             if url.startswith("sqlite:///"):
                 db = Path(url.removeprefix("sqlite:///"))

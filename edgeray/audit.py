@@ -112,7 +112,7 @@ def jsonable(obj: Any) -> Any:
 TRAIL_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
 
 
-def _sqlite_wal(dbapi_connection, _record) -> None:
+def sqlite_wal(dbapi_connection, _record) -> None:
     """Write-ahead log: one fsync per commit instead of the rollback journal's several (still FULL, so a
     committed decision survives a power cut), and readers (HTTP lookups) never block the loop's writes."""
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
@@ -133,7 +133,7 @@ class AuditLog:
             Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh run directory
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_wal)
+            sa.event.listen(self.engine, "connect", sqlite_wal)
         if self.dialect not in ("sqlite", "postgresql"):
             self.engine.dispose()
             raise ValueError(f"url: only sqlite and postgresql are supported, got dialect {self.dialect!r} ({url!r})")

@@ -1,6 +1,7 @@
 """Pipeline configuration (configs/pipeline.yaml), validated with pydantic so a typo names its field."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -231,6 +232,22 @@ class ApiConfig(Strict):
     max_deadletters_page: int = Field(1_000, gt=0)
 
 
+class StorageConfig(Strict):
+    """Where durable state lives (see edgeray.storage.state)."""
+    # None: actor checkpoints are files under run_dir/state (one machine). A SQLAlchemy URL (sqlite:///ABS/PATH
+    # or postgresql+psycopg://...): rows of a table there, keyed by namespace, so an actor that Ray restarts on
+    # another node finds its checkpoint.
+    state_url: str | None = None
+
+    @field_validator("state_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edgeray.storage.state import check_state_url
+        return check_state_url(value)
+
+
 class PipelineConfig(Strict):
     namespace: str = "edgeray"
     run_dir: str = "runs/latest"
@@ -245,6 +262,7 @@ class PipelineConfig(Strict):
     decisions: DecisionConfig = DecisionConfig(enabled=False)
     sports: SportsConfig = SportsConfig()
     api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
 
     # Set from run_dir when run_dir is a storage URI: results are published there, run_dir becomes a staging folder.
     results_uri: str | None = None
@@ -340,9 +358,13 @@ class ConfigError(ValueError):
     """A config value that is not allowed: one message naming each bad field, its value and the rule."""
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
 def describe_validation(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
-                     for e in exc.errors())
+    # A database URL's password never reaches an error message (or the logs it is printed to).
+    return _URL_PASSWORD.sub(r"\1***@", "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()))
 
 
 class Config(PipelineConfig):

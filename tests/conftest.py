@@ -11,6 +11,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("EDGERAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def shared_file(relative: str) -> Path:
@@ -18,6 +19,21 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data file {path} is absent (../shared/data not checked out beside the project)")
     return path
+
+
+def postgres_url_or_skip() -> str:
+    """The test PostgreSQL's URL; skips the test only when nothing answers there."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL does not answer at {POSTGRES_URL} (set EDGERAY_TEST_POSTGRES_URL): {exc.orig}")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
 
 
 @pytest.fixture(scope="session")

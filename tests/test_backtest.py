@@ -326,7 +326,7 @@ def test_monte_carlo_chunked_across_ray_tasks_equals_the_in_process_run(ray_sess
     from actors.backtest_tasks import monte_carlo_parallel
 
     bets = run_bets(random_opps(200, seed=2), SizingSpec("kelly"), metrics=False).bets
-    parallel = monte_carlo_parallel(bets, 500, "model", seed=9, initial_bankroll=800.0, chunk=150)
+    parallel = monte_carlo_parallel(bets, 500, "model", seed=9, initial_bankroll=800.0, chunk_size=150)
     assert parallel == monte_carlo(bets, n_paths=500, method="model", seed=9, initial_bankroll=800.0, chunk_size=150)
     assert parallel["fan"]["paths"] == 500
 

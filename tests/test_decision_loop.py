@@ -2,6 +2,8 @@
 risk -> veto -> paper execution -> audit, with outcomes flowing back as rewards."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import ray
@@ -10,7 +12,8 @@ import yaml
 from actors.pipeline import META_CONTROLLER, Pipeline
 from edgeray.audit import AuditLog
 from edgeray.config import PipelineConfig, SourceConfig
-from tests.conftest import pipeline_config
+from edgeray.storage.state import open_state_store
+from tests.conftest import pipeline_config, postgres_url_or_skip
 
 N_BARS = 1500  # per generated symbol; enough for warm-up, the edge model and rewards to flow
 
@@ -142,6 +145,25 @@ def test_meta_controller_killed_mid_stream_restarts_with_nothing_lost_or_duplica
     # 60 s: no checkpoint comes between the first batch and the kill, so the restarted meta-controller starts from
     # nothing and the streamer must resend every batch it decided before the kill.
     cfg = loop_config(tmp_path, unique_name, checkpoint_interval_ms=checkpoint_interval_ms)
+    kill_meta_controller_mid_stream_and_check_exactly_once(cfg, checkpoint_interval_ms)
+
+
+def test_checkpoints_in_postgresql_restart_the_meta_controller_with_nothing_on_the_node_disk(ray_session, tmp_path,
+                                                                                            unique_name):
+    # Every batch checkpointed: the restarted meta-controller resumes from PostgreSQL, as it would on another node.
+    cfg = loop_config(tmp_path, unique_name, checkpoint_interval_ms=0)
+    cfg = PipelineConfig.model_validate({**cfg.model_dump(), "storage": {"state_url": postgres_url_or_skip()}})
+    store = open_state_store(cfg)  # rows of this test's namespace (unique_name) only
+    try:
+        kill_meta_controller_mid_stream_and_check_exactly_once(cfg, 0)
+        assert store.load("meta_controller")["stream"]["seq"] > 0 and store.load("ingestion") is not None
+        assert not (Path(cfg.run_dir) / "state").exists()
+    finally:
+        store.clear()
+        store.close()
+
+
+def kill_meta_controller_mid_stream_and_check_exactly_once(cfg: PipelineConfig, checkpoint_interval_ms: float) -> None:
     pipeline = Pipeline.start(cfg, fresh=True)
     try:
         ref = pipeline.replay_async(generator(cfg), rate=60 * 3000)

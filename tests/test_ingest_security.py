@@ -12,7 +12,7 @@ import ray
 from typer.testing import CliRunner
 
 import edgeray.ingest
-from edgeray.statefile import load_state
+from edgeray.storage.state import open_state_store
 from actors.feature_streamer import FeatureStreamerActor, feast_settings
 from actors.ingestion import IngestionActor
 from actors.pipeline import Pipeline
@@ -352,8 +352,8 @@ def test_an_ingestion_restart_mid_replay_resumes_without_duplicates_or_lost_coun
     try:
         ref = pipeline.ingestion.replay.remote([{"type": "bars", "path": str(path), "symbol": "BTCUSDT-PERP"}], 0)
         # Kill once a commit covers rows (a kill before any commit restarts from row 0, correctly, but proves no resume).
-        state = Path(pipeline.cfg.run_dir) / "state" / "ingestion.json"
-        poll_until(ref, lambda: sum((load_state(state) or {}).get("offsets", {}).values()), 3_000)
+        state = open_state_store(pipeline.cfg)  # what the restarted actor will read
+        poll_until(ref, lambda: sum((state.load("ingestion") or {}).get("offsets", {}).values()), 3_000)
         assert not ray.wait([ref], timeout=0)[0], "the replay finished before the kill"
         ray.kill(pipeline.ingestion, no_restart=False)  # a crash: Ray restarts the actor and retries replay()
         ray.get(ref)

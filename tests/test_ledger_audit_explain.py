@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from edgeray.audit import AuditLog
 from edgeray.explain import EdgeModel, forward_log_return, make_explainer
 from edgeray.ledger import PaperLedger
+from tests.conftest import postgres_url_or_skip
 
 T0 = pd.Timestamp("2024-03-01 14:30", tz="UTC")
 NAN = float("nan")
@@ -222,21 +222,6 @@ def test_ledger_rejects_bad_input_naming_the_field():
 
 # --- audit -------------------------------------------------------------------------------------
 
-POSTGRES_URL = os.environ.get("EDGERAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_or_skip() -> str:
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL does not answer at {POSTGRES_URL} (set EDGERAY_TEST_POSTGRES_URL): {exc.orig}")
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def audit_url(request, tmp_path):
     """(url, table name); a unique PostgreSQL table per test, dropped afterwards."""
@@ -244,7 +229,7 @@ def audit_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'audit.db'}", table
         return
-    url = _postgres_or_skip()
+    url = postgres_url_or_skip()
     yield url, table
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # DROP is not blocked by the append-only triggers (only row changes are)
