@@ -183,6 +183,14 @@ class DecisionConfig(Strict):
     # 0: after every batch. Control events (kill, reviews, arm changes) and bets always checkpoint at once.
     checkpoint_interval_ms: float = Field(250.0, ge=0, le=60_000)
 
+    @field_validator("audit_url")
+    @classmethod
+    def _audit_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edgeray.storage.state import check_database_url
+        return check_database_url(value, "decisions.audit_url")
+
 
 class SportsSourceConfig(Strict):
     """One sports archive file: its sport, path and layout (edgeray.sports.formats; auto: detected from the header)."""
@@ -244,8 +252,8 @@ class StorageConfig(Strict):
     def _supported_database(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from edgeray.storage.state import check_state_url
-        return check_state_url(value)
+        from edgeray.storage.state import check_database_url
+        return check_database_url(value)
 
 
 class PipelineConfig(Strict):

@@ -129,3 +129,11 @@ def test_a_bad_state_url_names_the_field_and_never_shows_its_password():
     with pytest.raises(ConfigError) as caught:
         Config(storage={"state_url": "mysql://trader:hunter2@db.internal:3306/edgeray"})
     assert "storage.state_url" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///audit.db", "mysql://u@db/x", "not a url"])
+def test_an_audit_url_every_actor_would_not_read_alike_is_refused_naming_the_field(url):
+    from edgeray.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match=r"decisions\.audit_url"):
+        Config(decisions={"audit_url": url})

@@ -48,22 +48,22 @@ def encode(state: dict) -> str:
     return json.dumps(state, default=_json_default)
 
 
-def check_state_url(url: str) -> str:
-    """`url` when it names a supported database; a ValueError naming storage.state_url otherwise."""
+def check_database_url(url: str, field: str = URL_FIELD) -> str:
+    """`url` when it names a database every actor of a run reaches alike; a ValueError naming `field` otherwise."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise ValueError(f"{URL_FIELD}: {url!r} is not a database URL; expected {URL_EXAMPLES}") from None
+        raise ValueError(f"{field}: {url!r} is not a database URL; expected {URL_EXAMPLES}") from None
     shown = parsed.render_as_string(hide_password=True)  # never echo a password into logs
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
-        raise ValueError(f"{URL_FIELD}: {backend!r} databases are not supported ({shown}); expected {URL_EXAMPLES}")
+        raise ValueError(f"{field}: {backend!r} databases are not supported ({shown}); expected {URL_EXAMPLES}")
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         # An in-memory database dies with the process that holds it: no restarted actor would find anything.
-        raise ValueError(f"{URL_FIELD}: SQLite needs a database file ({shown}); expected {URL_EXAMPLES}")
+        raise ValueError(f"{field}: SQLite needs a database file ({shown}); expected {URL_EXAMPLES}")
     if backend == "sqlite" and not Path(parsed.database).is_absolute():
         # Ray starts actors in their own working directories: a relative path would differ between actors.
-        raise ValueError(f"{URL_FIELD}: SQLite needs an absolute path ({shown}); expected {URL_EXAMPLES}")
+        raise ValueError(f"{field}: SQLite needs an absolute path ({shown}); expected {URL_EXAMPLES}")
     return url
 
 
@@ -110,7 +110,7 @@ class SqlStateStore:
     transaction, so what `save` returned from survives this process, and this node."""
 
     def __init__(self, url: str, namespace: str):
-        check_state_url(url)
+        check_database_url(url)
         self.namespace = namespace
         # pre_ping: a database that restarted (or failed over) since the last checkpoint costs a reconnect, not a
         # failed checkpoint.
