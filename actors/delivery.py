@@ -24,7 +24,6 @@ class ResendingSender:
         self.next_seq = 1
         self.last_sent = 0
         self.resent = 0  # batches sent again to a restarted receiver
-        self.max_kept = 0
 
     def send(self, payload: Any) -> list[tuple[Any, BaseException]]:
         """Deliver `payload` (after whatever a restarted receiver asks for first). Returns the payloads given up
@@ -32,7 +31,6 @@ class ResendingSender:
         seq = self.next_seq
         self.next_seq += 1
         self.kept.append((seq, payload))
-        self.max_kept = max(self.max_kept, len(self.kept))
         failed: list[tuple[Any, BaseException]] = []
         reply = self._call(seq, payload, self.last_sent, failed)
         while reply is not None and reply.get("resend_after") is not None:
