@@ -9,7 +9,8 @@ import types
 import pytest
 
 from edgeray.gpu import gpu_stats
-from edgeray.training.jobs import RESTART_REASON, JobStore, torch_mlp_demo
+from edgeray.training.jobs import RESTART_REASON, JobStore
+from edgeray.training.tasks import torch_mlp_demo
 
 DAY = 24 * 3600.0
 ADMIN = ("ops", True)  # (user, is_admin) as the HTTP layer passes the authenticated caller
