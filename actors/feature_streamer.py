@@ -278,4 +278,5 @@ class FeatureStreamerActor:
                 "decision_batches_kept": len(self._decisions.kept) if self.meta is not None else 0,
                 "decision_batches_resent": self._decisions.resent if self.meta is not None else 0,
                 "bet_queue": self._bet_outbox.status() if self._bet_outbox is not None else None,
-                "odds_books": len(self.odds.books), "odds_off_board_quotes": self.odds.off_board}
+                "odds_books": len(self.odds.books), "odds_off_board_quotes": self.odds.off_board,
+                "node_id": ray.get_runtime_context().get_node_id()}

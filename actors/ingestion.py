@@ -238,7 +238,8 @@ class IngestionActor:
         return {**self.core.counters.as_dict(), "in_flight": len(self._in_flight), "queue": self._outbox.status(),
                 "max_in_flight": self._in_flight.limit, "max_in_flight_seen": self._in_flight.max_seen,
                 "downstream_errors": self.downstream_errors, "restarted": self.restarted,
-                "dead_letters": self.deadletters.total, "replay": dict(self._progress)}
+                "dead_letters": self.deadletters.total, "replay": dict(self._progress),
+                "node_id": ray.get_runtime_context().get_node_id()}  # where it runs (it moves when its node dies)
 
     def dead_letters(self, limit: int = 100, offset: int = 0) -> dict:
         """{"total", "offset", "limit", "items"}: `limit` records skipping the `offset` newest, oldest first."""

@@ -310,5 +310,5 @@ class MetaControllerActor:
                     "latency_ms_p99": latency["latency_ms_p99"], "busy_s": self._busy_s, "equity": equity,
                     "shadows": k.engine.shadow_report(equity), "rejected_rows": dict(k.rejected_rows),
                     "edge_model": k.engine.edge.model_kind if k.engine.edge is not None else None,
-                    "stages_ms": self._stages.summary(),
+                    "stages_ms": self._stages.summary(), "node_id": ray.get_runtime_context().get_node_id(),
                     "bets": {key: v for key, v in k.bets.snapshot().items() if key not in ("positions", "prices", "position_strategy")}}

@@ -56,13 +56,20 @@ class Pipeline:
         """Start (or attach to, if already running) the named actors; the streamer applies the Feast
         definitions when it starts. `fresh` discards the decision loop's checkpoints and audit from an earlier run."""
         ensure_ray(cfg)
+        # max_task_retries=-1: a call made to (or in flight on) an actor whose node died is retried until the actor
+        # has restarted elsewhere, however many attempts fail meanwhile (each refused connection to the dead node
+        # counts as one: with a finite count a replay ran out of retries before its node was declared dead). It
+        # still fails once the actor is gone for good (max_restarts spent), and an exception the actor raises is
+        # never retried.
         common = dict(namespace=cfg.namespace, get_if_exists=True, max_restarts=cfg.max_restarts,
-                      max_task_retries=cfg.max_restarts, lifetime="detached" if detached else None)
+                      max_task_retries=-1, lifetime="detached" if detached else None)
         config = cfg.model_dump()
         decision = cls._start_decision_loop(cfg, common, fresh) if cfg.decisions.enabled else None
         meta = decision[META_CONTROLLER] if decision else None
-        streamer = FeatureStreamerActor.options(name=FEATURE_STREAMER, **common).remote(config, streamer_delay_s, meta)
-        ingestion = IngestionActor.options(name=INGESTION, **common).remote(config, streamer)
+        where = cfg.ray.placement.options  # ray.placement: the nodes each role may run on (None: any)
+        streamer = FeatureStreamerActor.options(name=FEATURE_STREAMER, **common, **where(cfg.ray.placement.stream_resource)).remote(
+            config, streamer_delay_s, meta)
+        ingestion = IngestionActor.options(name=INGESTION, **common, **where(cfg.ray.placement.ingest_resource)).remote(config, streamer)
         pipeline = cls(cfg, streamer, ingestion, decision)
         pipeline.status()  # returns once both actors are constructed, so the first batch is not timed on start-up
         return pipeline
@@ -79,6 +86,7 @@ class Pipeline:
                 for leftover in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):  # WAL mode
                     leftover.unlink(missing_ok=True)
         d = cfg.decisions
+        common = {**common, **cfg.ray.placement.options(cfg.ray.placement.loop_resource)}  # the loop's nodes
         audit = AuditActor.options(name=AUDIT, **common).remote(cfg.audit_url)
         actors = {AUDIT: audit}
         policy = None

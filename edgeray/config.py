@@ -15,10 +15,29 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PlacementConfig(Strict):
+    """Where the long-lived actors may run on a cluster: each role names a custom resource that only the nodes
+    meant for it declare (cluster.yaml: `resources`), asked for in a tiny amount so any number of actors fit.
+    None: any node (one machine, a laptop). When its node dies, Ray restarts the actor on another node that
+    declares the resource (see README, "When a node dies")."""
+    loop_resource: str | None = None  # the meta-controller, the audit actor and the policy server
+    ingest_resource: str | None = None  # the ingestion actor
+    # The feature streamer holds the rolling feature state and the decision batches not yet checkpointed, in
+    # memory only: put it on the head node (it is lost with the cluster, never with a worker).
+    stream_resource: str | None = None
+    amount: float = Field(0.001, gt=0, le=1)
+
+    def options(self, resource: str | None) -> dict:
+        """Ray actor options that confine an actor to the nodes declaring `resource` (none when it is None)."""
+        return {"resources": {resource: self.amount}} if resource else {}
+
+
 class RayConfig(Strict):
     address: str | None = None  # None: join a running cluster if RAY_ADDRESS is set, else start locally
     num_cpus: int = 2
     object_store_memory_mb: int = 512
+    placement: PlacementConfig = PlacementConfig()
+
 
 
 class IngestionConfig(Strict):

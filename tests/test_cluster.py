@@ -1,0 +1,235 @@
+"""Placement and node loss on a SIMULATED multi-node cluster (ray.cluster_utils.Cluster: a head and worker nodes,
+each a real raylet with its own worker processes, on this one machine), with the checkpoints and the audit log in
+the test PostgreSQL. A node is killed the way a machine dies (its raylet and object store SIGKILLed, no graceful
+drain); the actors it hosted must come back on another node declaring their resource, reload their state from
+PostgreSQL, and the audit log must show every bar decided exactly once.
+
+The cluster needs its own Ray instance, which would clash with the shared `ray_session`, so each scenario runs in a
+subprocess and prints its observations as JSON (as tests/test_training_gpu_placement.py does). bench/cluster.py
+runs the same scenario and prints its figures."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = ["SYN-A", "SYN-B"]
+LOOP, INGEST, STREAM = "edgeray_loop", "edgeray_ingest", "edgeray_stream"  # the custom resources (cluster.yaml)
+# GCS declares a node dead after this many missed health checks this far apart (Ray's defaults: 3000 ms x 5, so
+# ~15 s from the crash); shortened here so the test is quick. bench/cluster.py reports the figure for both.
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                      "health_check_timeout_ms": 500}
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)  # polling interval only; the deadline bounds the wait
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def crash(cluster, node) -> None:
+    """Kill a worker node the way a machine dies: its raylet, object store and agents SIGKILLed (no drain), then,
+    at once, every worker process it had started (remove_node alone leaves them running, orphaned, for a while:
+    an actor there kept answering calls after its node was gone)."""
+    import psutil
+    from ray._private import ray_constants
+
+    raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+    processes = raylet.children(recursive=True)
+    cluster.remove_node(node, allow_graceful=False)
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@contextmanager
+def scratch_database(base_url: str):
+    """A PostgreSQL database of its own (checkpoints and the audit table in it), dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"edgeray_cluster_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield str(sa.engine.make_url(base_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: int = 2500, rate_bars_s: float = 100,
+                       system_config: dict | None = None) -> dict:
+    """Head (the driver, GCS and the feature streamer: `edgeray_stream`) plus a worker declaring the loop's resource
+    and one declaring ingestion's; a paced replay of the generator; for each role in `kills` ("meta_controller" or
+    "ingestion"), once the replay is under way, a spare worker joins (what the autoscaler would start) and the
+    node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store."""
+    import pandas as pd
+    import ray
+    import yaml
+    from ray.cluster_utils import Cluster
+
+    from actors.feature_streamer import feast_settings
+    from actors.pipeline import INGESTION, META_CONTROLLER, Pipeline
+    from edgeray.audit import AuditLog
+    from edgeray.config import PipelineConfig
+    from edgeray.feature_repo.settings import MARKET_VIEW
+    from tests.conftest import pipeline_config
+
+    mb = 1024**2
+    worker = lambda *roles: dict(num_cpus=1, resources={r: 1 for r in roles}, object_store_memory=96 * mb)  # noqa: E731
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {STREAM: 1}, "object_store_memory": 128 * mb, "include_dashboard": False,
+        "_system_config": system_config if system_config is not None else FAST_HEALTH_CHECKS})
+    workdir = Path(workdir)
+    name = f"c{uuid.uuid4().hex[:10]}"
+    out: dict = {"kills": []}
+    try:
+        # One worker for the loop, one for ingestion, so each kill below takes one role's node; a spare declares both.
+        nodes = [cluster.add_node(**worker(LOOP)), cluster.add_node(**worker(INGEST))]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=name, log_to_driver=False)
+        with scratch_database(base_url) as url:
+            veto = workdir / "veto.yaml"
+            veto.write_text(yaml.safe_dump({"default_action": "approve", "hold_timeout_s": 300,
+                                            "timeout_action": "reject", "rules": []}))
+            cfg = PipelineConfig.model_validate(pipeline_config(
+                workdir, name, max_restarts=3, storage={"state_url": url},
+                ray={"placement": {"loop_resource": LOOP, "ingest_resource": INGEST, "stream_resource": STREAM}},
+                ingestion={"batch_size": 200, "commit_interval_s": 0.5},
+                decisions={"enabled": True, "audit_url": url, "edge_model_warmup_rows": 600, "veto_config": str(veto),
+                           "risk_config": str(ROOT / "configs" / "risk.yaml"), "checkpoint_interval_ms": 250},
+                fallback={"type": "generator", "symbols": SYMBOLS, "n_bars": n_bars, "seed": 11}))
+            pipeline = Pipeline.start(cfg, fresh=True)
+            meta, ingestion = pipeline.decision[META_CONTROLLER], pipeline.ingestion
+            status_of = {META_CONTROLLER: lambda: ray.get(meta.status.remote(), timeout=60),
+                         INGESTION: lambda: ray.get(ingestion.status.remote(), timeout=60)}
+            out["placed"] = {role: status_of[role]()["node_id"] for role in status_of}
+            out["placed"]["feature_streamer"] = ray.get(pipeline.streamer.status.remote())["node_id"]
+            out["head"], out["workers"] = cluster.head_node.node_id, [n.node_id for n in nodes]
+            out["placed_at_start"] = dict(out["placed"])
+            ref = pipeline.replay_async(rate=60 * rate_bars_s)  # bar-minutes per wall-second
+            total = 2 * n_bars
+            for i, role in enumerate(kills):
+                # Mid-replay: the kills spread over the first ~half of it, each after decisions and a checkpoint.
+                target = total * (i + 1) // (2 * len(kills) + 1)
+                cluster.add_node(**worker(LOOP, INGEST))  # the replacement the autoscaler would start
+                cluster.wait_for_nodes()
+                _wait(lambda: status_of[META_CONTROLLER]()["decisions"] >= target, 120, f"{target} decisions")
+                assert not ray.wait([ref], timeout=0)[0], "the replay finished before the node was killed"
+                before = status_of[role]()
+                victim = next(n for n in cluster.worker_nodes if n.node_id == before["node_id"])
+                decided = before.get("decisions", status_of[META_CONTROLLER]()["decisions"])
+                out["nodes_at_kill"] = len(cluster.worker_nodes) + 1
+                killed_at = time.monotonic()
+                crash(cluster, victim)
+                after = status_of[role]()  # queued until the actor has restarted elsewhere and answers
+                answered_s = time.monotonic() - killed_at
+                _wait(lambda: status_of[META_CONTROLLER]()["decisions"] > decided, 120, "decisions to resume")
+                out["kills"].append({"role": role, "node": victim.node_id, "moved_to": after["node_id"],
+                                     "decided_before": decided, "answered_s": answered_s,
+                                     "decisions_resumed_s": time.monotonic() - killed_at,
+                                     "co_hosted": [r for r, n in out["placed"].items() if n == victim.node_id]})
+                out["placed"] = {r: status_of[r]()["node_id"] if r in status_of else n for r, n in out["placed"].items()}
+            replay = ray.get(ref, timeout=300)
+            status = pipeline.finish()
+            out["replay"], out["ingestion"], out["features"] = replay, status["ingestion"], status["features"]
+            out["decisions_status"] = status["decisions"]["decisions"]
+            pipeline.shutdown()
+
+            audit = AuditLog(url)
+            everything = (pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+            decisions = pd.DataFrame(audit.range(*everything, stage="decision", limit=10_000_000))
+            out["bars"] = total
+            out["decision_rows"] = len(decisions)
+            out["decision_ids"] = int(decisions["decision_id"].nunique())
+            # The bars decided, told apart by (symbol, bar time) from the payload rather than by id: rows == bars
+            # decided means no bar was decided twice, even under two ids.
+            keys = decisions["payload"].map(lambda p: p["symbol"]) + "@" + decisions["event_ts"].astype(str)
+            out["bars_decided"] = int(keys.nunique())
+            out["stage_counts"] = {stage: [audit.count(stage), int(pd.DataFrame(
+                audit.range(*everything, stage=stage, limit=10_000_000))["decision_id"].nunique())]
+                for stage in ("risk", "fill") if audit.count(stage)}
+            audit.close()
+            files = glob.glob(str(feast_settings(cfg).offline_dir / MARKET_VIEW / "*.parquet"))
+            history = pd.concat([pd.read_parquet(f) for f in files])
+            entity = "entity" if "entity" in history else "symbol"
+            out["offline_rows"] = len(history)
+            out["offline_duplicates"] = int(history.duplicated([entity, "event_ts"]).sum())
+        return out
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def run_scenario(*args, timeout: float = 400) -> dict:
+    """node_loss_scenario in a subprocess of its own (its own Ray); its result."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, sys; from tests.test_cluster import node_loss_scenario; "
+            "print('RESULT' + json.dumps(node_loss_scenario(*json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def test_meta_controller_and_ingestion_nodes_die_mid_replay_and_every_bar_is_decided_once(tmp_path):
+    from tests.conftest import postgres_url_or_skip
+
+    out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"])
+    # Placement: the streamer on the head (the only node declaring edgeray_stream), the loop and ingestion each on
+    # the worker declaring its resource.
+    assert out["placed_at_start"] == {"meta_controller": out["workers"][0], "ingestion": out["workers"][1],
+                                      "feature_streamer": out["head"]}
+    meta_kill, ingest_kill = out["kills"]
+    assert meta_kill["role"] == "meta_controller" and meta_kill["co_hosted"] == ["meta_controller"]
+    assert ingest_kill["role"] == "ingestion" and ingest_kill["co_hosted"] == ["ingestion"]
+    for kill in out["kills"]:
+        assert kill["node"] != out["head"]
+        assert kill["moved_to"] not in (kill["node"], out["head"])  # restarted on another loop/ingest worker
+        assert kill["decided_before"] > 0
+    assert 0 < meta_kill["decided_before"] < out["bars"]  # killed mid-replay
+    # Exactly once, from the audit log in PostgreSQL: every bar decided, none twice.
+    assert out["decision_rows"] == out["decision_ids"] == out["bars_decided"] == out["bars"]
+    for stage, (rows, ids) in out["stage_counts"].items():
+        assert rows == ids, stage
+    assert out["stage_counts"].get("risk", [0])[0] > 0
+    # The offline feature history: every bar once, no duplicate (symbol, ts).
+    assert out["offline_duplicates"] == 0 and out["offline_rows"] == out["bars"]
+    assert out["features"]["events_processed"] == out["bars"]
+    assert out["features"]["decision_errors"] == 0 and out["features"]["undecided_rows"] == 0
+    ing = out["ingestion"]
+    assert ing["received"] == out["bars"] == ing["accepted"]
+    assert ing["replay"]["resumed_from"] > 0  # the restarted ingestion resumed from its PostgreSQL checkpoint
+
+
+def test_placement_is_off_by_default_and_cluster_yaml_declares_what_it_asks_for():
+    import yaml
+
+    from edgeray.config import PipelineConfig
+    from tests.conftest import pipeline_config
+
+    default = PipelineConfig.model_validate(pipeline_config(ROOT / "unused", "t")).ray.placement
+    assert [default.options(r) for r in (default.loop_resource, default.ingest_resource, default.stream_resource)] == [{}] * 3
+    placed = default.model_copy(update={"loop_resource": LOOP})
+    assert placed.options(placed.loop_resource) == {"resources": {LOOP: 0.001}}
+    nodes = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
+    assert nodes["head"]["resources"].get(STREAM) == 1  # the streamer's node
+    assert {LOOP, INGEST} <= set(nodes["cpu_worker"]["resources"]) and nodes["cpu_worker"]["min_workers"] >= 2
+    assert not {LOOP, INGEST, STREAM} & set(nodes["gpu_worker"]["resources"]) and nodes["gpu_worker"]["resources"]["GPU"] >= 1
