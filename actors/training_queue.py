@@ -18,16 +18,18 @@ import time
 import ray
 from ray.exceptions import TaskCancelledError
 
+from edgeray.device import parse_memory_budgets, parse_memory_gb, run_with_failover, select_device
 from edgeray.gpu import gpu_stats as nvml_gpu_stats
 from edgeray.training.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETENTION_S,
-    TRAINING_TASKS,
     JobCancelled,
     JobStore,
 )
 
 log = logging.getLogger(__name__)
+
+MEMORY_RESOURCE = "gpu_memory_gb"  # the Ray custom resource GPU nodes declare: their GPU memory budget in GiB
 
 DEFAULT_CONFIG = {
     "db_path": "runs/training/queue.sqlite",
@@ -39,19 +41,27 @@ DEFAULT_CONFIG = {
     "cancel_grace_s": 30.0,
     "poll_s": 0.2,  # how long the scheduler loop waits on running tasks before re-checking the queue
     "start_paused": False,
+    # GPU memory budgets per GPU index, e.g. {0: "8GB", 1: "6GB"}: a job declaring params.gpu_memory_gb more
+    # than the largest is refused at submit. Placement by budget is Ray's, see _dispatch.
+    "gpu_memory_budgets": {},
 }
 
 
 @ray.remote(max_retries=0)  # the scheduler, not Ray, decides about retries (attempts / max_attempts)
 def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: dict) -> dict:
-    """Run one job attempt; report placement, then progress per epoch, to the scheduler."""
-    import torch
+    """Run one job attempt; report placement, then progress per epoch, to the scheduler. The device is the
+    device manager's pick (CUDA only when Ray gave this task a GPU); a device failure (out of memory, lost
+    device) is retried smaller or on the next device (edgeray.device.run_with_failover), every try recorded
+    as placement.device_attempts and in the result."""
+    from edgeray.training import jobs as training_jobs
+    from edgeray.training.tasks import device_settings, with_device_settings
 
     ctx = ray.get_runtime_context()
     gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    placement = {"node_id": ctx.get_node_id(), "gpu_ids": gpu_ids, "device": device, "pid": os.getpid(),
-                 "landed_at": time.time()}
+    # Ray sets CUDA_VISIBLE_DEVICES to this task's GPUs, so the first visible one is ours
+    info = select_device(allow_cuda=bool(gpu_ids))
+    placement = {"node_id": ctx.get_node_id(), "gpu_ids": gpu_ids, "device": info.name, "pid": os.getpid(),
+                 "landed_at": time.time(), "device_info": info.to_dict()}
     if ray.get(scheduler.job_started.remote(job_id, attempt, placement)):
         return {"status": "cancelled", "error": "cancelled before the first epoch"}
     started = time.perf_counter()
@@ -65,13 +75,28 @@ def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: di
         if stop:
             raise JobCancelled(f"cancel requested; stopped after epoch {epoch}/{total_epochs}")
 
+    def train(device: str, batch_size: int | None, precision: str) -> dict:
+        # the registry through its module: cloudpickle ships this function by value (the module attribute is the
+        # RemoteFunction), which would freeze a copy of the dict as the pickling process had it
+        return training_jobs.TRAINING_TASKS[task](with_device_settings(task, params, batch_size, precision),
+                                                  progress, device)
+
+    def on_attempt(attempts: list[dict]) -> None:
+        if len(attempts) > 1 and ray.get(scheduler.job_started.remote(
+                job_id, attempt, {"device": attempts[-1]["device"], "device_attempts": attempts})):
+            raise JobCancelled("cancel requested before a device-failover retry")
+
     try:
-        result = TRAINING_TASKS[task](params, progress, device)
+        batch_size, precision = device_settings(task, params)
+        result, attempts = run_with_failover(train, info.name, batch_size, precision, on_attempt=on_attempt)
     except JobCancelled as exc:
-        return {"status": "cancelled", "error": str(exc), "epochs_run": last_epoch}
+        return {"status": "cancelled", "error": str(exc), "epochs_run": last_epoch,
+                "result": {"device_attempts": getattr(exc, "device_attempts", [])}}
     except Exception as exc:  # the job's own failure is data for the user, not a scheduler crash
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epochs_run": last_epoch}
-    return {"status": "completed", "result": result, "epochs_run": last_epoch}
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epochs_run": last_epoch,
+                "result": {"device_attempts": getattr(exc, "device_attempts", [])}}
+    out = result if isinstance(result, dict) else {"value": result}
+    return {"status": "completed", "result": {**out, "device_attempts": attempts}, "epochs_run": last_epoch}
 
 
 @ray.remote(num_cpus=0, max_concurrency=16)  # threads: runners report progress while the loop dispatches
@@ -83,6 +108,7 @@ class TrainingQueueActor:
             raise ValueError(f"config.{unknown[0]}: unknown training-queue setting; known: {sorted(DEFAULT_CONFIG)}")
         if not isinstance(cfg["max_concurrent"], int) or cfg["max_concurrent"] < 1:
             raise ValueError(f"config.max_concurrent must be an integer >= 1, got {cfg['max_concurrent']!r}")
+        cfg["gpu_memory_budgets"] = parse_memory_budgets(cfg["gpu_memory_budgets"], "config.gpu_memory_budgets")
         self.cfg = cfg
         self.store = JobStore(cfg["db_path"], retention_s=cfg["retention_s"], max_attempts=cfg["max_attempts"])
         self.recovered = self.store.recover()
@@ -105,6 +131,8 @@ class TrainingQueueActor:
         largest = self._largest_node_gpus()
         if isinstance(num_gpus, (int, float)) and largest > 0 and num_gpus > largest:  # Ray would never place it
             raise ValueError(f"num_gpus {num_gpus!r} exceeds the largest node's {largest:g} GPUs")
+        if isinstance(params, dict) and params.get("gpu_memory_gb") is not None:
+            self._check_gpu_memory(parse_memory_gb(params["gpu_memory_gb"], "params.gpu_memory_gb"))
         job = self.store.submit(user, task, params, priority, num_gpus,  # ValueError names the bad field
                                 server_params=server_params)
         self._dispatch()
@@ -155,8 +183,21 @@ class TrainingQueueActor:
             # raylet was started with CUDA_VISIBLE_DEVICES restricting it
             device["jobs"] = [a["job_id"] for a in assignments
                               if a["node_id"] == self._node_id and str(device["index"]) in a["gpu_ids"]]
+        try:  # what the device manager picks in this (scheduler) process; each job picks on its own node
+            device = select_device().to_dict()
+        except Exception as exc:  # stats must answer even when torch cannot probe
+            device = {"error": f"{type(exc).__name__}: {exc}"}
+        budgets = {
+            "configured_gb": {str(i): gb for i, gb in self.cfg["gpu_memory_budgets"].items()},
+            "resource": MEMORY_RESOURCE,
+            "declared_gb": {n["NodeID"]: n["Resources"][MEMORY_RESOURCE] for n in ray.nodes()
+                            if n["Alive"] and MEMORY_RESOURCE in n["Resources"]},
+            "available_gb": ray.available_resources().get(MEMORY_RESOURCE, 0.0),
+            "jobs_gb": {j["job_id"]: (j["params"] or {}).get("gpu_memory_gb")
+                        for j in self.store.list_jobs(states=["running"]) if (j["params"] or {}).get("gpu_memory_gb")},
+        }
         return {**stats, "node_id": self._node_id, "cluster_gpus": ray.cluster_resources().get("GPU", 0.0),
-                "assignments": assignments}
+                "assignments": assignments, "device": device, "memory_budgets": budgets}
 
     # ----------------------------------------------------------- admin / runner API
     def pause(self) -> None:
@@ -188,14 +229,36 @@ class TrainingQueueActor:
     def _largest_node_gpus(self) -> float:
         return max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
 
+    def _check_gpu_memory(self, gb: float) -> None:
+        """Refuse a job no GPU could ever hold: over the largest configured per-GPU budget, or over every
+        node's declared gpu_memory_gb resource (Ray would leave it pending forever)."""
+        budgets = self.cfg["gpu_memory_budgets"]
+        if budgets and gb > max(budgets.values()):
+            index = max(budgets, key=budgets.get)
+            raise ValueError(f"params.gpu_memory_gb {gb:g} exceeds the largest GPU memory budget "
+                             f"({budgets[index]:g} GB on GPU {index}; budgets {budgets})")
+        declared = [n["Resources"].get(MEMORY_RESOURCE, 0.0) for n in ray.nodes() if n["Alive"]]
+        if any(declared) and gb > max(declared):
+            raise ValueError(f"params.gpu_memory_gb {gb:g} exceeds every node's {MEMORY_RESOURCE} resource "
+                             f"(largest {max(declared):g})")
+
     def _dispatch(self) -> None:
         with self._lock:
             if self._paused:
                 return
-            cluster_has_gpus = ray.cluster_resources().get("GPU", 0.0) > 0
+            cluster = ray.cluster_resources()
+            cluster_has_gpus = cluster.get("GPU", 0.0) > 0
             for job in self.store.claim_next(self.cfg["max_concurrent"]):
                 num_gpus = job["num_gpus"] if cluster_has_gpus else 0.0
                 resources = {"num_gpus": num_gpus, "num_cpus": float(self.cfg["cpus_per_job"])}
+                gb = (job["params"] or {}).get("gpu_memory_gb")
+                # Budget placement is a Ray custom resource, not bookkeeping here: each GPU node declares
+                # `gpu_memory_gb` (its GPU's budget; ray start --resources), so Ray holds the memory with the GPU
+                # atomically, across nodes and across restarts of this actor, and a job waits (pending in Ray,
+                # as for GPUs) until a GPU with room frees. Per-GPU exactly on one-GPU nodes; on a multi-GPU node
+                # the budget is the node's total and Ray picks which of its GPUs. No node declaring it: no budget.
+                if num_gpus > 0 and gb and cluster.get(MEMORY_RESOURCE, 0.0) > 0:
+                    resources["resources"] = {MEMORY_RESOURCE: float(gb)}
                 self.store.record_placement(job["job_id"], job["attempts"], dict(resources))
                 ref = run_training_job.options(**resources, name=f"train-{job['task']}-{job['job_id']}").remote(
                     self._self, job["job_id"], job["attempts"], job["task"], job["params"])

@@ -241,6 +241,17 @@ class SportsConfig(Strict):
     queue_db: str = "runs/training/queue.sqlite"
     max_concurrent_jobs: int = Field(2, gt=0)
     retention_days: float = Field(7.0, gt=0)
+    # Training GPU memory budgets per GPU index, e.g. {0: "8GB", 1: "6GB"} (the specification's example): a job
+    # declaring more (params.gpu_memory_gb) than the largest is refused. Placement by budget needs each GPU node
+    # to declare the Ray resource gpu_memory_gb (README, "Devices and mixed precision").
+    gpu_memory_budgets: dict[int, str | float] = {}
+
+    @field_validator("gpu_memory_budgets")
+    @classmethod
+    def _budgets(cls, value: dict) -> dict:
+        from edgeray.device import parse_memory_budgets
+        parse_memory_budgets(value, "sports.gpu_memory_budgets")  # ValueError names the GPU and the value
+        return value
 
     def file_sources(self) -> list[dict]:
         """The declared sources as plain dicts (edgeray.sports.games.read_sport's `sources`)."""

@@ -18,7 +18,7 @@ def _text(value) -> str | None:
 
 
 def gpu_stats() -> dict:
-    """Per device: index, name, uuid, memory used/total (MiB), utilisation % (GPU and memory), temperature C."""
+    """Per device: index, name, uuid, memory used/total/free (MiB), utilisation % (GPU and memory), temperature C."""
     try:
         import pynvml
     except ImportError as exc:
@@ -43,6 +43,7 @@ def gpu_stats() -> dict:
                 "uuid": _text(_field(pynvml.nvmlDeviceGetUUID, handle)),
                 "memory_used_mib": memory.used / _MIB if memory is not None else None,
                 "memory_total_mib": memory.total / _MIB if memory is not None else None,
+                "memory_free_mib": (memory.total - memory.used) / _MIB if memory is not None else None,
                 "memory_used_pct": 100.0 * memory.used / memory.total if memory is not None and memory.total else None,
                 "utilization_gpu_pct": float(util.gpu) if util is not None else None,
                 "utilization_memory_pct": float(util.memory) if util is not None else None,

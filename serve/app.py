@@ -218,7 +218,8 @@ def build_deployment(app: FastAPI | None = None):
                 self._training_queue = TrainingQueueActor.options(
                     name="training_queue", namespace=self.cfg.namespace, get_if_exists=True, lifetime="detached",
                     max_restarts=self.cfg.max_restarts, max_task_retries=self.cfg.max_restarts).remote(
-                    {"db_path": sc.queue_db, "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400})
+                    {"db_path": sc.queue_db, "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400,
+                     "gpu_memory_budgets": dict(sc.gpu_memory_budgets)})
             return self._training_queue
 
         def matrix(self):

@@ -96,3 +96,99 @@ def test_placement_on_simulated_gpu_nodes(tmp_path):
     released = max(j["cancel_requested_at"] for j in out["halves_after"].values())
     assert whole["placement"]["landed_at"] >= released  # the whole GPU only after both halves let go
     assert all(j["state"] == "cancelled" for j in out["halves_after"].values())
+
+
+def simulated_budget_scenario(db_path: str) -> dict:
+    """SIMULATED GPU nodes with memory budgets: two one-GPU nodes declaring the Ray resource gpu_memory_gb (8 and
+    6, the specification's example; no physical GPU is used) and a queue configured with the same per-GPU budgets. Workers run
+    tests.fake_device.install_fake_oom_task, which adds `fake_oom_demo` (the real demo task behind an injected
+    CUDA out-of-memory error for batches over 16 rows)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from actors.training_queue import TrainingQueueActor
+
+    # the head is one of the two GPU nodes (it also runs the scheduler, which takes no CPU): one node fewer to start
+    node_args = {"num_cpus": 3, "num_gpus": 1, "object_store_memory": 128 * 1024**2}
+    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "resources": {"gpu_memory_gb": 8}})
+    try:
+        nodes = {8: cluster.head_node, 6: cluster.add_node(**node_args, resources={"gpu_memory_gb": 6})}
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "tests.fake_device.install_fake_oom_task"})
+        q = TrainingQueueActor.remote({"db_path": db_path, "max_concurrent": 4, "poll_s": 0.05,
+                                       "gpu_memory_budgets": {0: "8GB", 1: "6GB"}})
+        refused = {}
+        for label, gb in (("over_budget", 10), ("bad_value", "lots")):
+            try:
+                ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2, "gpu_memory_gb": gb}, 0, 0.5))
+            except ValueError as exc:
+                refused[label] = str(exc)
+        long_params = {"epochs": 100_000, "n_samples": 32, "batch_size": 32, "hidden": 4, "gpu_memory_gb": 5}
+        # two 5 GB jobs: half a GPU each would let them share one GPU, their budgets do not
+        first, second = (ray.get(q.submit.remote(u, "torch_mlp_demo", long_params, 0, 0.5))["job_id"]
+                         for u in ("ann", "bob"))
+
+        def get(job_id):
+            return ray.get(q.job.remote(job_id, "ops", True))
+
+        _wait(lambda: all((get(i)["progress"] or {}).get("epoch", 0) >= 1 for i in (first, second)), 120,
+              "both 5 GB jobs to train")
+        # a third 5 GB job: half a GPU is free on each node, 5 GB on neither, so it must wait
+        waiting = ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2, "n_samples": 32, "gpu_memory_gb": 5},
+                                          0, 0.5))["job_id"]
+        # a 3 GB job fits beside the 5 GB one on the 8 GB node; its first try fails with the injected OOM
+        oom = ray.get(q.submit.remote("dee", "fake_oom_demo", {"epochs": 2, "n_samples": 32, "batch_size": 32,
+                                                               "gpu_memory_gb": 3}, 0, 0.5))["job_id"]
+
+        def oom_done():
+            jobs = {i: get(i) for i in (first, second, waiting, oom)}
+            return jobs[oom]["state"] in ("completed", "failed") and jobs
+
+        snapshot = _wait(oom_done, 120, "the 3 GB job to end")
+        stats = ray.get(q.gpu_stats.remote())
+        ray.get(q.cancel.remote(first, "ops", True))
+        landed = _wait(lambda: (j := get(waiting))["state"] == "completed" and j, 120, "the waiting job to run")
+        ray.get(q.cancel.remote(second, "ops", True))
+        first_after = _wait(lambda: (j := get(first))["state"] == "cancelled" and j, 60, "the first job to stop")
+        _wait(lambda: get(second)["state"] == "cancelled", 60, "the second job to stop")
+        return {"nodes": {str(gb): n.node_id for gb, n in nodes.items()}, "snapshot": snapshot, "landed": landed,
+                "first_after": first_after, "refused": refused, "budgets": stats["memory_budgets"],
+                "device": stats["device"], "ids": {"first": first, "second": second, "waiting": waiting, "oom": oom}}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_memory_budgets_and_oom_failover_on_simulated_gpu_nodes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, sys; from tests.test_training_gpu_placement import simulated_budget_scenario; "
+            "print('RESULT' + json.dumps(simulated_budget_scenario(sys.argv[1])))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "queue.sqlite")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    ids, snap = out["ids"], out["snapshot"]
+
+    assert "params.gpu_memory_gb 10 exceeds the largest GPU memory budget (8 GB on GPU 0" in out["refused"]["over_budget"]
+    assert "params.gpu_memory_gb" in out["refused"]["bad_value"]
+    first, second = snap[ids["first"]], snap[ids["second"]]
+    assert {first["placement"]["node_id"], second["placement"]["node_id"]} == set(out["nodes"].values())
+    assert first["placement"]["resources"] == {"gpu_memory_gb": 5.0}
+    assert "node_id" not in (snap[ids["waiting"]]["placement"] or {})  # GPU share free, budget not: it waited
+    landed = out["landed"]["placement"]
+    assert landed["landed_at"] >= out["first_after"]["cancel_requested_at"]  # only once 5 GB were released
+
+    oom = snap[ids["oom"]]
+    assert oom["state"] == "completed", (oom["error"], oom["result"])
+    assert oom["placement"]["node_id"] == out["nodes"]["8"]  # 3 GB fit only beside the 5 GB job on the 8 GB node
+    attempts = oom["result"]["device_attempts"]
+    assert [(a["device"], a["batch_size"]) for a in attempts] == [("cpu", 32), ("cpu", 16)]  # no CUDA here
+    assert attempts[0]["reason"].startswith("out_of_memory: OutOfMemoryError: CUDA out of memory (fake)")
+    assert attempts[1]["reason"] is None and oom["result"]["batch_size"] == 16
+    assert oom["placement"]["device_attempts"] == attempts
+
+    assert out["budgets"]["configured_gb"] == {"0": 8.0, "1": 6.0}
+    assert sorted(out["budgets"]["declared_gb"].values()) == [6.0, 8.0]
+    assert out["device"]["name"] == "cpu"

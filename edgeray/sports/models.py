@@ -112,6 +112,7 @@ class MLPParams(_Params):
     batch_size: int = Field(256, ge=2)  # batch norm needs two rows a batch
     dropout: float = Field(0.2, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # torch.autocast (edgeray.device)
 
 
 class LSTMParams(_Params):
@@ -124,6 +125,7 @@ class LSTMParams(_Params):
     lr: PosFloat = 1e-3
     batch_size: int = Field(256, ge=2)
     weight_decay: float = Field(1e-4, ge=0)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # torch.autocast (edgeray.device)
 
 
 PARAM_SCHEMAS: dict[str, type[_Params]] = {
@@ -299,12 +301,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
 # Device
 
 def resolve_device(device: str, uses_torch: bool) -> str:
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'cpu', 'mps', 'cuda' or 'cuda:N', got {device!r}")
     if device == "cpu" or not uses_torch:
         return "cpu"
     import torch  # only the torch families pay for the import
 
+    if device == "mps":  # Apple Silicon: the device manager's (edgeray.device) second choice after CUDA
+        if not torch.backends.mps.is_available():
+            raise ValueError("device='mps' requested but MPS is not available here; use device='cpu'")
+        return device
     if not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but CUDA is not available here "
                          f"(torch {torch.__version__}, cuda build {torch.version.cuda}); use device='cpu'")

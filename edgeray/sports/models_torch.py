@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from edgeray.device import autocast_context, grad_scaler, resolve_precision
 from edgeray.sports.models import Progress, SportModel, _report
 
 WEATHER_COLUMNS = ("temperature_f", "wind_mph", "humidity_pct", "dome")
@@ -21,8 +22,11 @@ MAX_REST_DAYS = 14.0  # longer breaks (off-season, first game) all read as "full
 
 
 def _train(net: nn.Module, inputs: list[torch.Tensor], y: np.ndarray, params: dict, progress: Progress | None,
-           device: str) -> nn.Module:
-    """Mini-batch Adam on binary cross-entropy; reports the mean training loss each epoch."""
+           device: str) -> tuple[nn.Module, str]:
+    """Mini-batch Adam on binary cross-entropy, forward passes under torch.autocast at params["precision"];
+    reports the mean training loss each epoch. Returns (the net on the CPU, the precision used)."""
+    precision = resolve_precision(device, params.get("precision", "fp32"), field_name="params.model_params.precision")
+    scaler = grad_scaler(device, precision)
     net = net.to(device)
     inputs = [t.to(device) for t in inputs]
     target = torch.as_tensor(y, dtype=torch.float32, device=device)
@@ -39,13 +43,15 @@ def _train(net: nn.Module, inputs: list[torch.Tensor], y: np.ndarray, params: di
             if len(idx) < 2:  # batch norm cannot normalise a single row
                 continue
             optimiser.zero_grad()
-            loss = loss_fn(net(*[t[idx] for t in inputs]), target[idx])
-            loss.backward()
-            optimiser.step()
+            with autocast_context(device, precision):
+                loss = loss_fn(net(*[t[idx] for t in inputs]), target[idx])
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         _report(progress, epoch, params["epochs"], {"loss": total / max(seen, 1)})
-    return net.cpu().eval()
+    return net.cpu().float().eval(), precision  # fp32 weights: predictions do not depend on the training precision
 
 
 def _predict(net: nn.Module, inputs: list[np.ndarray]) -> np.ndarray:
@@ -91,8 +97,8 @@ class MLPModel(SportModel):
 
     def _fit_base(self, rows, X, y, progress, device):
         self._n_inputs = X.shape[1]
-        self._net = _train(self._build(X.shape[1]), [torch.as_tensor(X, dtype=torch.float32)], y, self.params,
-                           progress, device)
+        self._net, self.diagnostics["precision"] = _train(
+            self._build(X.shape[1]), [torch.as_tensor(X, dtype=torch.float32)], y, self.params, progress, device)
 
     def _predict_base(self, rows, X):
         return _predict(self._net, [X])
@@ -246,8 +252,8 @@ class LSTMWeatherModel(SportModel):
         self._weather_std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
         inputs = self._inputs(rows, X)
         self._n_static = inputs[2].shape[1]
-        self._net = _train(self._build(self._n_static), [torch.as_tensor(a) for a in inputs], y, self.params,
-                           progress, device)
+        self._net, self.diagnostics["precision"] = _train(
+            self._build(self._n_static), [torch.as_tensor(a) for a in inputs], y, self.params, progress, device)
 
     def _predict_base(self, rows, X):
         return _predict(self._net, self._inputs(rows, X))

@@ -11,6 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
+from edgeray.device import parse_memory_gb, validate_precision
 from edgeray.sports.features import build_features
 from edgeray.sports.formats import canonical_sport
 from edgeray.sports.games import SportsData, load_sport
@@ -51,7 +52,19 @@ def validate_params(params: dict) -> dict:
         value = p.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(s, int) for s in value)):
             raise ValueError(f"params.{key}: must be a list of season years, got {value!r}")
-    make_model(family, sport, p.get("name"), p.get("model_params") or {})  # raises on a bad name or parameter
+    model_params = p.get("model_params") or {}
+    if "precision" in p:  # the job-level option every training task takes; it is the torch models' parameter
+        precision = validate_precision(p["precision"], "params.precision")
+        if not make_model(family, sport, p.get("name"), model_params).uses_torch:
+            if precision not in ("fp32", "auto"):
+                raise ValueError(f"params.precision: {precision!r} applies only to the torch families (neural, "
+                                 f"lstm); family {family!r} trains with scikit-learn in float64")
+        else:
+            model_params = {**model_params, "precision": precision}
+            p["model_params"] = model_params
+    if p.get("gpu_memory_gb") is not None:
+        p["gpu_memory_gb"] = parse_memory_gb(p["gpu_memory_gb"], "params.gpu_memory_gb")
+    make_model(family, sport, p.get("name"), model_params)  # raises on a bad name or parameter
     return {**p, "sport": sport, "data_dir": str(p.get("data_dir") or DEFAULT_DATA_DIR),
             "registry_dir": str(p.get("registry_dir") or DEFAULT_REGISTRY)}
 
@@ -71,4 +84,6 @@ def train_sport_model(params: dict, progress: Callable[[int, int, dict], None] |
     record = ModelRegistry(p["registry_dir"]).register(
         model, {"evaluation": report, "performance": performance}, tags=p.get("tags") or [],
         data={"train_seasons": train_seasons, "test_seasons": test_seasons, "games": int(len(frame))})
-    return {"model_id": record["model_id"], "version": record["version"], "report": report, "performance": performance}
+    return {"model_id": record["model_id"], "version": record["version"], "report": report, "performance": performance,
+            "device": report["device"], "precision": model.diagnostics.get("precision", "fp32"),
+            "batch_size": model.params.get("batch_size")}

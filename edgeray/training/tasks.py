@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from numbers import Real
 
+from edgeray.device import autocast_context, grad_scaler, parse_memory_gb, resolve_precision, validate_precision
 from edgeray.training.jobs import MAX_EPOCHS, MAX_SEED, ProgressFn, _is_int, check_bounds, register_task
 
+MAX_GPU_MEMORY_GB = 4096.0  # bounds what a job may declare; the queue checks it against the GPU budgets
+
+
+def validate_device_params(params: dict) -> dict:
+    """The device options every task takes: `precision` ("fp32" default, "bf16", "fp16", "auto") and
+    `gpu_memory_gb`, the GPU memory the job expects to use (the queue places it by the GPUs' budgets)."""
+    out = dict(params)
+    out["precision"] = validate_precision(out.get("precision", "fp32"), "params.precision")
+    if out.get("gpu_memory_gb") is not None:
+        gb = parse_memory_gb(out["gpu_memory_gb"], "params.gpu_memory_gb")
+        if gb > MAX_GPU_MEMORY_GB:
+            raise ValueError(f"params.gpu_memory_gb must be at most {MAX_GPU_MEMORY_GB:g}, got {out['gpu_memory_gb']!r}")
+        out["gpu_memory_gb"] = gb
+    return out
+
+
 _DEMO_DEFAULTS = {"epochs": 5, "n_samples": 256, "n_features": 8, "hidden": 16, "batch_size": 64, "lr": 0.05,
-                  "seed": 0}
+                  "seed": 0, "precision": "fp32", "gpu_memory_gb": None}
 DEMO_BOUNDS = {"epochs": (1, MAX_EPOCHS, None), "n_samples": (1, 1_000_000, None), "n_features": (1, 4_096, None),
                "hidden": (1, 4_096, None), "batch_size": (1, 65_536, None), "lr": (0, 10.0, None),
                "seed": (0, MAX_SEED, None)}
@@ -26,7 +43,7 @@ def _validate_demo(params: dict) -> dict:
     if not isinstance(merged["lr"], Real) or isinstance(merged["lr"], bool) or not merged["lr"] > 0:
         raise ValueError(f"params.lr must be a number > 0, got {merged['lr']!r}")
     check_bounds(merged, DEMO_BOUNDS, "params")
-    return merged
+    return validate_device_params(merged)
 
 
 def torch_mlp_demo(params: dict, progress: ProgressFn, device: str = "cpu") -> dict:
@@ -35,7 +52,9 @@ def torch_mlp_demo(params: dict, progress: ProgressFn, device: str = "cpu") -> d
     import torch  # lazy: the queue core must import without torch's start-up cost
 
     p = _validate_demo(params)
-    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    dev = torch.device(device)
+    precision = resolve_precision(dev, p["precision"])  # "auto" -> what this device supports; ValueError if not
+    scaler = grad_scaler(dev, precision)
     gen = torch.Generator().manual_seed(p["seed"])
     x = torch.randn(p["n_samples"], p["n_features"], generator=gen)
     w = torch.randn(p["n_features"], generator=gen)
@@ -53,16 +72,18 @@ def torch_mlp_demo(params: dict, progress: ProgressFn, device: str = "cpu") -> d
         for start in range(0, p["n_samples"], p["batch_size"]):
             idx = order[start:start + p["batch_size"]]
             opt.zero_grad()
-            loss = loss_fn(model(x[idx]).squeeze(-1), y[idx])
-            loss.backward()
-            opt.step()
+            with autocast_context(dev, precision):
+                loss = loss_fn(model(x[idx]).squeeze(-1), y[idx])
+            scaler.scale(loss).backward()  # backward outside autocast, as torch recommends
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(idx)
         losses.append(total / p["n_samples"])
         progress(epoch, p["epochs"], {"loss": losses[-1]})
     with torch.no_grad():
         accuracy = float(((model(x).squeeze(-1) > 0).float() == y).float().mean())
     return {"epochs": p["epochs"], "first_loss": losses[0], "final_loss": losses[-1], "train_accuracy": accuracy,
-            "device": str(dev)}
+            "device": str(dev), "precision": precision, "batch_size": p["batch_size"]}
 
 
 register_task("torch_mlp_demo", torch_mlp_demo, _validate_demo)
@@ -95,7 +116,44 @@ def _validate_sport_model(params: dict) -> dict:
     model_params = params.get("model_params")
     if isinstance(model_params, dict):
         check_bounds(model_params, SPORT_MODEL_PARAM_BOUNDS, "params.model_params")
-    return validate_params(params)
+    out = validate_params(params)
+    if (out.get("gpu_memory_gb") or 0) > MAX_GPU_MEMORY_GB:
+        raise ValueError(f"params.gpu_memory_gb must be at most {MAX_GPU_MEMORY_GB:g}, got {params['gpu_memory_gb']!r}")
+    return out
 
 
 register_task("sport_model", _sport_model, _validate_sport_model)
+
+
+# ---------------------------------------------------------------------------------------------- device failover
+# What a device failover (edgeray.device.run_with_failover) may change in a job: its batch size and precision.
+# Tasks not listed here keep their params; only their device changes.
+
+_DEVICE_SETTINGS_ALIASES: dict[str, str] = {}  # a task whose params are another's (tests' fault-injection wrappers)
+
+
+def device_settings(task: str, params: dict) -> tuple[int | None, str]:
+    """(batch size, precision) the job asks for; batch size None where the task has none to shrink."""
+    task = _DEVICE_SETTINGS_ALIASES.get(task, task)
+    if task == "torch_mlp_demo":
+        p = _validate_demo(params)
+        return p["batch_size"], p["precision"]
+    if task == "sport_model":
+        from edgeray.sports.models import make_model
+
+        model = make_model(params["family"], params["sport"], params.get("name"), params.get("model_params") or {})
+        if not model.uses_torch:
+            return None, "fp32"
+        return model.params["batch_size"], model.params["precision"]
+    return None, "fp32"
+
+
+def with_device_settings(task: str, params: dict, batch_size: int | None, precision: str) -> dict:
+    """`params` with the batch size and precision of one failover attempt."""
+    task = _DEVICE_SETTINGS_ALIASES.get(task, task)
+    if task == "torch_mlp_demo":
+        return {**params, "batch_size": batch_size, "precision": precision}
+    if task == "sport_model" and batch_size is not None:
+        model_params = {**(params.get("model_params") or {}), "batch_size": batch_size, "precision": precision}
+        return {**params, "precision": precision, "model_params": model_params}
+    return params
