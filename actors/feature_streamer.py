@@ -21,6 +21,7 @@ from actors.metrics import PipelineMetrics
 from actors.outbox import Outbox
 from actors.delivery import ResendingSender
 from actors.window import OutOfOrderError
+from edgeray.columns import Columns, column, take
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import DeadLetterStore
 from edgeray.events import EventKind, batch_kind
@@ -28,6 +29,7 @@ from edgeray.feature_repo.settings import MARKET_VIEW, ODDS_VIEW, FeastSettings
 from edgeray.features.books import NAMES as BOOK_NAMES, MultiBookOddsState
 from edgeray.features.market import MarketFeatureState
 from edgeray.latency import LatencyRing
+from edgeray.watermark import timestamps_ns
 
 
 
@@ -43,23 +45,28 @@ def _is_results(frame: pd.DataFrame) -> bool:
     return "score_a" in frame
 
 
-def decision_frame(events: pd.DataFrame, features: pd.DataFrame | dict, arrived_ns: int | None = None,
-                   sent_ns: int | None = None) -> pd.DataFrame:
+def decision_frame(events: pd.DataFrame | Columns, features: pd.DataFrame | dict, arrived_ns: int | None = None,
+                   sent_ns: int | None = None) -> Columns:
     """Feature rows plus the prices the executor fills against (quotes: the mid), the receipt
     stamp the end-to-end latency is measured from, and (for the per-stage breakdown) when the batch
     reached the streamer (`features_in_ns`) and left it (`features_out_ns`), both wall-clock ns like
-    `received_ns`. `features`: a frame, or MarketFeatureState.update_columns' columns (one frame is built,
-    not a feature frame and then a copy of it with these columns added)."""
-    columns = features if isinstance(features, dict) else {c: features[c].to_numpy() for c in features.columns}
-    bid, ask = events["bid"].to_numpy(float), events["ask"].to_numpy(float)
+    `received_ns`. `features`: a frame, or MarketFeatureState.update_columns' columns. Columns, not a frame:
+    see edgeray/columns.py."""
+    if isinstance(features, pd.DataFrame):
+        features = Columns.from_frame(features)
+    columns = {name: features[name] for name in (features.columns if isinstance(features, Columns) else features)}
+    if not isinstance(columns["event_ts"], np.ndarray):  # a DataFrame's tz-aware stamps, as datetime64 in UTC
+        columns["event_ts"] = Columns.from_frame(pd.DataFrame({"event_ts": columns["event_ts"]}))["event_ts"]
+    bid, ask = column(events, "bid", float), column(events, "ask", float)
     mid = (bid + ask) / 2.0
-    close = events["close"].to_numpy(float) if "close" in events else mid
-    opened = events["open"].to_numpy(float) if "open" in events else mid
-    out = {**columns, "open": opened, "close": close, "bid": bid, "ask": ask, "received_ns": events["received_ns"].to_numpy(),
-           "features_in_ns": np.int64(arrived_ns if arrived_ns is not None else time.time_ns())}
+    close = column(events, "close", float) if "close" in events else mid
+    opened = column(events, "open", float) if "open" in events else mid
+    n = len(bid)
+    out = {**columns, "open": opened, "close": close, "bid": bid, "ask": ask, "received_ns": column(events, "received_ns"),
+           "features_in_ns": np.full(n, arrived_ns if arrived_ns is not None else time.time_ns(), dtype=np.int64)}
     if sent_ns is not None:
-        out["features_out_ns"] = np.int64(sent_ns)
-    return pd.DataFrame(out)
+        out["features_out_ns"] = np.full(n, sent_ns, dtype=np.int64)
+    return Columns(out, n)
 
 
 @ray.remote(num_cpus=0)
@@ -138,7 +145,9 @@ class FeatureStreamerActor:
         if self.process_delay_s:
             time.sleep(self.process_delay_s)
         kind = batch_kind(batch)
-        frame = self._unseen(kind.value, batch.to_pandas())
+        # Market rows stay columns on the way to the loop (edgeray/columns.py); odds and results go through pandas.
+        rows = Columns.from_arrow(batch) if kind in (EventKind.BAR, EventKind.QUOTE) else batch.to_pandas()
+        frame = self._unseen(kind.value, rows)
         if not frame.empty:
             self._compute(kind, frame)
         # Only now, after it succeeded: a batch that failed is resent and must not be taken as processed.
@@ -151,7 +160,7 @@ class FeatureStreamerActor:
         if kind in (EventKind.BAR, EventKind.QUOTE):
             columns, view = self.market.update_columns(frame, kind.value), MARKET_VIEW
             if self.meta is None:
-                features = pd.DataFrame(columns)
+                features = Columns(columns, len(frame))
             else:
                 # The loop is handed the features it needs, so it does not wait for the store write (or read
                 # them back); the store takes the same frame (it reads only its view's columns).
@@ -172,35 +181,35 @@ class FeatureStreamerActor:
             self.sink.write(view, features)
             self.feature_rows += len(features)
         now = time.time_ns()
-        self._record_latency(self._latency.record_since(frame["received_ns"].to_numpy(), now))
+        self._record_latency(self._latency.record_since(column(frame, "received_ns"), now))
         self.events_by_kind[kind.value] = self.events_by_kind.get(kind.value, 0) + len(frame)
         self._first_ns = self._first_ns or now
         self._last_ns = now
 
-    def _unseen(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    def _unseen(self, kind: str, frame: pd.DataFrame | Columns) -> pd.DataFrame | Columns:
         """The rows not processed before: stamped after their symbol's last processed row, or at that
         same instant under an id not seen there. Rows arrive in event-time order per symbol."""
-        stamps = frame["event_ts"].array.asi8
-        symbols = frame["symbol"].to_numpy()
-        ids = frame["event_id"].to_numpy()
+        stamps = timestamps_ns(frame["event_ts"])
+        symbols = column(frame, "symbol")
+        ids = column(frame, "event_id")
         codes, uniq = pd.factorize(symbols)
         last = np.fromiter((self._last_ts.get((kind, s), (NEVER,))[0] for s in uniq), np.int64, len(uniq))[codes]
         keep = stamps > last
         for i in np.flatnonzero(stamps == last):
             keep[i] = int(ids[i]) not in self._last_ts[(kind, symbols[i])][1]
         self.rows_already_processed += int((~keep).sum())
-        return frame if keep.all() else frame[keep].reset_index(drop=True)
+        return frame if keep.all() else take(frame, keep)
 
-    def _mark_processed(self, kind: str, frame: pd.DataFrame) -> None:
+    def _mark_processed(self, kind: str, frame: pd.DataFrame | Columns) -> None:
         """Per symbol: the batch's latest event_ts and the ids seen at exactly that instant."""
         if frame.empty:
             return
-        stamps = frame["event_ts"].array.asi8
-        codes, uniq = pd.factorize(frame["symbol"].to_numpy())
+        stamps = timestamps_ns(frame["event_ts"])
+        codes, uniq = pd.factorize(column(frame, "symbol"))
         latest = np.full(len(uniq), NEVER, dtype=np.int64)
         np.maximum.at(latest, codes, stamps)
         at_latest = stamps == latest[codes]
-        ids = frame["event_id"].to_numpy()
+        ids = column(frame, "event_id")
         for c, sym in enumerate(uniq):
             ts = int(latest[c])
             seen = {int(i) for i in ids[at_latest & (codes == c)]}
@@ -210,7 +219,7 @@ class FeatureStreamerActor:
     def _send_decisions(self, frames: list[pd.DataFrame]) -> None:
         """The outbox's sender thread: one decide call at a time, settled before the next (see self._decisions).
         A joined batch that fails is resent put by put, so only the put that fails is dead-lettered."""
-        joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        joined = Columns.concat(frames)
         for rows, error in self._decisions.send(joined):
             if rows is not joined or len(frames) == 1:
                 self._decision_failed(rows, error)
@@ -229,8 +238,10 @@ class FeatureStreamerActor:
         except Exception as error:  # noqa: BLE001 - recorded and dead-lettered, never raised into ingestion
             self._decision_failed(joined, error)
 
-    def _decision_failed(self, rows: pd.DataFrame, error: BaseException) -> None:
+    def _decision_failed(self, rows: pd.DataFrame | Columns, error: BaseException) -> None:
         """The meta-controller failed on these rows: keep going, and say so (status, log, dead letters)."""
+        if isinstance(rows, Columns):
+            rows = rows.to_frame()
         text = str(error)[-2000:]
         self.decision_errors += 1
         self.undecided_rows += len(rows)

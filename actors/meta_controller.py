@@ -17,6 +17,7 @@ import ray
 
 from actors.metrics import DecisionStageMetrics
 from edgeray.audit import AuditLog
+from edgeray.columns import column
 from edgeray.config import PipelineConfig
 from edgeray.latency import LatencyRing, StageLatencies
 from edgeray.storage.state import open_state_store
@@ -133,7 +134,7 @@ class MetaControllerActor:
         decided = out.batch is not None
         # The shadows' records of the batch before ride in this batch's transaction (one commit, one fsync, a batch).
         records, self._shadow_records = self._shadow_records + out.records, []
-        self._audit(records, frame["received_ns"].to_numpy() if decided and "received_ns" in frame else None)
+        self._audit(records, column(frame, "received_ns") if decided and "received_ns" in frame else None)
         timed["audit"] = (time.perf_counter_ns() - t) / 1e6
         if decided:
             # The shadows never execute, so they wait until the live decisions are durable (off the latency
@@ -203,10 +204,10 @@ class MetaControllerActor:
         if "features_in_ns" not in frame or frame.empty:
             return {}
         # Per row: a batch may join rows of several streamer batches (see actors/outbox.py).
-        arrived, sent = frame["features_in_ns"].to_numpy(np.int64), frame["features_out_ns"].to_numpy(np.int64)
+        arrived, sent = column(frame, "features_in_ns", np.int64), column(frame, "features_out_ns", np.int64)
         out = {"features": (sent - arrived) / 1e6, "queue_wait": (started_ns - sent) / 1e6}
         if "received_ns" in frame:
-            out["ingest"] = (arrived - frame["received_ns"].to_numpy(np.int64)) / 1e6
+            out["ingest"] = (arrived - column(frame, "received_ns", np.int64)) / 1e6
         return out
 
     def _record_stages(self, upstream: dict, timed: dict) -> None:

@@ -31,6 +31,7 @@ os.chdir(ROOT)  # configs/risk.yaml and configs/veto.yaml are relative to the pr
 from actors.feature_streamer import decision_frame  # noqa: E402
 from actors.meta_controller import policy_window  # noqa: E402
 from actors.pipeline import Pipeline  # noqa: E402
+from edgeray.columns import Columns  # noqa: E402
 from edgeray.config import PipelineConfig, SourceConfig  # noqa: E402
 from edgeray.deadletter import DeadLetterStore  # noqa: E402
 from edgeray.features.market import MarketFeatureState  # noqa: E402
@@ -68,8 +69,8 @@ def run_once(i: int, batch_size: int, max_in_flight: int, rate: float) -> dict:
             "meta_controller_busy_s": round(d["busy_s"], 2), "stages_ms": d.get("stages_ms", {})}
 
 
-def feature_rows(cfg: PipelineConfig, batch_size: int) -> list[pd.DataFrame]:
-    """The decision frames the streamer would send, built once with the project's ingest and feature code."""
+def feature_rows(cfg: PipelineConfig, batch_size: int) -> list[Columns]:
+    """The decision batches the streamer would send, built once with the project's ingest and feature code."""
     tmp = Path(tempfile.mkdtemp(prefix="edgeray-bench-floor-"))
     core = IngestCore(DeadLetterStore(tmp / "deadletters.jsonl"), lateness=pd.Timedelta(seconds=cfg.ingestion.lateness_seconds))
     released = []
@@ -80,11 +81,11 @@ def feature_rows(cfg: PipelineConfig, batch_size: int) -> list[pd.DataFrame]:
     market = MarketFeatureState(cfg.features.spec())
     frames = []
     for batch in released:
-        events = batch.to_pandas()
-        frames.append(decision_frame(events, market.update(events, "bar")))
-    rows = pd.concat(frames, ignore_index=True)
+        events = Columns.from_arrow(batch)
+        frames.append(decision_frame(events, market.update_columns(events, "bar")))
+    rows = Columns.concat(frames)
     shutil.rmtree(tmp, ignore_errors=True)
-    return [b.reset_index(drop=True) for b in micro_batches(rows, batch_size)]
+    return [rows.take(np.arange(start, min(start + batch_size, len(rows)))) for start in range(0, len(rows), batch_size)]
 
 
 def in_process_floor(batch_size: int) -> dict:

@@ -32,6 +32,7 @@ from bench.decisions import SOURCE, bench_config  # noqa: E402
 from actors.feature_streamer import decision_frame  # noqa: E402
 from actors.meta_controller import policy_window  # noqa: E402
 from edgeray.audit import AuditLog  # noqa: E402
+from edgeray.columns import Columns  # noqa: E402
 from edgeray.deadletter import DeadLetterStore  # noqa: E402
 from edgeray.features.market import MarketFeatureState  # noqa: E402
 from edgeray.ingest import IngestCore  # noqa: E402
@@ -56,7 +57,7 @@ def run(batch_rows: int, audit: bool) -> dict:
     for chunk in micro_batches(frame, batch_rows):
         started = time.perf_counter()
         for batch in core.ingest(kind, chunk, "replay").released:
-            events = batch.to_pandas()
+            events = Columns.from_arrow(batch)  # as the streamer reads an ingested batch
             out = kernel.step(decision_frame(events, market.update_columns(events, "bar")))
             records = out.records + (kernel.engine.shadow_step(out.batch) if out.batch is not None else [])
             if audit and records:

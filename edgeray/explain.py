@@ -21,6 +21,7 @@ from sklearn import ensemble, tree
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from edgeray.columns import Columns
 from edgeray.regime import column_array
 
 try:  # sklearn internals behind GradientBoostingClassifier.predict_proba; without them predict takes the public path
@@ -131,7 +132,7 @@ class EdgeModel:
     # --- features ----------------------------------------------------------------------------
 
     def _raw_features(self, frame: pd.DataFrame) -> np.ndarray:
-        if not isinstance(frame, pd.DataFrame):
+        if not isinstance(frame, (pd.DataFrame, Columns)):
             raise ValueError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
         x = self._feature_matrix(frame)
         owned = x is not None

@@ -16,6 +16,7 @@ from feast.repo_config import RepoConfig
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from edgeray.columns import Columns, column
 from edgeray.events import FeatureVector
 from edgeray.feature_repo.definitions import ENTITY_KEYS, TIMESTAMP_FIELD, build_definitions
 from edgeray.feature_repo.settings import FeastSettings  # noqa: F401  (re-exported)
@@ -102,7 +103,7 @@ class FeastSink:
         stamps = [_EPOCH + timedelta(microseconds=int(us)) for us in micros]
         return [(EntityKey(join_keys=[key], entity_values=[ValueProto(string_val=str(entity))]),
                  {n: ValueProto(double_val=v) if v == v else ValueProto() for n, v in zip(names, row)}, stamp, None)
-                for entity, row, stamp in zip(frame[key].to_numpy()[rows].tolist(), values.tolist(), stamps)]
+                for entity, row, stamp in zip(column(frame, key)[rows].tolist(), values.tolist(), stamps)]
 
     def warm_up(self, feature_refs: list[str]) -> None:
         """Open the online-store connection and load the registry now, so the first live batch
@@ -112,12 +113,13 @@ class FeastSink:
             if refs:
                 self.store.get_online_features(features=refs, entity_rows=[{key: "__warm_up__"}])
 
-    def write(self, view: str, features: pd.DataFrame) -> None:
+    def write(self, view: str, features: pd.DataFrame | Columns) -> None:
+        """`features`: a DataFrame, or the streamer's Columns (market view: keyed by symbol)."""
         if features.empty:
             return
         key = ENTITY_KEYS[view]
         frame = features.rename(columns={"symbol": key}) if key != "symbol" else features
-        latest = last_per_entity(frame[key].to_numpy())
+        latest = last_per_entity(column(frame, key))
         rows = self.online_rows(view, frame, latest)
         if rows:
             # Feast's own online store writes them (Redis or SQLite); its write_to_online_store would first turn the
@@ -142,7 +144,12 @@ class FeastSink:
                     continue
                 key = ENTITY_KEYS[v]
                 # Only the view's own columns: the streamer's frames also carry the decision loop's prices and stamps.
-                history = pd.concat(frames, ignore_index=True)[[key, TIMESTAMP_FIELD, *(f.name for f in self._view(v).features)]]
+                names = [key, TIMESTAMP_FIELD, *(f.name for f in self._view(v).features)]
+                if all(isinstance(f, Columns) for f in frames):  # one frame for the whole history, not one a batch
+                    history = Columns.concat([f.select(names) for f in frames]).to_frame()
+                else:
+                    history = pd.concat([f.to_frame() if isinstance(f, Columns) else f for f in frames],
+                                        ignore_index=True)[names]
                 history[TIMESTAMP_FIELD] = pd.to_datetime(history[TIMESTAMP_FIELD], utc=True)
                 target = self.offline_dir / v
                 target.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgeray.columns import Columns, column
+
 ORDER_COLUMNS = ("decision_id", "event_ts", "symbol", "strategy", "quantity")
 MARKET_COLUMNS = ("symbol", "event_ts", "close", "bid", "ask")  # `open` is optional (feature frames lack it)
 FILL_COLUMNS = ("decision_id", "event_ts", "symbol", "strategy", "quantity", "price", "fee")
@@ -44,7 +46,7 @@ def _utc_ns(column, field: str) -> np.ndarray:
     if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "ns":
         ns = column.array.asi8  # tz-aware data is stored as UTC instants whatever the display zone
     elif isinstance(dtype, np.dtype) and dtype == np.dtype("datetime64[ns]"):
-        ns = column.to_numpy().view(np.int64)  # naive = UTC, the same reading pd.to_datetime(utc=True) gives
+        ns = np.asarray(column).view(np.int64)  # naive = UTC, the same reading pd.to_datetime(utc=True) gives
     elif dtype == object and len(column):
         # tz-aware Timestamps in an object column (e.g. `frame["event_ts"].to_numpy()[rows]`): .value is the
         # UTC instant in ns whatever the Timestamp's unit. Anything else (strings, naive, NaT) parses below.
@@ -78,8 +80,8 @@ def _utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(ns, dtype=_UTC)
 
 
-def _require_columns(frame: pd.DataFrame, required, what: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
+def _require_columns(frame: pd.DataFrame | Columns, required, what: str) -> None:
+    if not isinstance(frame, (pd.DataFrame, Columns)):
         raise ValueError(f"{what}: expected a pandas DataFrame, got {type(frame).__name__}")
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -248,13 +250,13 @@ class PaperLedger:
         _require_columns(frame, MARKET_COLUMNS, "market frame")
         ts_all = _utc_ns(frame["event_ts"], "event_ts")
         order = np.argsort(ts_all, kind="stable")
-        symbols = frame["symbol"].to_numpy(object)[order]
+        symbols = column(frame, "symbol", object)[order]
         _check_nonempty_str(symbols, "symbol")
         ts_ns = ts_all[order]
-        close = frame["close"].to_numpy(float)[order]
-        bid = frame["bid"].to_numpy(float)[order]
-        ask = frame["ask"].to_numpy(float)[order]
-        opn = frame["open"].to_numpy(float)[order] if "open" in frame.columns else np.full(len(frame), np.nan)
+        close = column(frame, "close", float)[order]
+        bid = column(frame, "bid", float)[order]
+        ask = column(frame, "ask", float)[order]
+        opn = column(frame, "open", float)[order] if "open" in frame.columns else np.full(len(frame), np.nan)
         quoted = np.isfinite(bid) & np.isfinite(ask)
         _first_bad(quoted & ((bid <= 0) | (ask < bid)), ask, "ask", "must be >= bid > 0")
         mid = np.where(quoted, (bid + ask) / 2.0, np.nan)

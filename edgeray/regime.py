@@ -21,6 +21,8 @@ from enum import IntEnum
 import numpy as np
 import pandas as pd
 
+from edgeray.columns import Columns
+
 
 class Regime(IntEnum):
     TRENDING_UP = 0
@@ -79,6 +81,8 @@ def column_array(frame: pd.DataFrame, name: str):
     the hot path that is most of the cost for a handful of rows. Callers keep their pandas path for None
     and for dtypes they do not special-case, so those behave (and fail) exactly as before.
     """
+    if isinstance(frame, Columns):
+        return frame.get(name)
     get = getattr(frame, "_get_column_array", None)  # pandas-internal: guarded so another pandas just goes slow
     if get is None:
         return None
@@ -128,7 +132,12 @@ def event_times_ns(frame: pd.DataFrame) -> np.ndarray:
     # Common case, tz-aware with no NaT and sorted: epoch values straight from the array (asi8: no Series,
     # no notna() pass). Anything else, errors included, takes the pandas path below.
     values = column_array(frame, "event_ts")
-    if isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None:
+    if isinstance(values, np.ndarray) and values.dtype == "datetime64[ns]":  # Columns: UTC already
+        ns = values.view(np.int64)
+        if not (ns == _NAT).any() and not (len(ns) > 1 and ((ns[1:] - ns[:-1]) < 0).any()):
+            return ns
+        frame = frame.to_frame()  # the errors below name the bad rows
+    elif isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None:
         ns = values.asi8
         # ns[1:] - ns[:-1] is what np.diff computes (wrap-around included), without its Python wrapper.
         if not (ns == _NAT).any() and not (len(ns) > 1 and ((ns[1:] - ns[:-1]) < 0).any()):

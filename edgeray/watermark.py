@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from edgeray.columns import Columns, column, take
+
 NEVER = -(2**63)
 
 
@@ -29,20 +31,21 @@ class SymbolWatermark:
 
     def fresh_mask(self, frame: pd.DataFrame) -> np.ndarray:
         """Per row: stamped strictly after its symbol's watermark."""
-        codes, uniq = pd.factorize(frame["symbol"].to_numpy(), use_na_sentinel=False)
+        codes, uniq = pd.factorize(column(frame, "symbol"), use_na_sentinel=False)
         last = np.array([self._done_ns.get(s, NEVER) for s in uniq], dtype=np.int64)[codes]
         return timestamps_ns(frame["event_ts"]) > last
 
     def fresh(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows stamped strictly after their symbol's watermark."""
         keep = self.fresh_mask(frame)
-        if keep.all() and isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1:
+        if keep.all() and (isinstance(frame, Columns) or (isinstance(frame.index, pd.RangeIndex)
+                                                          and frame.index.start == 0 and frame.index.step == 1)):
             return frame  # the usual case: nothing seen yet, and no copy of the whole batch to say so
-        return frame[keep].reset_index(drop=True)
+        return take(frame, keep)
 
     def advance(self, frame: pd.DataFrame) -> None:
         if len(frame):
-            codes, uniq = pd.factorize(frame["symbol"].to_numpy(), use_na_sentinel=False)
+            codes, uniq = pd.factorize(column(frame, "symbol"), use_na_sentinel=False)
             latest = np.full(len(uniq), NEVER, dtype=np.int64)
             np.maximum.at(latest, codes, timestamps_ns(frame["event_ts"]))
             self._done_ns.update(zip(uniq.tolist(), latest.tolist()))

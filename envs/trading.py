@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
+from edgeray.columns import column
 from edgeray.features.market import MarketFeatureSpec, MarketFeatureState
 from edgeray.generator import generate_bars
 from edgeray.loaders.markets import load_ohlcv_bars
-from edgeray.regime import N_REGIMES, RegimeDetector
+from edgeray.regime import N_REGIMES, RegimeDetector, float_matrix
 from envs.config import from_env_config
 
 FEATURE_SPEC = MarketFeatureSpec()
@@ -175,8 +176,8 @@ class LiveObservations:
         missing = [c for c in FEATURE_NAMES if c not in frame.columns]
         if missing:
             raise ValueError(f"frame lacks the policy's feature columns {missing}")
-        feats = normalise_features(frame[FEATURE_NAMES].to_numpy(float))
-        symbols = frame["symbol"].to_numpy()
+        feats = normalise_features(float_matrix(frame, FEATURE_NAMES))
+        symbols = column(frame, "symbol")
         n, k = feats.shape
         blocks, starts, offset = [], np.zeros(n, dtype=np.int64), 0
         for symbol in pd.unique(symbols):
@@ -191,7 +192,7 @@ class LiveObservations:
         equity = float(snapshot.get("equity", 0.0))
         if equity > 0:
             positions, prices = snapshot.get("positions", {}), snapshot.get("prices", {})
-            price = frame["close"].to_numpy(float)
+            price = column(frame, "close", float)
             held = np.array([positions.get(s, 0.0) * prices.get(s, p) for s, p in zip(symbols, price)])
             tail[:, 0] = held / equity
             tail[:, 1] = float(snapshot.get("cash", equity)) / equity

@@ -90,6 +90,11 @@ def build_context(frame: pd.DataFrame, regimes: np.ndarray, recent_pnl: np.ndarr
 def _utc_minute_of_day(frame: pd.DataFrame) -> np.ndarray:
     """UTC hour * 60 + minute per row (int64), after the same checks as before."""
     values = column_array(frame, "event_ts")
+    if isinstance(values, np.ndarray) and values.dtype == "datetime64[ns]":  # Columns: UTC instants already
+        ns = values.view(np.int64)
+        if (ns == _NAT).any():
+            raise ValueError(f"event_ts[{int(np.flatnonzero(ns == _NAT)[0])}] = NaT")
+        return (ns // _NS_PER_MINUTE) % MINUTES_PER_DAY
     if isinstance(values, pd.arrays.DatetimeArray) and values.tz is not None and getattr(values, "unit", None) == "ns":
         # Straight from epoch ns: floor division (and a non-negative remainder) also holds before 1970,
         # so this is the UTC wall-clock minute that .dt.hour / .dt.minute give, without a tz_convert.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeray.columns import Columns, column, take, utc_datetimes, utc_stamps
 from edgeray.config import DecisionConfig, ShadowConfig
 from edgeray.explain import EdgeModel
 from edgeray.features.market import MarketFeatureSpec
@@ -98,17 +99,17 @@ class ShadowRunner:
     def decide(self, frame: pd.DataFrame, regimes: np.ndarray, ids: list[str]) -> list[dict]:
         sig = self.strategy.signals(frame, regimes)
         snap = self.ledger.snapshot()
-        price = frame["close"].to_numpy(float)
-        sized = self.sizer.size(sig.direction, sig.strength, sig.expected_return, frame["rv_30"].to_numpy(float), price,
+        price = column(frame, "close", float)
+        sized = self.sizer.size(sig.direction, sig.strength, sig.expected_return, column(frame, "rv_30", float), price,
                                 snap["equity"], horizon_bars=self.strategy.horizon_bars)
-        qty = targets_to_orders(frame["symbol"].to_numpy(), sig.direction, sized.quantity, snap["positions"])
+        qty = targets_to_orders(column(frame, "symbol"), sig.direction, sized.quantity, snap["positions"])
         rows = np.flatnonzero(np.abs(qty) > 0)
         if not len(rows):
             return []
-        orders = pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
-                               "symbol": frame["symbol"].to_numpy()[rows], "strategy": self.strategy.name, "quantity": qty[rows]})
+        orders = pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": utc_stamps(frame["event_ts"], rows),
+                               "symbol": column(frame, "symbol")[rows], "strategy": self.strategy.name, "quantity": qty[rows]})
         self.ledger.submit(orders)
-        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
+        stamps = utc_datetimes(frame["event_ts"])  # UTC datetimes: what the audit log stores
         return [{"decision_id": ids[i], "stage": f"shadow:{self.cfg.name}", "event_ts": stamps[i],
                  "payload": {"strategy": self.strategy.name, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
 
@@ -128,16 +129,16 @@ class PolicyShadow:
             self.version = version
             self.ledger = paper_ledger(self.ledger_cfg)
         snap = self.ledger.snapshot()
-        price = frame["close"].to_numpy(float)
-        symbols = frame["symbol"].to_numpy()
+        price = column(frame, "close", float)
+        symbols = column(frame, "symbol")
         sized = policy_sizing(direction, target_position, price, snap["equity"])
         qty = targets_to_orders(symbols, direction, sized.quantity, snap["positions"])
         rows = np.flatnonzero(qty != 0)
         if not len(rows):
             return []
-        self.ledger.submit(pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": frame["event_ts"].to_numpy()[rows],
+        self.ledger.submit(pd.DataFrame({"decision_id": [ids[i] for i in rows], "event_ts": utc_stamps(frame["event_ts"], rows),
                                          "symbol": symbols[rows], "strategy": "policy_shadow", "quantity": qty[rows]}))
-        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
+        stamps = utc_datetimes(frame["event_ts"])  # UTC datetimes: what the audit log stores
         return [{"decision_id": ids[i], "stage": "shadow:policy", "event_ts": stamps[i],
                  "payload": {"policy_version": version, "quantity": float(qty[i]), "price": float(price[i])}} for i in rows]
 
@@ -185,7 +186,7 @@ class DecisionEngine:
         """`act(obs) -> {"actions", "version"[, "shadow_actions", "shadow_version"]}` serves the RL policy
         when the sizer is "rl_policy"."""
         n = len(frame)
-        symbols = frame["symbol"].to_numpy()
+        symbols = column(frame, "symbol")
         ids = decision_ids(self.namespace, symbols, frame["event_ts"])
         regimes = self.regimes.classify(frame)
         contexts = build_context(frame, regimes, np.full(n, self.recent_pnl * 100.0))  # in percent, like ret_15
@@ -196,8 +197,8 @@ class DecisionEngine:
         direction = np.stack([s.direction for s in signals])[arm, cols]
         strength = np.stack([s.strength for s in signals])[arm, cols]
         expected = np.stack([s.expected_return for s in signals])[arm, cols]
-        price = frame["close"].to_numpy(float)
-        vol = frame["rv_30"].to_numpy(float)
+        price = column(frame, "close", float)
+        vol = column(frame, "rv_30", float)
         horizons = np.array([s.horizon_bars for s in self.strategies])[arm]  # each strategy's expected return is over its own horizon
         served = None
         if self.uses_policy:
@@ -218,20 +219,20 @@ class DecisionEngine:
             p_up = self.edge.predict_proba(frame)
             confidence = np.where(direction < 0, 1.0 - p_up, p_up)
             if len(order_rows):
-                explained = self.edge.explain(frame.iloc[order_rows], top_k=self.cfg.explain_top_k)
+                explained = self.edge.explain(take(frame, order_rows), top_k=self.cfg.explain_top_k)
                 explanations = dict(zip(order_rows.tolist(), explained))
         self._learn_edge(frame)
 
         names = [s.name for s in self.strategies]
         regime_names = REGIME_NAMES[regimes]
         orders = pd.DataFrame({
-            "decision_id": [ids[i] for i in order_rows], "event_ts": frame["event_ts"].to_numpy()[order_rows],
+            "decision_id": [ids[i] for i in order_rows], "event_ts": utc_stamps(frame["event_ts"], order_rows),
             "symbol": symbols[order_rows], "strategy": [names[arm[i]] for i in order_rows],
             "regime": regime_names[order_rows], "quantity": qty[order_rows], "price": price[order_rows],
             "volatility": vol[order_rows], "confidence": confidence[order_rows],
             "notional": np.abs(qty[order_rows] * price[order_rows])}) if len(order_rows) else NO_ORDERS
         feats = float_matrix(frame, self.feature_names).tolist()
-        stamps = frame["event_ts"].array.to_pydatetime()  # UTC datetimes: what the audit log stores
+        stamps = utc_datetimes(frame["event_ts"])  # UTC datetimes: what the audit log stores
         sizing_meta = ({"method": "rl_policy", "policy_version": served["version"]} if served is not None
                        else {"method": self.sizer.name})
         records = []
@@ -272,7 +273,7 @@ class DecisionEngine:
         """Fit the confidence model once on the first rows seen; it only ever sees the past."""
         if self.edge is not None or self._warmup_rows >= self.cfg.edge_model_warmup_rows:
             return
-        self._warmup.append(frame)
+        self._warmup.append(frame.to_frame() if isinstance(frame, Columns) else frame)
         self._warmup_rows += len(frame)
         if self._warmup_rows >= self.cfg.edge_model_warmup_rows:
             history = pd.concat(self._warmup, ignore_index=True)

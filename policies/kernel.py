@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from edgeray.betbook import BetBook, bet_key
+from edgeray.columns import Columns, column, take
 from edgeray.config import PipelineConfig
 from edgeray.ledger import PaperLedger
 from edgeray.risk import RiskEngine, RiskLimits
@@ -35,7 +36,8 @@ PASS_THROUGH = ("approve", "resize")
 ORDER_COLUMNS = ["decision_id", "event_ts", "symbol", "strategy", "quantity"]
 VETO_HISTORY = 2_000  # reviews kept for the API's lookups; a short history keeps the checkpoint small
 BET_STRATEGY = "value_bet"
-BET_REGIME = "pre_game"  # what the veto rules' `regimes` see for a bet (market regimes do not apply)
+BET_REGIME = "pre_game"
+NO_REJECTED = pd.DataFrame()  # read-only: a batch with every row in time  # what the veto rules' `regimes` see for a bet (market regimes do not apply)
 
 
 def stage_records(frame: pd.DataFrame | None, stage: str, columns: list[str]) -> list[dict]:
@@ -256,7 +258,7 @@ class DecisionKernel:
         its reason. A row already behind is never ahead of the running maximum, so a cumulative max
         over all rows equals one over the kept rows."""
         ts = timestamps_ns(frame["event_ts"])
-        codes, uniq = pd.factorize(frame["symbol"].astype(str).to_numpy())
+        codes, uniq = pd.factorize(column(frame, "symbol").astype(str))
         done = self.done.state_dict()
         # Per symbol: strictly after the symbol's decided watermark (as SymbolWatermark.fresh), and not
         # before an earlier row of this batch. Integer ns throughout: a float would round them.
@@ -272,16 +274,17 @@ class DecisionKernel:
             reasons = np.where((reasons == None) & (ts < shared), "went_back_in_time_across_symbols", reasons)  # noqa: E711
         bad = reasons != None  # noqa: E711
         if not bad.any():
-            return frame, frame.iloc[:0]
-        rejected = frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
+            return frame, (NO_REJECTED if isinstance(frame, Columns) else frame.iloc[:0])
+        rejected = take(frame, bad)
+        rejected = (rejected.to_frame() if isinstance(rejected, Columns) else rejected).assign(reason=reasons[bad])
         for reason, n in rejected["reason"].value_counts().items():
             self.rejected_rows[reason] = self.rejected_rows.get(reason, 0) + int(n)
-        return frame[~bad].reset_index(drop=True), rejected
+        return take(frame, ~bad), rejected
 
     def _rejected_records(self, rejected: pd.DataFrame) -> list[dict]:
         if rejected.empty:
             return []
-        ids = decision_ids(self.cfg.namespace, rejected["symbol"].to_numpy(), rejected["event_ts"])
+        ids = decision_ids(self.cfg.namespace, column(rejected, "symbol"), rejected["event_ts"])
         return [{"decision_id": i, "stage": "rejected", "event_ts": r["event_ts"],
                  "payload": {"symbol": r["symbol"], "reason": r["reason"], "close": float(r["close"])}}
                 for i, r in zip(ids, rejected[["symbol", "event_ts", "reason", "close"]].to_dict("records"))]

@@ -568,6 +568,7 @@ def test_the_kernel_shows_the_risk_engine_every_equity_not_only_at_order_times(t
     the ledger after every batch, also the batches that propose no order."""
     from actors.feature_streamer import decision_frame
     from actors.meta_controller import policy_window
+    from edgeray.columns import Columns
     from edgeray.config import PipelineConfig
     from edgeray.deadletter import DeadLetterStore
     from edgeray.features.market import MarketFeatureState
@@ -582,7 +583,7 @@ def test_the_kernel_shows_the_risk_engine_every_equity_not_only_at_order_times(t
     released = core.ingest("bar", bars, "test").released + core.flush()
     market = MarketFeatureState(cfg.features.spec())
     frames = [decision_frame(events, market.update(events, "bar")) for events in (b.to_pandas() for b in released)]
-    rows = pd.concat(frames, ignore_index=True)
+    rows = Columns.concat(frames).to_frame()
     kernel = DecisionKernel(cfg, policy_window(None))
     peak, quiet_moves = cfg.decisions.ledger.initial_cash, 0
     for start in range(0, len(rows), 50):

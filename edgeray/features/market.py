@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from edgeray.columns import Columns, column
 from edgeray.features.windows import lagged_log_return, rolling_mean, rolling_std, rolling_sum
 
 INPUTS = ("close", "volume", "typical", "spread_bps")
@@ -60,19 +61,19 @@ def compute(spec: MarketFeatureSpec, close: np.ndarray, volume: np.ndarray, typi
     return feats
 
 
-def inputs_from_frame(frame: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+def inputs_from_frame(frame: pd.DataFrame | Columns, kind: str) -> dict[str, np.ndarray]:
     """Bars use close/volume/typical price; quote ticks use the mid and have no volume."""
-    bid = frame["bid"].to_numpy(float)
-    ask = frame["ask"].to_numpy(float)
+    bid = column(frame, "bid", float)
+    ask = column(frame, "ask", float)
     mid = (bid + ask) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         spread_bps = (ask - bid) / mid * 1e4
     if kind == "quote":
         nan = np.full(len(frame), np.nan)
         return {"close": mid, "volume": nan, "typical": mid, "spread_bps": spread_bps}
-    close = frame["close"].to_numpy(float)
-    typical = (frame["high"].to_numpy(float) + frame["low"].to_numpy(float) + close) / 3.0
-    return {"close": close, "volume": frame["volume"].to_numpy(float), "typical": typical, "spread_bps": spread_bps}
+    close = column(frame, "close", float)
+    typical = (column(frame, "high", float) + column(frame, "low", float) + close) / 3.0
+    return {"close": close, "volume": column(frame, "volume", float), "typical": typical, "spread_bps": spread_bps}
 
 
 class MarketFeatureState:
@@ -86,11 +87,11 @@ class MarketFeatureState:
         """`frame` is sorted by event_ts; returns one feature row per input row (same order)."""
         return pd.DataFrame(self.update_columns(frame, kind))
 
-    def update_columns(self, frame: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
-        """`update` as columns (symbol, event_ts, then the features): the streamer adds its own columns and
-        builds one frame, instead of building this one and copying it."""
+    def update_columns(self, frame: pd.DataFrame | Columns, kind: str) -> dict:
+        """`update` as columns (symbol, event_ts, then the features): the streamer adds its own columns to
+        them, instead of building a frame and copying it."""
         inputs = inputs_from_frame(frame, kind)
-        symbols = frame["symbol"].to_numpy()
+        symbols = column(frame, "symbol")
         out = {name: np.full(len(frame), np.nan) for name in self.spec.names}
         for sym in pd.unique(symbols):
             idx = np.flatnonzero(symbols == sym)
@@ -101,4 +102,6 @@ class MarketFeatureState:
             for name in self.spec.names:
                 out[name][idx] = feats[name][n_tail:]
             self._tails[sym] = {k: v[-self.spec.lookback:] for k, v in series.items()}
-        return {"symbol": symbols, "event_ts": frame["event_ts"].to_numpy(), **out}
+        # A DataFrame's event_ts stays its tz-aware array (to_numpy() would box every stamp as a Timestamp).
+        stamps = frame["event_ts"] if isinstance(frame, Columns) else frame["event_ts"].array
+        return {"symbol": symbols, "event_ts": stamps, **out}
