@@ -10,7 +10,6 @@ import gc
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from actors.delivery import ResendingSender
 from actors.window import OutOfOrderError
 from edgeray.columns import Columns, column, take
 from edgeray.config import PipelineConfig
-from edgeray.deadletter import DeadLetterStore
+from edgeray.deadletter import open_deadletter_store
 from edgeray.events import EventKind, batch_kind
 from edgeray.feature_repo.settings import MARKET_VIEW, ODDS_VIEW, FeastSettings
 from edgeray.features.books import NAMES as BOOK_NAMES, MultiBookOddsState
@@ -90,9 +89,7 @@ class FeatureStreamerActor:
         self._bet_outbox = Outbox(self._send_bets, self.cfg.decisions.max_batch_rows, self.cfg.decisions.max_queue_rows,
                                   joinable=lambda first, other: _is_results(first) == _is_results(other),
                                   name="bet-outbox") if meta_controller is not None else None
-        ing = self.cfg.ingestion
-        self.undecided = DeadLetterStore(Path(self.cfg.run_dir) / "decision_deadletters.jsonl",
-                                         ing.deadletter_max_bytes, ing.deadletter_keep_files)
+        self.undecided = open_deadletter_store(self.cfg, "undecided")
         self.decision_errors = 0
         self.undecided_rows = 0
         self.last_decision_error: str | None = None

@@ -14,7 +14,6 @@ import gc
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from actors.metrics import PipelineMetrics
 from actors.outbox import Outbox
 from actors.window import InFlightWindow
 from edgeray.config import PipelineConfig, SourceConfig
-from edgeray.deadletter import DeadLetterStore
+from edgeray.deadletter import open_deadletter_store
 from edgeray.events import batch_kind
 from edgeray.ingest import IngestCore
 from edgeray.replay import PacedBatcher, plan_sources
@@ -52,8 +51,7 @@ class IngestionActor:
     def __init__(self, config: dict, streamer: "ray.actor.ActorHandle"):
         self.cfg = PipelineConfig.model_validate(config)
         ing = self.cfg.ingestion
-        run_dir = Path(self.cfg.run_dir)
-        self.deadletters = DeadLetterStore(run_dir / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
+        self.deadletters = open_deadletter_store(self.cfg, "ingestion")  # run_dir's files or storage.state_url
         self.core = IngestCore(self.deadletters, set(ing.symbols), pd.Timedelta(seconds=ing.lateness_seconds),
                                ing.dedup_capacity, set(ing.sports), pd.Timedelta(seconds=ing.max_future_skew_seconds))
         self.streamer = streamer

@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 MEMORY_RESOURCE = "gpu_memory_gb"  # the Ray custom resource GPU nodes declare: their GPU memory budget in GiB
 
 DEFAULT_CONFIG = {
-    "db_path": "runs/training/queue.sqlite",
+    "db_path": "runs/training/queue.sqlite",  # a SQLite file, or a database URL (storage.state_url)
+    "queue": "default",  # the queue's name in that database (the pipeline's namespace)
+    # Where jobs register models (edgeray.sports.registry.storage_settings): handed to each runner, never
+    # stored with the job, so a database password stays out of job listings.
+    "registry_storage": {},
     "max_concurrent": 2,
     "retention_s": DEFAULT_RETENTION_S,
     "max_attempts": DEFAULT_MAX_ATTEMPTS,
@@ -48,7 +52,8 @@ DEFAULT_CONFIG = {
 
 
 @ray.remote(max_retries=0)  # the scheduler, not Ray, decides about retries (attempts / max_attempts)
-def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: dict) -> dict:
+def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: dict,
+                     registry_storage: dict | None = None) -> dict:
     """Run one job attempt; report placement, then progress per epoch, to the scheduler. The device is the
     device manager's pick (CUDA only when Ray gave this task a GPU); a device failure (out of memory, lost
     device) is retried smaller or on the next device (edgeray.device.run_with_failover), every try recorded
@@ -56,6 +61,9 @@ def run_training_job(scheduler, job_id: str, attempt: int, task: str, params: di
     from edgeray.training import jobs as training_jobs
     from edgeray.training.tasks import device_settings, with_device_settings
 
+    from edgeray.sports.registry import set_storage
+
+    set_storage(registry_storage)  # a model this job registers goes to the configured index and artefact root
     ctx = ray.get_runtime_context()
     gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
     # Ray sets CUDA_VISIBLE_DEVICES to this task's GPUs, so the first visible one is ours
@@ -110,7 +118,8 @@ class TrainingQueueActor:
             raise ValueError(f"config.max_concurrent must be an integer >= 1, got {cfg['max_concurrent']!r}")
         cfg["gpu_memory_budgets"] = parse_memory_budgets(cfg["gpu_memory_budgets"], "config.gpu_memory_budgets")
         self.cfg = cfg
-        self.store = JobStore(cfg["db_path"], retention_s=cfg["retention_s"], max_attempts=cfg["max_attempts"])
+        self.store = JobStore(cfg["db_path"], queue=cfg["queue"], retention_s=cfg["retention_s"],
+                              max_attempts=cfg["max_attempts"])
         self.recovered = self.store.recover()
         self._running: dict[str, tuple[ray.ObjectRef, int]] = {}  # job_id -> (runner ref, attempt)
         self._hard_cancelled: set[str] = set()
@@ -261,7 +270,8 @@ class TrainingQueueActor:
                     resources["resources"] = {MEMORY_RESOURCE: float(gb)}
                 self.store.record_placement(job["job_id"], job["attempts"], dict(resources))
                 ref = run_training_job.options(**resources, name=f"train-{job['task']}-{job['job_id']}").remote(
-                    self._self, job["job_id"], job["attempts"], job["task"], job["params"])
+                    self._self, job["job_id"], job["attempts"], job["task"], job["params"],
+                    self.cfg["registry_storage"])
                 self._running[job["job_id"]] = (ref, job["attempts"])
 
     def _collect(self, ref: ray.ObjectRef) -> None:

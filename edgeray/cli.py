@@ -178,7 +178,7 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
                   columns: list[str] | None, n_bars: int | None, check: bool = False,
                   sport: str | None = None) -> tuple[PipelineConfig, list[SourceConfig]]:
     """Resolve and check the sources before Ray starts: a bad file is reported in seconds, not minutes."""
-    from edgeray.deadletter import DeadLetterStore
+    from edgeray.deadletter import open_deadletter_store
     from edgeray.sources import SourceError, inspect_source, source_available
 
     if cfg.decisions.enabled:
@@ -222,14 +222,13 @@ def _plan_sources(cfg: PipelineConfig, source: Path | None, symbol: str, fmt: st
         if report.detected:
             console.print(f"detected {report.detected}")
         if report.bad_lines is not None and len(report.bad_lines):
-            ing = cfg.ingestion
-            store = Path(cfg.run_dir) / "deadletters.jsonl"
+            store = open_deadletter_store(cfg, "ingestion")
             if not check:
-                DeadLetterStore(store, ing.deadletter_max_bytes, ing.deadletter_keep_files).append(
+                store.append(
                     "odds" if s.type in ("sports", "odds_stream") else "bar", s.path or s.type, report.bad_lines)
             first = report.bad_lines.iloc[0]
             console.print(f"{Path(s.path).name}: {len(report.bad_lines):,} unreadable lines skipped"
-                          + (" (not written: --check)" if check else f" and dead-lettered to {store}")
+                          + (" (not written: --check)" if check else f" and dead-lettered to {store.where}")
                           + f"; first: {first['field']}: {first['value']}", style="yellow", soft_wrap=True)
     universe = list(cfg.ingestion.symbols)
     for s in sources:
@@ -751,14 +750,13 @@ def dead_letters(config: ConfigOption = None,
                  limit: Annotated[int, typer.Option(help="How many records", min=0)] = 20,
                  offset: Annotated[int, typer.Option(help="Skip this many of the newest first", min=0)] = 0) -> None:
     """Show rejected rows and why they were rejected, newest page first (read from the end of the files)."""
-    from edgeray.deadletter import DeadLetterStore
+    from edgeray.deadletter import open_deadletter_store
 
     cfg = _load_config(config)
-    ing = cfg.ingestion
-    store = DeadLetterStore(Path(cfg.run_dir) / "deadletters.jsonl", ing.deadletter_max_bytes, ing.deadletter_keep_files)
+    store = open_deadletter_store(cfg, "ingestion")
     page = store.read_page(limit, offset)
     first = max(page["total"] - offset - len(page["items"]), 0)
-    table = Table(title=f"dead letters {first + 1}-{first + len(page['items'])} of {page['total']} ({store.path})")
+    table = Table(title=f"dead letters {first + 1}-{first + len(page['items'])} of {page['total']} ({store.where})")
     for col in ("kind", "reason", "field", "value", "raw"):
         table.add_column(col, overflow="fold")
     for rec in page["items"]:

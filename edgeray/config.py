@@ -53,6 +53,7 @@ class IngestionConfig(Strict):
     max_future_skew_seconds: float = Field(300.0, ge=0)
     deadletter_max_bytes: int = Field(50 * 1024**2, gt=0)  # the live deadletters.jsonl rotates at this size
     deadletter_keep_files: int = Field(3, gt=0)  # deadletters.jsonl, .1, .2: the oldest is dropped
+    deadletter_max_rows: int = Field(200_000, gt=0)  # with storage.state_url: the newest rows kept per store
     # A batch the feature streamer fails on is retried this many times, then its rows are dead-lettered.
     downstream_retries: int = Field(2, ge=0)
     # A replay drains the streamer and checkpoints its offset at most this often (resume after a restart).
@@ -275,7 +276,11 @@ class StorageConfig(Strict):
     # None: actor checkpoints are files under run_dir/state (one machine). A SQLAlchemy URL (sqlite:///ABS/PATH
     # or postgresql+psycopg://...): rows of a table there, keyed by namespace, so an actor that Ray restarts on
     # another node finds its checkpoint.
+    # The same database also holds the dead letters, the training-job queue and the model registry's index.
     state_url: str | None = None
+    # Model artefacts: None keeps them in sports.registry_dir; a pyarrow.fs URI (s3://BUCKET/PREFIX, gs://...,
+    # file:///ABS/PATH) puts them where every node reads them. S3 credentials: the usual AWS_* variables.
+    artifact_uri: str | None = None
 
     @field_validator("state_url")
     @classmethod
@@ -285,8 +290,20 @@ class StorageConfig(Strict):
         from edgeray.storage.state import check_database_url
         return check_database_url(value)
 
+    @field_validator("artifact_uri")
+    @classmethod
+    def _storage_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edgeray.sports.registry import check_artifact_uri
+        return check_artifact_uri(value)
+
 
 class PipelineConfig(Strict):
+    # A database URL or storage URI may hold a password: str(ValidationError) must not echo inputs (the top
+    # model's setting rules). describe_validation shows them, passwords masked.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     namespace: str = "edgeray"
     run_dir: str = "runs/latest"
     max_restarts: int = 3

@@ -141,7 +141,8 @@ class IngestCore:
                 "raw": late_rows.to_json(orient="records", lines=True, date_format="iso").splitlines(),
             }))
             good, rows, hashes = _take(good, ~late), rows[~late], hashes[~late]
-        rejected = pd.concat(rejected_frames, ignore_index=True)
+        # Most batches reject nothing: a concat of the one (empty) frame cost ~25-50 us a micro-batch.
+        rejected = rejected_frames[0] if len(rejected_frames) == 1 else pd.concat(rejected_frames, ignore_index=True)
 
         n_good = len(good["event_id"])
         self._remember(kind, good, hashes)

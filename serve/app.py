@@ -212,21 +212,25 @@ def build_deployment(app: FastAPI | None = None):
         def queue(self):
             if self._training_queue is None:
                 from actors.training_queue import TrainingQueueActor
+                from edgeray.sports.registry import storage_settings
 
                 sc = self.cfg.sports
                 # Task retries: a call made while the actor restarts waits for it instead of failing.
                 self._training_queue = TrainingQueueActor.options(
                     name="training_queue", namespace=self.cfg.namespace, get_if_exists=True, lifetime="detached",
                     max_restarts=self.cfg.max_restarts, max_task_retries=self.cfg.max_restarts).remote(
-                    {"db_path": sc.queue_db, "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400,
+                    # The configured database when there is one: a restarted actor on any node finds the queue.
+                    {"db_path": self.cfg.storage.state_url or sc.queue_db, "queue": self.cfg.namespace,
+                     "registry_storage": storage_settings(self.cfg),
+                     "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400,
                      "gpu_memory_budgets": dict(sc.gpu_memory_budgets)})
             return self._training_queue
 
         def matrix(self):
             from edgeray.sports.performance import PerformanceMatrix
-            from edgeray.sports.registry import ModelRegistry
+            from edgeray.sports.registry import open_registry
 
-            return PerformanceMatrix(ModelRegistry(self.cfg.sports.registry_dir))
+            return PerformanceMatrix(open_registry(self.cfg))
 
         def sport_frame(self, sport: str):
             from edgeray.sports.features import build_features

@@ -58,6 +58,35 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A local S3-compatible server (moto, from the `test` extra) on a free port with one empty bucket.
+    `s3_bucket.uri(prefix)` is an s3:// URI that pyarrow.fs opens there; credentials come, as for real S3,
+    from the AWS_* environment variables (any value does for moto; set here only when absent)."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
+    added = {k: v for k, v in env.items() if k not in os.environ}
+    os.environ.update(added)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # returns once the server accepts connections
+    bucket = f"edgeray-{uuid.uuid4().hex[:8]}"
+    endpoint = f"127.0.0.1:{port}"
+    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                      allow_bucket_creation=True).create_dir(bucket)
+    query = f"endpoint_override={endpoint}&scheme=http&region=us-east-1"
+    try:
+        yield SimpleNamespace(bucket=bucket, endpoint=endpoint, uri=lambda prefix: f"s3://{bucket}/{prefix}?{query}")
+    finally:
+        server.stop()
+        for key in added:
+            os.environ.pop(key, None)
+
+
 @pytest.fixture
 def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:10]}"

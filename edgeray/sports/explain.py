@@ -25,8 +25,10 @@ class _FeatureFunction:
         return self.model.predict_proba(frame)
 
 
-def explain_sport_model(registry_dir: str, data_dir: str, model_id: int, rows: int = 5, top_k: int = 8) -> dict:
-    registry = ModelRegistry(registry_dir)
+def explain_sport_model(registry: ModelRegistry | str, data_dir: str, model_id: int, rows: int = 5,
+                        top_k: int = 8) -> dict:
+    """`registry`: the server's registry (edgeray.sports.registry.open_registry), or its folder."""
+    registry = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
     record = registry.get(model_id)
     model = registry.load(model_id)
     frame = build_features(load_sport(record["sport"], data_dir))

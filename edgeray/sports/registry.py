@@ -1,4 +1,11 @@
-"""Model registry: a SQLite index (via SQLAlchemy) plus one artefact directory per registered model.
+"""Model registry: an index (SQLAlchemy) plus one artefact directory per registered model.
+
+Where they live is configuration: by default the index is a SQLite file and the artefacts are folders, both
+under the registry root (`sports.registry_dir`); on a cluster the index is tables in `storage.state_url`'s
+database and the artefacts are under `storage.artifact_uri` (s3://, gs://, file://, through pyarrow.fs), so a
+model trained on one node loads on any other. Artefacts in object storage are written from, and read into, a
+temporary local folder (the models save and load folders). The registry loads only artefacts it indexed itself,
+by id: callers never name a file, and an index row's path must stay inside the artefact root.
 
 Each registration gets the next version of its model line (sport, family, name). The row stores the
 model's hyper-parameters, metrics, tags, free-form data (e.g. train/test seasons), the artefact path
@@ -11,46 +18,102 @@ by a unique (sport, family, name, version) constraint and a retry.
 """
 from __future__ import annotations
 
+import contextvars
 import importlib
 import json
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from edgeray.audit import jsonable
 from edgeray.sports.formats import SPORTS, canonical_sport
 
+if TYPE_CHECKING:
+    from edgeray.config import PipelineConfig
+
 FAMILIES = ("statistical", "ensemble", "neural", "lstm")
 LATEST = "latest"
 _MAX_TAG_LEN = 100
 _INSERT_RETRIES = 20
 
-_metadata = sa.MetaData()
-_models = sa.Table(
-    "models", _metadata,
-    sa.Column("model_id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("sport", sa.String(16), nullable=False),
-    sa.Column("family", sa.String(32), nullable=False),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("class_path", sa.String(300), nullable=False),
-    sa.Column("params", sa.Text, nullable=False),
-    sa.Column("metrics", sa.Text, nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("artefact_path", sa.String(500), nullable=False),
-    # ISO-8601 UTC text with microseconds: sorts lexicographically in time order.
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.UniqueConstraint("sport", "family", "name", "version", name="uq_model_line_version"),
-)
-_tags = sa.Table(
-    "model_tags", _metadata,
-    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.model_id"), primary_key=True),
-    sa.Column("tag", sa.String(_MAX_TAG_LEN), primary_key=True),
-)
+ARTIFACT_FIELD = "storage.artifact_uri"
+ARTIFACT_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")  # what pyarrow.fs.FileSystem.from_uri opens
+INDEX_PREFIX = "edgeray_"  # table names in a shared database; the registry's own SQLite file keeps the plain ones
+
+
+def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    models = sa.Table(
+        f"{prefix}models", metadata,
+        sa.Column("model_id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("sport", sa.String(16), nullable=False),
+        sa.Column("family", sa.String(32), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("class_path", sa.String(300), nullable=False),
+        sa.Column("params", sa.Text, nullable=False),
+        sa.Column("metrics", sa.Text, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("artefact_path", sa.String(500), nullable=False),
+        # ISO-8601 UTC text with microseconds: sorts lexicographically in time order.
+        sa.Column("created_at", sa.String(40), nullable=False),
+        sa.UniqueConstraint("sport", "family", "name", "version", name=f"uq_{prefix}model_line_version"),
+    )
+    tags = sa.Table(
+        f"{prefix}model_tags", metadata,
+        sa.Column("model_id", sa.Integer, sa.ForeignKey(f"{prefix}models.model_id"), primary_key=True),
+        sa.Column("tag", sa.String(_MAX_TAG_LEN), primary_key=True),
+    )
+    return metadata, models, tags
+
+
+def shown_uri(uri: str) -> str:
+    """A storage URI for messages: no user info (pyarrow takes s3://KEY:SECRET@bucket) and no query."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+
+
+def check_artifact_uri(uri: Any, field: str = ARTIFACT_FIELD) -> str:
+    """`uri` when it is a storage URI the registry can keep artefacts under; a ValueError naming `field`
+    (without credentials) otherwise. Syntax only: nothing is contacted here."""
+    if not isinstance(uri, str) or "://" not in uri:
+        raise ValueError(f"{field}: expected a storage URI (s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or "
+                         f"file:///ABSOLUTE/PATH), got {shown_uri(uri) if isinstance(uri, str) else uri!r}")
+    parts = urlsplit(uri)
+    if parts.scheme not in ARTIFACT_SCHEMES:
+        raise ValueError(f"{field}: unsupported scheme {parts.scheme!r} in {shown_uri(uri)!r}; "
+                         f"expected one of {list(ARTIFACT_SCHEMES)}")
+    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        raise ValueError(f"{field}: a file URI needs an absolute path (file:///ABSOLUTE/PATH), got {shown_uri(uri)!r}")
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError(f"{field}: {shown_uri(uri)!r} names no bucket")
+    return uri
+
+
+def _artifact_filesystem(uri: str):
+    """(pyarrow filesystem, base path in it) for an artefact root; ValueError naming the field otherwise."""
+    import pyarrow.fs as pafs
+
+    check_artifact_uri(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError, NotImplementedError) as exc:  # pyarrow's errors derive from these
+        raise ValueError(f"{ARTIFACT_FIELD}: cannot open {shown_uri(uri)!r}: {exc}") from None
+
+
+def _check_relative(path: str) -> PurePosixPath:
+    """An index row's artefact path: relative and inside the artefact root, or the row is refused."""
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or ".." in relative.parts or "://" in path or relative.parts[:1] != ("artefacts",):
+        raise RuntimeError(f"artefact_path: index row points outside the registry's artefacts ({path!r})")
+    return relative
 
 
 def _utc_now() -> datetime:
@@ -101,14 +164,79 @@ def _dumps(value: Any, field: str) -> str:
 class ModelRegistry:
     """Versioned store of trained SportModels. `clock` is injectable so tests can age records."""
 
-    def __init__(self, root: str | Path, clock: Callable[[], datetime] | None = None):
+    def __init__(self, root: str | Path, clock: Callable[[], datetime] | None = None, *,
+                 index_url: str | None = None, artifact_uri: str | None = None):
+        """`root`: the registry folder (sports.registry_dir). `index_url`: a database for the index instead of
+        root/registry.sqlite (storage.state_url); `artifact_uri`: where artefacts go instead of root/artefacts
+        (storage.artifact_uri). Left out, both come from `use_storage` when a training job runs inside it."""
+        storage = _storage.get()
+        index_url = storage.get("index_url") if index_url is None else index_url
+        artifact_uri = storage.get("artifact_uri") if artifact_uri is None else artifact_uri
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.clock = clock or _utc_now
-        # timeout: a second process registering at the same time waits for the write lock instead of failing.
-        self.engine = sa.create_engine(f"sqlite:///{self.root / 'registry.sqlite'}",
-                                       connect_args={"timeout": 30})
-        _metadata.create_all(self.engine)
+        if index_url:
+            from edgeray.storage.sql import create_tables, open_engine
+
+            metadata, self._models, self._tags = _tables(INDEX_PREFIX)
+            self.engine = open_engine(index_url)
+            create_tables(self.engine, metadata)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            metadata, self._models, self._tags = _tables("")
+            # timeout: a second process registering at the same time waits for the write lock instead of failing.
+            self.engine = sa.create_engine(f"sqlite:///{self.root / 'registry.sqlite'}", connect_args={"timeout": 30})
+            metadata.create_all(self.engine)
+        self.artifact_uri = artifact_uri
+        self._fs, self._base = _artifact_filesystem(artifact_uri) if artifact_uri else (None, None)
+
+    @property
+    def where(self) -> str:
+        """Index and artefact locations for messages (no password, no credentials)."""
+        from edgeray.storage.sql import shown
+
+        return (f"index {shown(self.engine)}, artefacts "
+                f"{shown_uri(self.artifact_uri) if self.artifact_uri else self.root / 'artefacts'}")
+
+    def _artefact_location(self, relative: PurePosixPath) -> str:
+        if self._fs is None:
+            return str(self.root / relative)
+        return f"{shown_uri(self.artifact_uri).rstrip('/')}/{relative.as_posix()}"
+
+    def _save_artefact(self, model: Any, relative: PurePosixPath) -> None:
+        if self._fs is None:
+            artefact_dir = self.root / relative
+            artefact_dir.mkdir(parents=True)
+            model.save(artefact_dir)
+            return
+        import pyarrow.fs as pafs
+
+        with tempfile.TemporaryDirectory(prefix="edgeray-artefact-") as tmp:
+            model.save(tmp)
+            target = f"{self._base.rstrip('/')}/{relative.as_posix()}"
+            self._fs.create_dir(target, recursive=True)
+            pafs.copy_files(tmp, target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self._fs)
+
+    def _drop_artefact(self, relative: PurePosixPath) -> None:
+        if self._fs is None:
+            shutil.rmtree(self.root / relative, ignore_errors=True)
+            return
+        try:
+            self._fs.delete_dir(f"{self._base.rstrip('/')}/{relative.as_posix()}")
+        except (OSError, FileNotFoundError):  # nothing was uploaded, or it is gone already
+            pass
+
+    @contextmanager
+    def _local_artefact(self, relative: PurePosixPath):
+        """The artefact as a local folder: in place, or downloaded to a temporary one deleted afterwards."""
+        if self._fs is None:
+            yield self.root / relative
+            return
+        import pyarrow.fs as pafs
+
+        with tempfile.TemporaryDirectory(prefix="edgeray-artefact-") as tmp:
+            pafs.copy_files(f"{self._base.rstrip('/')}/{relative.as_posix()}", tmp, source_filesystem=self._fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            yield Path(tmp)
 
     # ------------------------------------------------------------------ writes
     def register(self, model: Any, metrics: dict, tags: Iterable[str] = (), data: dict | None = None) -> dict:
@@ -132,30 +260,28 @@ class ModelRegistry:
         data_json = _dumps(data or {}, "data")
 
         created = self.clock().astimezone(timezone.utc)
-        relative = Path("artefacts", sport, family, name, f"{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
-        artefact_dir = self.root / relative
-        artefact_dir.mkdir(parents=True)
+        relative = PurePosixPath("artefacts", sport, family, name, f"{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
         try:
-            model.save(artefact_dir)
+            self._save_artefact(model, relative)
             model_id = self._insert_next_version(sport, family, name, {
                 "class_path": class_path, "params": params_json, "metrics": metrics_json, "data": data_json,
                 "artefact_path": relative.as_posix(), "created_at": created.isoformat(timespec="microseconds"),
             }, clean_tags)
         except BaseException:
-            shutil.rmtree(artefact_dir, ignore_errors=True)
+            self._drop_artefact(relative)
             raise
         return self.get(model_id)
 
     def _insert_next_version(self, sport: str, family: str, name: str, values: dict, tags: list[str]) -> int:
-        line = (_models.c.sport == sport) & (_models.c.family == family) & (_models.c.name == name)
+        line = (self._models.c.sport == sport) & (self._models.c.family == family) & (self._models.c.name == name)
         for _ in range(_INSERT_RETRIES):
             try:
                 with self.engine.begin() as conn:
-                    top = conn.execute(sa.select(sa.func.max(_models.c.version)).where(line)).scalar()
+                    top = conn.execute(sa.select(sa.func.max(self._models.c.version)).where(line)).scalar()
                     row = {"sport": sport, "family": family, "name": name, "version": (top or 0) + 1, **values}
-                    model_id = conn.execute(_models.insert().values(**row)).inserted_primary_key[0]
+                    model_id = conn.execute(self._models.insert().values(**row)).inserted_primary_key[0]
                     if tags:
-                        conn.execute(_tags.insert(), [{"model_id": model_id, "tag": t} for t in tags])
+                        conn.execute(self._tags.insert(), [{"model_id": model_id, "tag": t} for t in tags])
                 return int(model_id)
             except sa.exc.IntegrityError:
                 continue  # another process took this version number between our SELECT and INSERT
@@ -165,9 +291,10 @@ class ModelRegistry:
         tag = _check_tag(tag)
         self.get(model_id)  # KeyError for an unknown id
         with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(_tags.c.tag).where((_tags.c.model_id == model_id) & (_tags.c.tag == tag)))
+            t = self._tags.c
+            exists = conn.execute(sa.select(t.tag).where((t.model_id == model_id) & (t.tag == tag)))
             if exists.first() is None:
-                conn.execute(_tags.insert().values(model_id=model_id, tag=tag))
+                conn.execute(self._tags.insert().values(model_id=model_id, tag=tag))
         return self.get(model_id)
 
     def update_metrics(self, model_id: int, metrics: dict) -> dict:
@@ -176,7 +303,7 @@ class ModelRegistry:
             raise ValueError(f"metrics: expected a dict, got {type(metrics).__name__}")
         merged = {**self.get(model_id)["metrics"], **metrics}
         with self.engine.begin() as conn:
-            conn.execute(_models.update().where(_models.c.model_id == model_id)
+            conn.execute(self._models.update().where(self._models.c.model_id == model_id)
                          .values(metrics=_dumps(merged, "metrics")))
         return self.get(model_id)
 
@@ -184,9 +311,9 @@ class ModelRegistry:
     def get(self, model_id: int) -> dict:
         if isinstance(model_id, bool) or not isinstance(model_id, int):
             raise ValueError(f"model_id: expected an integer, got {model_id!r}")
-        records = self._select(_models.c.model_id == model_id)
+        records = self._select(self._models.c.model_id == model_id)
         if not records:
-            raise KeyError(f"model_id {model_id} is not in the registry at {self.root}")
+            raise KeyError(f"model_id {model_id} is not in the registry ({self.where})")
         return records[0]
 
     def resolve(self, ref: int | str | tuple) -> dict:
@@ -203,12 +330,12 @@ class ModelRegistry:
             if len(ref) != 4:
                 raise ValueError(f"ref: expected (sport, family, name, version|'latest'), got {ref!r}")
             sport, family, name, version = ref
-            cond = ((_models.c.sport == check_sport(sport)) & (_models.c.family == check_family(family))
-                    & (_models.c.name == name))
+            cond = ((self._models.c.sport == check_sport(sport)) & (self._models.c.family == check_family(family))
+                    & (self._models.c.name == name))
             if version == LATEST:
-                records = self._select(cond, order=_models.c.version.desc(), limit=1)
+                records = self._select(cond, order=self._models.c.version.desc(), limit=1)
             elif isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-                records = self._select(cond & (_models.c.version == version))
+                records = self._select(cond & (self._models.c.version == version))
             else:
                 raise ValueError(f"version: expected a positive integer or 'latest', got {version!r}")
             if not records:
@@ -219,7 +346,11 @@ class ModelRegistry:
     def load(self, ref: int | tuple) -> Any:
         record = self.resolve(ref)
         cls = _import_class(record["class_path"])
-        model = cls.load(record["artefact_path"])
+        with self.engine.connect() as conn:
+            stored = conn.execute(sa.select(self._models.c.artefact_path)
+                                  .where(self._models.c.model_id == record["model_id"])).scalar_one()
+        with self._local_artefact(_check_relative(stored)) as directory:
+            model = cls.load(directory)
         got = (getattr(model, "sport", None), getattr(model, "family", None), getattr(model, "name", None))
         want = (record["sport"], record["family"], record["name"])
         if got != want:
@@ -229,21 +360,22 @@ class ModelRegistry:
     def list(self, sport: str | None = None, family: str | None = None, tag: str | None = None) -> list[dict]:
         cond = sa.true()
         if sport is not None:
-            cond = cond & (_models.c.sport == check_sport(sport))
+            cond = cond & (self._models.c.sport == check_sport(sport))
         if family is not None:
-            cond = cond & (_models.c.family == check_family(family))
+            cond = cond & (self._models.c.family == check_family(family))
         if tag is not None:
-            cond = cond & _models.c.model_id.in_(sa.select(_tags.c.model_id).where(_tags.c.tag == _check_tag(tag)))
+            tagged = sa.select(self._tags.c.model_id).where(self._tags.c.tag == _check_tag(tag))
+            cond = cond & self._models.c.model_id.in_(tagged)
         return self._select(cond)
 
     def _select(self, cond, order=None, limit: int | None = None) -> list[dict]:
-        query = sa.select(_models).where(cond).order_by(order if order is not None else _models.c.model_id)
+        query = sa.select(self._models).where(cond).order_by(order if order is not None else self._models.c.model_id)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
             ids = [r["model_id"] for r in rows]
-            tag_rows = conn.execute(sa.select(_tags).where(_tags.c.model_id.in_(ids))).all() if ids else []
+            tag_rows = conn.execute(sa.select(self._tags).where(self._tags.c.model_id.in_(ids))).all() if ids else []
         tags: dict[int, list[str]] = {}
         for model_id, tag in tag_rows:
             tags.setdefault(model_id, []).append(tag)
@@ -252,5 +384,42 @@ class ModelRegistry:
             "version": r["version"], "class_path": r["class_path"], "params": json.loads(r["params"]),
             "metrics": json.loads(r["metrics"]), "data": json.loads(r["data"]),
             "tags": sorted(tags.get(r["model_id"], [])),
-            "artefact_path": str(self.root / r["artefact_path"]), "created_at": r["created_at"],
+            "artefact_path": self._artefact_location(PurePosixPath(r["artefact_path"])),
+            "created_at": r["created_at"],
         } for r in rows]
+
+
+# What a training job's registry uses when its code names only the folder (edgeray.sports.train): the
+# scheduler sets it from the server's config around each job, so the database URL never enters job params.
+_storage: contextvars.ContextVar[dict] = contextvars.ContextVar("edgeray_registry_storage", default={})
+
+
+def storage_settings(cfg: "PipelineConfig") -> dict:
+    """The registry's storage settings in `cfg` (for `use_storage` and ModelRegistry's keywords)."""
+    return {"index_url": cfg.storage.state_url, "artifact_uri": cfg.storage.artifact_uri}
+
+
+def set_storage(settings: dict | None) -> None:
+    """From now on in this thread (a Ray task: until the next task sets it), a ModelRegistry given only its folder
+    uses `settings` (storage_settings' keys; None or {}: the folder alone). Each training job sets it first."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - {"index_url", "artifact_uri"})
+    if unknown:
+        raise ValueError(f"registry storage: unknown setting {unknown[0]!r}; known: ['artifact_uri', 'index_url']")
+    _storage.set(settings)
+
+
+@contextmanager
+def use_storage(index_url: str | None = None, artifact_uri: str | None = None):
+    """Within this block, a ModelRegistry given only its folder uses this index database and artefact root."""
+    token = _storage.set({"index_url": index_url, "artifact_uri": artifact_uri})
+    try:
+        yield
+    finally:
+        _storage.reset(token)
+
+
+def open_registry(cfg: "PipelineConfig", clock: Callable[[], datetime] | None = None) -> ModelRegistry:
+    """The registry `cfg` configures: sports.registry_dir, with storage.state_url's database as the index and
+    storage.artifact_uri as the artefact root when they are set."""
+    return ModelRegistry(cfg.sports.registry_dir, clock, **storage_settings(cfg))

@@ -1,7 +1,10 @@
 """Training jobs without Ray: the task registry, submission validation and the durable job store.
 
-The store is SQLite so a restarted scheduler actor finds its queue where it left it. Times are unix seconds
-from an injectable clock (tests move it to check retention without sleeping).
+The store is one table in a SQL database, through SQLAlchemy Core (one code path for both backends): a SQLite
+file (`sports.queue_db`, the default) or the configured database (`storage.state_url`, PostgreSQL on a cluster),
+so a restarted scheduler actor finds its queue where it left it, on any node. Rows carry the queue's name (the
+pipeline's namespace), so several pipelines share one database. Times are unix seconds from an injectable clock
+(tests move it to check retention without sleeping).
 
 Ownership: a job belongs to the authenticated identity that submitted it (the HTTP layer passes it; callers
 cannot name a user). Non-admins see and cancel only their own jobs; admins see and cancel all. Callers cannot
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from numbers import Integral, Real
 from pathlib import Path
+
+import sqlalchemy as sa
 
 ProgressFn = Callable[[int, int, dict], None]
 TaskFn = Callable[[dict, ProgressFn, str], dict]
@@ -147,7 +153,7 @@ def validate_submission(user, task, params, priority, num_gpus, server_params: d
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}: {str(params)[:MAX_STRING_CHARS]!r}")
     try:
-        encoded = json.dumps(params, allow_nan=False)  # stored in SQLite, so must be plain JSON
+        encoded = json.dumps(params, allow_nan=False)  # stored as JSON text, so must be plain JSON
     except (TypeError, ValueError) as exc:
         raise ValueError(f"params must be JSON-serialisable without NaN/inf: {exc}") from exc
     if len(encoded) > MAX_PARAMS_BYTES:
@@ -171,74 +177,128 @@ def validate_submission(user, task, params, priority, num_gpus, server_params: d
     return validator(params) if validator is not None else params
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT UNIQUE NOT NULL,
-    user TEXT NOT NULL,
-    task TEXT NOT NULL,
-    params TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    num_gpus REAL NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    submitted_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    cancel_requested_at REAL,
-    error TEXT,
-    result TEXT,
-    progress TEXT,
-    placement TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (state, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user, seq);
-"""
+JOBS_TABLE = "edgeray_training_jobs"
+_LEGACY_TABLE = "jobs"  # the SQLite store's table before the queue column (moved over on first open)
 _COLUMNS = ("seq", "job_id", "user", "task", "params", "priority", "num_gpus", "state", "attempts", "max_attempts",
             "submitted_at", "started_at", "finished_at", "cancel_requested_at", "error", "result", "progress",
             "placement")
 _JSON_COLUMNS = ("params", "result", "progress", "placement")
+# pg_advisory_xact_lock(class, key): serialises claim_next and recover of one queue across processes on
+# PostgreSQL (SQLite: BEGIN IMMEDIATE does). Any fixed 32-bit number unique to this store.
+_QUEUE_LOCK_CLASS = 0x6A6F_6273
+
+_metadata = sa.MetaData()
+_jobs = sa.Table(
+    JOBS_TABLE, _metadata,
+    # BIGINT on PostgreSQL; SQLite's AUTOINCREMENT needs INTEGER (and never reuses a number: FIFO by seq holds).
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(), nullable=False),
+    sa.Column("job_id", sa.String(), unique=True, nullable=False),
+    sa.Column("user", sa.String(), nullable=False),
+    sa.Column("task", sa.String(), nullable=False),
+    sa.Column("params", sa.Text(), nullable=False),
+    sa.Column("priority", sa.Integer(), nullable=False),
+    sa.Column("num_gpus", sa.Float(), nullable=False),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("submitted_at", sa.Float(), nullable=False),
+    sa.Column("started_at", sa.Float()),
+    sa.Column("finished_at", sa.Float()),
+    sa.Column("cancel_requested_at", sa.Float()),
+    sa.Column("error", sa.Text()),
+    sa.Column("result", sa.Text()),
+    sa.Column("progress", sa.Text()),
+    sa.Column("placement", sa.Text()),
+    sa.Index("edgeray_training_jobs_dispatch", "queue", "state", "priority", "seq"),
+    sa.Index("edgeray_training_jobs_user", "queue", "user", "seq"),
+    sqlite_autoincrement=True,
+)
+_c = _jobs.c
 # running first, then queued in dispatch order (priority high first, FIFO within one), then newest finished
-_LIST_ORDER = ("ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
-               "CASE WHEN state IN ('completed', 'failed', 'cancelled') THEN -seq ELSE -priority END, seq")
+_LIST_ORDER = (sa.case((_c.state == "running", 0), (_c.state == "queued", 1), else_=2),
+               sa.case((_c.state.in_(FINISHED_STATES), -_c.seq), else_=-_c.priority), _c.seq)
+_DISPATCH_ORDER = (_c.priority.desc(), _c.seq)
 
 
 def _unknown_job(job_id: str) -> KeyError:
     return KeyError(f"unknown job_id {job_id!r} (never submitted, or purged after the retention period)")
 
 
-class JobStore:
-    """Durable training queue in one SQLite file. Thread-safe (the scheduler actor is threaded)."""
+def _database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL from a database URL (kept) or a file path (a SQLite file there, made absolute)."""
+    if isinstance(location, str) and "://" in location:
+        return location
+    path = Path(location).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
 
-    def __init__(self, path: str | Path, *, retention_s: float = DEFAULT_RETENTION_S,
+
+class JobStore:
+    """Durable training queue: the rows of `queue` in one table of a SQLite file or a PostgreSQL database.
+    Thread-safe (the scheduler actor is threaded) and safe across processes: a job is claimed by one store
+    only, whichever process or node it runs in."""
+
+    def __init__(self, location: str | Path, *, queue: str = "default", retention_s: float = DEFAULT_RETENTION_S,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, clock: Callable[[], float] = time.time):
+        from edgeray.storage.sql import create_tables, open_engine
+
         if not isinstance(retention_s, Real) or isinstance(retention_s, bool) or not retention_s > 0:
             raise ValueError(f"retention_s must be a number > 0, got {retention_s!r}")
         if not _is_int(max_attempts) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not isinstance(queue, str) or not queue or len(queue) > MAX_STRING_CHARS:
+            raise ValueError(f"queue must be a non-empty string of at most {MAX_STRING_CHARS} characters, "
+                             f"got {queue!r}")
+        self.queue = queue
         self.retention_s = float(retention_s)
         self.max_attempts = int(max_attempts)
         self.clock = clock
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers (HTTP polling) never block the writer
-        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()  # one writer at a time in this process; the database orders the others
+        self.engine = open_engine(_database_url(location), "db_path", immediate=True)
+        self.dialect = self.engine.dialect.name
+        create_tables(self.engine, _metadata)
+        if self.dialect == "sqlite":
+            self._adopt_legacy_table()
+        self._mine = _c.queue == queue
+
+    def _adopt_legacy_table(self) -> None:
+        """A queue file written before the shared table: move its jobs (seq kept) into this queue, once."""
+        with self._lock, self.engine.begin() as conn:
+            if not sa.inspect(conn).has_table(_LEGACY_TABLE):
+                return
+            columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+            conn.exec_driver_sql(f"INSERT INTO {JOBS_TABLE} (queue, {columns}) "
+                                 f"SELECT ?, {columns} FROM {_LEGACY_TABLE}", (self.queue,))
+            conn.exec_driver_sql(f"DROP TABLE {_LEGACY_TABLE}")
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self.engine.dispose()
+
+    def __repr__(self) -> str:
+        from edgeray.storage.sql import shown
+
+        return f"JobStore({shown(self.engine)!r}, queue={self.queue!r})"
+
+    @contextmanager
+    def _write(self):
+        """A write transaction: this process's lock, then the database's (SQLite: BEGIN IMMEDIATE)."""
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    def _lock_queue(self, conn) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:cls, :key)"),
+                         {"cls": _QUEUE_LOCK_CLASS, "key": _signed32(zlib.crc32(self.queue.encode()))})
 
     # ----------------------------------------------------------------- reads
     def _row_to_job(self, row) -> dict:
-        job = dict(zip(_COLUMNS, row))
+        job = {col: row[col] for col in _COLUMNS if col != "seq"}
         for col in _JSON_COLUMNS:
             job[col] = json.loads(job[col]) if job[col] is not None else None
         job["cancel_requested"] = job["cancel_requested_at"] is not None
         job["eta_s"] = self._eta(job)
-        job.pop("seq")
         return job
 
     @staticmethod
@@ -250,31 +310,30 @@ class JobStore:
             return None
         return progress["mean_epoch_s"] * max(progress["total_epochs"] - progress["epoch"], 0)
 
-    def _select(self, where: str = "", args: tuple = (), order: str = _LIST_ORDER) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs {where} {order}", args).fetchall()
-        return [self._row_to_job(r) for r in rows]
+    def _select(self, cond=sa.true(), order=_LIST_ORDER, conn=None) -> list[dict]:
+        query = sa.select(_jobs).where(self._mine, cond).order_by(*order)
+        if conn is not None:
+            return [self._row_to_job(r) for r in conn.execute(query).mappings()]
+        with self.engine.connect() as conn:
+            return [self._row_to_job(r) for r in conn.execute(query).mappings()]
 
     def get(self, job_id: str) -> dict:
-        jobs = self._select("WHERE job_id = ?", (job_id,), "")
+        jobs = self._select(_c.job_id == job_id, ())
         if not jobs:
             raise _unknown_job(job_id)
         return jobs[0]
 
     def list_jobs(self, states: Iterable[str] | None = None, user: str | None = None) -> list[dict]:
-        clauses, args = [], []
+        cond = sa.true()
         if states is not None:
             states = list(states)
             bad = [s for s in states if s not in JOB_STATES]
             if bad:
                 raise ValueError(f"states: unknown job state(s) {bad}; known: {list(JOB_STATES)}")
-            clauses.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(states)
+            cond = sa.and_(cond, _c.state.in_(states))
         if user is not None:
-            clauses.append("user = ?")
-            args.append(user)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._select(where, tuple(args))
+            cond = sa.and_(cond, _c.user == user)
+        return self._select(cond)
 
     def visible_job(self, job_id: str, user: str, is_admin: bool) -> dict:
         """The job if the caller may see it. For a non-admin, another user's job answers exactly like an
@@ -301,9 +360,13 @@ class JobStore:
             of_user = user
         return self.list_jobs(states=states, user=of_user)
 
+    def _count_running(self, conn) -> int:
+        query = sa.select(sa.func.count()).select_from(_jobs).where(self._mine, _c.state == "running")
+        return conn.execute(query).scalar_one()
+
     def running_count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+        with self.engine.connect() as conn:
+            return self._count_running(conn)
 
     # ---------------------------------------------------------------- writes
     def submit(self, user: str, task: str, params: dict | None = None, priority: int = 0,
@@ -313,52 +376,46 @@ class JobStore:
         if not _is_int(attempts_cap) or attempts_cap < 1:
             raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
         job_id = uuid.uuid4().hex[:12]
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, user, task, params, priority, num_gpus, state, attempts, max_attempts, "
-                "submitted_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)",
-                (job_id, user.strip(), task, json.dumps(params), int(priority), float(num_gpus), int(attempts_cap),
-                 float(self.clock())))
+        with self._write() as conn:
+            conn.execute(_jobs.insert().values(
+                queue=self.queue, job_id=job_id, user=user.strip(), task=task, params=json.dumps(params),
+                priority=int(priority), num_gpus=float(num_gpus), state="queued", attempts=0,
+                max_attempts=int(attempts_cap), submitted_at=float(self.clock())))
         return self.get(job_id)
 
     def claim_next(self, max_concurrent: int) -> list[dict]:
         """Move queued jobs to running (highest priority first, FIFO within a priority) until
-        `max_concurrent` run; return the claimed jobs with their new attempt number."""
-        claimed = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                free = max_concurrent - self._db.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
-                if free > 0:
-                    ids = [r[0] for r in self._db.execute(
-                        "SELECT job_id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT ?",
-                        (free,))]
-                    now = float(self.clock())
-                    for job_id in ids:
-                        self._db.execute(
-                            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
-                            "finished_at = NULL, progress = NULL, placement = NULL, error = NULL WHERE job_id = ?",
-                            (now, job_id))
-                    claimed = ids
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return [self.get(job_id) for job_id in claimed]
+        `max_concurrent` run; return the claimed jobs with their new attempt number. One transaction that
+        holds the queue's lock, so two schedulers (two processes, two nodes) never claim the same job and
+        never run more than `max_concurrent` between them."""
+        with self._write() as conn:
+            self._lock_queue(conn)
+            free = max_concurrent - self._count_running(conn)
+            if free <= 0:
+                return []
+            ids = conn.execute(sa.select(_c.job_id).where(self._mine, _c.state == "queued")
+                               .order_by(*_DISPATCH_ORDER).limit(free)).scalars().all()
+            if ids:
+                conn.execute(_jobs.update().where(self._mine, _c.job_id.in_(ids), _c.state == "queued").values(
+                    state="running", attempts=_c.attempts + 1, started_at=float(self.clock()), finished_at=None,
+                    progress=None, placement=None, error=None))
+            claimed = {job["job_id"]: job for job in self._select(_c.job_id.in_(ids), (), conn)} if ids else {}
+        return [claimed[job_id] for job_id in ids]
 
-    def _is_current(self, job_id: str, attempt: int) -> bool:
-        row = self._db.execute("SELECT state, attempts FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return row is not None and row[0] == "running" and row[1] == attempt
+    def _current(self, conn, job_id: str, attempt: int, *columns):
+        """The job's row (locked until the transaction ends) when `attempt` is its running attempt, else None."""
+        row = conn.execute(sa.select(_c.state, _c.attempts, *columns).where(self._mine, _c.job_id == job_id)
+                           .with_for_update()).first()
+        return row if row is not None and row.state == "running" and row.attempts == attempt else None
 
     def record_placement(self, job_id: str, attempt: int, placement: dict) -> bool:
         """Merge where the runner landed (node, Ray GPU ids, device) into the job. False if this attempt is stale."""
-        with self._lock:
-            if not self._is_current(job_id, attempt):
+        with self._write() as conn:
+            row = self._current(conn, job_id, attempt, _c.placement)
+            if row is None:
                 return False
-            row = self._db.execute("SELECT placement FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            merged = {**(json.loads(row[0]) if row[0] else {}), **placement}
-            self._db.execute("UPDATE jobs SET placement = ? WHERE job_id = ?", (json.dumps(merged), job_id))
+            merged = {**(json.loads(row.placement) if row.placement else {}), **placement}
+            conn.execute(_jobs.update().where(self._mine, _c.job_id == job_id).values(placement=json.dumps(merged)))
             return True
 
     def report_progress(self, job_id: str, attempt: int, epoch: int, total_epochs: int, metrics: dict,
@@ -373,33 +430,31 @@ class JobStore:
         # a diverged loss (NaN/inf) is stored as None so job dicts stay valid JSON for the HTTP API
         metrics = {str(k): ((float(v) if math.isfinite(v) else None) if isinstance(v, Real) else v)
                    for k, v in (metrics or {}).items()}
-        with self._lock:
-            row = self._db.execute("SELECT state, attempts, cancel_requested_at, progress FROM jobs WHERE job_id = ?",
-                                   (job_id,)).fetchone()
-            if row is None or row[0] != "running" or row[1] != attempt:
+        with self._write() as conn:
+            row = self._current(conn, job_id, attempt, _c.cancel_requested_at, _c.progress)
+            if row is None:
                 return True
-            previous = json.loads(row[3]) if row[3] else {}
+            previous = json.loads(row.progress) if row.progress else {}
             history = (previous.get("history") or []) + [{"epoch": int(epoch), **metrics}]
             progress = {"epoch": int(epoch), "total_epochs": int(total_epochs), "metrics": metrics,
                         "elapsed_s": float(elapsed_s),
                         # ETA from the mean epoch time so far: simple and unbiased once epochs are alike
                         "mean_epoch_s": float(elapsed_s) / epoch if epoch else None,
                         "history": history[-_HISTORY_LIMIT:]}
-            self._db.execute("UPDATE jobs SET progress = ? WHERE job_id = ?",
-                             (json.dumps(progress), job_id))
-            return row[2] is not None
+            conn.execute(_jobs.update().where(self._mine, _c.job_id == job_id).values(progress=json.dumps(progress)))
+            return row.cancel_requested_at is not None
 
     def finish(self, job_id: str, attempt: int, state: str, result: dict | None = None,
                error: str | None = None) -> bool:
         """Record how an attempt ended. Ignored (False) for a superseded attempt."""
         if state not in FINISHED_STATES:
             raise ValueError(f"state must be one of {list(FINISHED_STATES)}, got {state!r}")
-        with self._lock:
-            if not self._is_current(job_id, attempt):
+        with self._write() as conn:
+            if self._current(conn, job_id, attempt) is None:
                 return False
-            self._db.execute("UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ? WHERE job_id = ?",
-                             (state, float(self.clock()), json.dumps(result) if result is not None else None, error,
-                              job_id))
+            conn.execute(_jobs.update().where(self._mine, _c.job_id == job_id).values(
+                state=state, finished_at=float(self.clock()), result=json.dumps(result) if result is not None else None,
+                error=error))
             return True
 
     def cancel(self, job_id: str, user: str | None = None, is_admin: bool = False) -> dict:
@@ -408,96 +463,98 @@ class JobStore:
 
         With `user` (the HTTP path always passes it): only the job's owner or an admin may cancel; anyone else
         gets a PermissionError that does not name the owner. `user=None` is the scheduler's own call."""
-        with self._lock:
-            job = self.get(job_id)
+        with self._write() as conn:
+            row = conn.execute(sa.select(_c.user, _c.state, _c.cancel_requested_at)
+                               .where(self._mine, _c.job_id == job_id).with_for_update()).first()
+            if row is None:
+                raise _unknown_job(job_id)
             if user is not None:
                 user = check_identity(user, is_admin)
-                if not is_admin and job["user"] != user:
-                    raise PermissionError(f"job_id {job_id!r} belongs to another user; only its owner or an "
-                                          f"admin can cancel it")
+            if user is not None and not is_admin and row.user != user:
+                raise PermissionError(f"job_id {job_id!r} belongs to another user; only its owner or an "
+                                      f"admin can cancel it")
             now = float(self.clock())
-            if job["state"] == "queued":
-                self._db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested_at = ?, "
-                                 "error = 'cancelled while queued' WHERE job_id = ?", (now, now, job_id))
-            elif job["state"] == "running":
-                if job["cancel_requested_at"] is None:
-                    self._db.execute("UPDATE jobs SET cancel_requested_at = ? WHERE job_id = ?", (now, job_id))
+            this_job = sa.and_(self._mine, _c.job_id == job_id)
+            if row.state == "queued":
+                conn.execute(_jobs.update().where(this_job).values(
+                    state="cancelled", finished_at=now, cancel_requested_at=now, error="cancelled while queued"))
+            elif row.state == "running":
+                if row.cancel_requested_at is None:
+                    conn.execute(_jobs.update().where(this_job).values(cancel_requested_at=now))
             else:
-                raise ValueError(f"job_id {job_id!r} is already {job['state']}; only queued or running jobs can be "
+                raise ValueError(f"job_id {job_id!r} is already {row.state}; only queued or running jobs can be "
                                  f"cancelled")
         return self.get(job_id)
 
     def cancel_overdue(self, grace_s: float) -> list[dict]:
         """Running jobs whose cancel request is older than `grace_s` (their runner missed the flag)."""
         cutoff = float(self.clock()) - grace_s
-        return self._select("WHERE state = 'running' AND cancel_requested_at IS NOT NULL "
-                            "AND cancel_requested_at <= ?", (cutoff,))
+        return self._select(sa.and_(_c.state == "running", _c.cancel_requested_at.is_not(None),
+                                    _c.cancel_requested_at <= cutoff))
 
     def recover(self) -> dict:
         """After a scheduler restart: running jobs lost their runner. Re-queue those with attempts left,
         fail the rest with the reason. Returns {"requeued": [...], "failed": [...]} job ids."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute("SELECT job_id, attempts, max_attempts, cancel_requested_at FROM jobs "
-                                        "WHERE state = 'running' ORDER BY seq").fetchall()
-                requeued, failed = [], []
-                now = float(self.clock())
-                for job_id, attempts, max_attempts, cancel_at in rows:
-                    if cancel_at is not None:  # the user already asked it to stop: do not run it again
-                        self._db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, error = ? "
-                                         "WHERE job_id = ?", (now, f"cancelled; {RESTART_REASON}", job_id))
-                        failed.append(job_id)
-                    elif attempts < max_attempts:
-                        self._db.execute("UPDATE jobs SET state = 'queued', started_at = NULL, placement = NULL, "
-                                         "error = ? WHERE job_id = ?",
-                                         (f"re-queued: {RESTART_REASON} during attempt {attempts}", job_id))
-                        requeued.append(job_id)
-                    else:
-                        self._db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
-                                         "WHERE job_id = ?", (now, RESTART_REASON, job_id))
-                        failed.append(job_id)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        requeued, failed = [], []
+        with self._write() as conn:
+            self._lock_queue(conn)
+            rows = conn.execute(sa.select(_c.job_id, _c.attempts, _c.max_attempts, _c.cancel_requested_at)
+                                .where(self._mine, _c.state == "running").order_by(_c.seq)).all()
+            now = float(self.clock())
+            for job_id, attempts, max_attempts, cancel_at in rows:
+                this_job = sa.and_(self._mine, _c.job_id == job_id)
+                if cancel_at is not None:  # the user already asked it to stop: do not run it again
+                    conn.execute(_jobs.update().where(this_job).values(
+                        state="cancelled", finished_at=now, error=f"cancelled; {RESTART_REASON}"))
+                    failed.append(job_id)
+                elif attempts < max_attempts:
+                    conn.execute(_jobs.update().where(this_job).values(
+                        state="queued", started_at=None, placement=None,
+                        error=f"re-queued: {RESTART_REASON} during attempt {attempts}"))
+                    requeued.append(job_id)
+                else:
+                    conn.execute(_jobs.update().where(this_job).values(
+                        state="failed", finished_at=now, error=RESTART_REASON))
+                    failed.append(job_id)
         return {"requeued": requeued, "failed": failed}
 
     def purge(self) -> list[str]:
         """Delete finished jobs whose finish is older than the retention period."""
         cutoff = float(self.clock()) - self.retention_s
-        with self._lock:
-            ids = [r[0] for r in self._db.execute(
-                "SELECT job_id FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < ?",
-                (cutoff,))]
-            self._db.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
-        return ids
+        old = sa.and_(self._mine, _c.state.in_(FINISHED_STATES), _c.finished_at < cutoff)
+        with self._write() as conn:
+            ids = conn.execute(sa.select(_c.job_id).where(old)).scalars().all()
+            if ids:
+                conn.execute(_jobs.delete().where(self._mine, _c.job_id.in_(ids)))
+        return list(ids)
 
     # ------------------------------------------------------------ snapshots
     def state_dict(self) -> dict:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq").fetchall()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*(_c[col] for col in _COLUMNS)).where(self._mine)
+                                .order_by(_c.seq)).mappings().all()
         return {"retention_s": self.retention_s, "max_attempts": self.max_attempts,
-                "jobs": [dict(zip(_COLUMNS, r)) for r in rows]}
+                "jobs": [dict(r) for r in rows]}
 
     def load_state(self, state: dict) -> None:
-        """Replace this store's contents with a `state_dict()` snapshot (seq kept, so FIFO order survives)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM jobs")
-                self._db.executemany(
-                    f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                    [tuple(job[c] for c in _COLUMNS) for job in state["jobs"]])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.retention_s = float(state["retention_s"])
-            self.max_attempts = int(state["max_attempts"])
+        """Replace this queue's jobs with a `state_dict()` snapshot. Rows are inserted in their seq order and
+        numbered afresh (other queues may share the table), so the FIFO order survives."""
+        jobs = sorted(state["jobs"], key=lambda job: job["seq"])
+        with self._write() as conn:
+            conn.execute(_jobs.delete().where(self._mine))
+            for job in jobs:  # one at a time: the database numbers them in this order
+                conn.execute(_jobs.insert().values(queue=self.queue, **{c: job[c] for c in _COLUMNS if c != "seq"}))
+        self.retention_s = float(state["retention_s"])
+        self.max_attempts = int(state["max_attempts"])
 
     @classmethod
-    def from_state(cls, state: dict, path: str | Path, clock: Callable[[], float] = time.time) -> JobStore:
-        store = cls(path, retention_s=state["retention_s"], max_attempts=state["max_attempts"], clock=clock)
+    def from_state(cls, state: dict, location: str | Path, clock: Callable[[], float] = time.time,
+                   queue: str = "default") -> JobStore:
+        store = cls(location, queue=queue, retention_s=state["retention_s"], max_attempts=state["max_attempts"],
+                    clock=clock)
         store.load_state(state)
         return store
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value

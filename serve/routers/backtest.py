@@ -89,11 +89,11 @@ class UnderdogBacktestBody(SizingBody):
 
 def _opportunities(api, body: BacktestBody):
     from edgeray.backtest.opportunities import model_opportunities
-    from edgeray.sports.registry import ModelRegistry
+    from edgeray.sports.registry import open_registry
 
     from edgeray.sports.formats import canonical_sport
 
-    registry = ModelRegistry(api.cfg.sports.registry_dir)
+    registry = open_registry(api.cfg)
     record = registry.resolve(body.model_id)  # KeyError -> 404
     if record["sport"] != canonical_sport(body.sport):
         raise error(422, ["body", "sport"], f"sport: model {body.model_id} is a {record['sport']} model, not {body.sport!r}",

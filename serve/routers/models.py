@@ -46,9 +46,9 @@ async def model_tags(model_id: Annotated[int, Path(ge=0, le=2**31)], body: TagsB
                      who=require("trade")) -> dict:
     """Add tags to a registered model (the performance matrix shows them; a tag also names the model in
     backtests, as the training request's model_id does)."""
-    from edgeray.sports.registry import ModelRegistry
+    from edgeray.sports.registry import open_registry
 
-    registry = ModelRegistry(api.cfg.sports.registry_dir)
+    registry = open_registry(api.cfg)
     record = registry.get(model_id)  # KeyError -> 404
     for tag in body.tags:
         record = registry.tag(model_id, tag)

@@ -239,7 +239,8 @@ async def features_explain(model_id: str = Query(min_length=1, max_length=64, pa
                            rows: int = Query(5, ge=1, le=50), api=Depends(get_api), who=require("read")) -> dict:
     """SHAP explanations of a model's predictions; `model_id` is the registry id or a tag of the model."""
     from edgeray.sports.explain import explain_sport_model
-    from edgeray.sports.registry import ModelRegistry
+    from edgeray.sports.registry import open_registry
 
-    record = ModelRegistry(api.cfg.sports.registry_dir).resolve(model_id)  # KeyError -> 404
-    return explain_sport_model(api.cfg.sports.registry_dir, api.cfg.sports.data(), record["model_id"], rows)
+    registry = open_registry(api.cfg)
+    record = registry.resolve(model_id)  # KeyError -> 404
+    return explain_sport_model(registry, api.cfg.sports.data(), record["model_id"], rows)
