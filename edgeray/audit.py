@@ -17,6 +17,7 @@ import enum
 import json
 import math
 import re
+import threading
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -139,6 +140,8 @@ class AuditLog:
             raise ValueError(f"url: only sqlite and postgresql are supported, got dialect {self.dialect!r} ({url!r})")
         self.table_name = table_name
         self.schema = schema
+        self._writer = None  # SQLite: the DBAPI connection appends go through (see _append_sqlite)
+        self._writer_lock = threading.Lock()
         metadata = sa.MetaData(schema=schema)
         self.table = sa.Table(
             table_name, metadata,
@@ -218,11 +221,36 @@ class AuditLog:
         rows = self._validate(records, datetime.now(timezone.utc))
         if not rows:
             return 0
-        insert = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.table)
+        if self.dialect == "sqlite":
+            return self._append_sqlite(rows)
+        insert = postgresql.insert(self.table)
         # RETURNING reports exactly the rows that were inserted; driver rowcounts for executemany differ.
         stmt = insert.on_conflict_do_nothing(index_elements=["decision_id", "stage"]).returning(self.table.c.seq)
         with self.engine.begin() as conn:
             return len(conn.execute(stmt, rows).all())
+
+    def _append_sqlite(self, rows: list[dict]) -> int:
+        """The same INSERT OR IGNORE through the DBAPI on one kept connection. SQLAlchemy's statement build,
+        compiled-cache lookup and RETURNING rows were half of a 10-record write (~0.25 of ~0.5 ms on the decision
+        loop's latency path, every micro-batch); the datetimes still go through the column type's own bind
+        processor, so they are stored exactly as the SQLAlchemy path stores them. New rows are counted with
+        sqlite's total_changes (ignored rows change nothing)."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self.engine.raw_connection()
+                self._bind_ts = self.table.c.event_ts.type.dialect_impl(self.engine.dialect).bind_processor(self.engine.dialect)
+            conn, bind = self._writer, self._bind_ts
+            before = conn.driver_connection.total_changes
+            try:
+                conn.cursor().executemany(
+                    f"INSERT OR IGNORE INTO {self.qualified_name} (decision_id, stage, event_ts, recorded_at, payload) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(r["decision_id"], r["stage"], bind(r["event_ts"]), bind(r["recorded_at"]), r["payload"]) for r in rows])
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return conn.driver_connection.total_changes - before
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -279,4 +307,8 @@ class AuditLog:
             return int(conn.execute(stmt).scalar_one())
 
     def close(self) -> None:
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
