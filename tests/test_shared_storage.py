@@ -164,6 +164,24 @@ def test_a_restarted_scheduler_finds_and_recovers_its_queue_and_only_its_own(job
     assert restarted.list_jobs() == before and neighbour.get(theirs)["state"] == "queued"
 
 
+def test_a_training_queue_actor_restarted_elsewhere_finds_its_jobs_in_postgresql(pg_url, ray_session, name):
+    from actors.training_queue import TrainingQueueActor
+    from tests.test_training_queue import ADMIN, _wait
+
+    config = {"db_path": pg_url, "queue": name, "poll_s": 0.05, "start_paused": True}
+    try:
+        first = TrainingQueueActor.remote(config)
+        job = ray_session.get(first.submit.remote("ann", "torch_mlp_demo", {"epochs": 2, "n_samples": 32}, 0, 0.0))
+        ray_session.kill(first)  # its node is gone; nothing of it survives but the database
+        second = TrainingQueueActor.remote({**config, "start_paused": False})
+        done = _wait(lambda: (j := ray_session.get(second.job.remote(job["job_id"], *ADMIN)))["state"] == "completed"
+                     and j, what="the queued job to complete on the new actor")
+        assert done["attempts"] == 1 and done["progress"]["epoch"] == 2
+        ray_session.kill(second)
+    finally:
+        _delete(pg_url, JOBS_TABLE, "queue", name)
+
+
 # ------------------------------------------------------------------------------------------ registry
 @pytest.fixture(scope="module")
 def real_model():
