@@ -164,7 +164,7 @@ DEADLETTER_FILES = {"ingestion": "deadletters.jsonl", "undecided": "decision_dea
 
 class SqlDeadLetterStore:
     """Dead letters as rows (namespace, store, JSON record) of one table: the same API as DeadLetterStore.
-    Retention: after each append only the newest `max_rows` of this (namespace, store) are kept."""
+    Retention: the newest `max_rows` of this (namespace, store) are kept (up to 10% more between trims)."""
 
     def __init__(self, url: str, namespace: str, store: str, max_rows: int = 200_000,
                  max_raw_bytes: int = MAX_RAW_BYTES):
@@ -188,6 +188,11 @@ class SqlDeadLetterStore:
         create_tables(self.engine, metadata)
         t = self.table
         self._mine = sa.and_(t.c.namespace == namespace, t.c.store == store)
+        # Trimming reads max_rows index entries: done once per tenth of max_rows appended (and on the first
+        # append), so the store holds at most 10% more than max_rows between trims.
+        self._trim_every = max(1, max_rows // 10)
+        self._since_trim = self._trim_every
+        self._lock = threading.Lock()
 
     @property
     def where(self) -> str:
@@ -211,9 +216,12 @@ class SqlDeadLetterStore:
         # The id of the oldest row to keep; the subquery is empty (nothing deleted) while fewer are stored.
         oldest_kept = (sa.select(t.c.id).where(self._mine).order_by(t.c.id.desc())
                        .offset(self.max_rows - 1).limit(1).scalar_subquery())
-        with self.engine.begin() as conn:
+        with self._lock, self.engine.begin() as conn:
             conn.execute(t.insert(), rows)
-            conn.execute(sa.delete(t).where(self._mine, t.c.id < oldest_kept))
+            self._since_trim += len(rows)
+            if self._since_trim >= self._trim_every:
+                conn.execute(sa.delete(t).where(self._mine, t.c.id < oldest_kept))
+                self._since_trim = 0
         return len(rows)
 
     def read_page(self, limit: int = 100, offset: int = 0) -> dict:

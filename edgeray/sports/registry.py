@@ -23,6 +23,7 @@ import importlib
 import json
 import shutil
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -72,6 +73,25 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("tag", sa.String(_MAX_TAG_LEN), primary_key=True),
     )
     return metadata, models, tags
+
+
+_LOCAL_TABLES = _tables("")
+_INDEX_TABLES = _tables(INDEX_PREFIX)
+# One engine per index database and process: the API opens the registry per request, and each would otherwise
+# hold its own connection pool and re-check the tables.
+_index_engines: dict[str, sa.Engine] = {}
+_index_lock = threading.Lock()
+
+
+def _index_engine(url: str) -> sa.Engine:
+    from edgeray.storage.sql import create_tables, open_engine
+
+    with _index_lock:
+        if url not in _index_engines:
+            engine = open_engine(url)
+            create_tables(engine, _INDEX_TABLES[0])
+            _index_engines[url] = engine
+        return _index_engines[url]
 
 
 def shown_uri(uri: str) -> str:
@@ -175,14 +195,11 @@ class ModelRegistry:
         self.root = Path(root).expanduser().resolve()
         self.clock = clock or _utc_now
         if index_url:
-            from edgeray.storage.sql import create_tables, open_engine
-
-            metadata, self._models, self._tags = _tables(INDEX_PREFIX)
-            self.engine = open_engine(index_url)
-            create_tables(self.engine, metadata)
+            _, self._models, self._tags = _INDEX_TABLES
+            self.engine = _index_engine(index_url)
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            metadata, self._models, self._tags = _tables("")
+            metadata, self._models, self._tags = _LOCAL_TABLES
             # timeout: a second process registering at the same time waits for the write lock instead of failing.
             self.engine = sa.create_engine(f"sqlite:///{self.root / 'registry.sqlite'}", connect_args={"timeout": 30})
             metadata.create_all(self.engine)
