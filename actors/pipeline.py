@@ -33,8 +33,21 @@ def ensure_ray(cfg: PipelineConfig) -> None:
     if address:
         ray.init(address=address, namespace=cfg.namespace)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_mb * 1024**2,
-                 namespace=cfg.namespace)
+        ray.init(**local_ray_options(cfg))
+
+
+def local_ray_options(cfg: PipelineConfig) -> dict:
+    """ray.init's arguments for a Ray this process starts itself. With GPU memory budgets configured
+    (sports.gpu_memory_budgets), the node declares their sum as the resource the training queue places jobs by
+    (a cluster's GPU nodes declare theirs in cluster.yaml)."""
+    from edgeray.device import GPU_MEMORY_RESOURCE, parse_memory_budgets
+
+    options = {"num_cpus": cfg.ray.num_cpus, "object_store_memory": cfg.ray.object_store_memory_mb * 1024**2,
+               "namespace": cfg.namespace}
+    budgets = parse_memory_budgets(cfg.sports.gpu_memory_budgets, "sports.gpu_memory_budgets")
+    if budgets:
+        options["resources"] = {GPU_MEMORY_RESOURCE: sum(budgets.values())}
+    return options
 
 
 def resolve_sources(cfg: PipelineConfig) -> list[SourceConfig]:

@@ -18,7 +18,7 @@ import time
 import ray
 from ray.exceptions import TaskCancelledError
 
-from edgeray.device import parse_memory_budgets, parse_memory_gb, run_with_failover, select_device
+from edgeray.device import GPU_MEMORY_RESOURCE, parse_memory_budgets, parse_memory_gb, run_with_failover, select_device
 from edgeray.gpu import gpu_stats as nvml_gpu_stats
 from edgeray.training.jobs import (
     DEFAULT_MAX_ATTEMPTS,
@@ -29,7 +29,6 @@ from edgeray.training.jobs import (
 
 log = logging.getLogger(__name__)
 
-MEMORY_RESOURCE = "gpu_memory_gb"  # the Ray custom resource GPU nodes declare: their GPU memory budget in GiB
 
 DEFAULT_CONFIG = {
     "db_path": "runs/training/queue.sqlite",  # a SQLite file, or a database URL (storage.state_url)
@@ -198,10 +197,10 @@ class TrainingQueueActor:
             device = {"error": f"{type(exc).__name__}: {exc}"}
         budgets = {
             "configured_gb": {str(i): gb for i, gb in self.cfg["gpu_memory_budgets"].items()},
-            "resource": MEMORY_RESOURCE,
-            "declared_gb": {n["NodeID"]: n["Resources"][MEMORY_RESOURCE] for n in ray.nodes()
-                            if n["Alive"] and MEMORY_RESOURCE in n["Resources"]},
-            "available_gb": ray.available_resources().get(MEMORY_RESOURCE, 0.0),
+            "resource": GPU_MEMORY_RESOURCE,
+            "declared_gb": {n["NodeID"]: n["Resources"][GPU_MEMORY_RESOURCE] for n in ray.nodes()
+                            if n["Alive"] and GPU_MEMORY_RESOURCE in n["Resources"]},
+            "available_gb": ray.available_resources().get(GPU_MEMORY_RESOURCE, 0.0),
             "jobs_gb": {j["job_id"]: (j["params"] or {}).get("gpu_memory_gb")
                         for j in self.store.list_jobs(states=["running"]) if (j["params"] or {}).get("gpu_memory_gb")},
         }
@@ -246,9 +245,9 @@ class TrainingQueueActor:
             index = max(budgets, key=budgets.get)
             raise ValueError(f"params.gpu_memory_gb {gb:g} exceeds the largest GPU memory budget "
                              f"({budgets[index]:g} GB on GPU {index}; budgets {budgets})")
-        declared = [n["Resources"].get(MEMORY_RESOURCE, 0.0) for n in ray.nodes() if n["Alive"]]
+        declared = [n["Resources"].get(GPU_MEMORY_RESOURCE, 0.0) for n in ray.nodes() if n["Alive"]]
         if any(declared) and gb > max(declared):
-            raise ValueError(f"params.gpu_memory_gb {gb:g} exceeds every node's {MEMORY_RESOURCE} resource "
+            raise ValueError(f"params.gpu_memory_gb {gb:g} exceeds every node's {GPU_MEMORY_RESOURCE} resource "
                              f"(largest {max(declared):g})")
 
     def _dispatch(self) -> None:
@@ -266,8 +265,8 @@ class TrainingQueueActor:
                 # atomically, across nodes and across restarts of this actor, and a job waits (pending in Ray,
                 # as for GPUs) until a GPU with room frees. Per-GPU exactly on one-GPU nodes; on a multi-GPU node
                 # the budget is the node's total and Ray picks which of its GPUs. No node declaring it: no budget.
-                if num_gpus > 0 and gb and cluster.get(MEMORY_RESOURCE, 0.0) > 0:
-                    resources["resources"] = {MEMORY_RESOURCE: float(gb)}
+                if num_gpus > 0 and gb and cluster.get(GPU_MEMORY_RESOURCE, 0.0) > 0:
+                    resources["resources"] = {GPU_MEMORY_RESOURCE: float(gb)}
                 self.store.record_placement(job["job_id"], job["attempts"], dict(resources))
                 ref = run_training_job.options(**resources, name=f"train-{job['task']}-{job['job_id']}").remote(
                     self._self, job["job_id"], job["attempts"], job["task"], job["params"],

@@ -244,7 +244,7 @@ class SportsConfig(Strict):
     retention_days: float = Field(7.0, gt=0)
     # Training GPU memory budgets per GPU index, e.g. {0: "8GB", 1: "6GB"} (the specification's example): a job
     # declaring more (params.gpu_memory_gb) than the largest is refused. Placement by budget needs each GPU node
-    # to declare the Ray resource gpu_memory_gb (README, "Devices and mixed precision").
+    # to declare the Ray resource gpu_memory_gb: cluster.yaml's GPU workers do, and so does a Ray edgeray starts itself.
     gpu_memory_budgets: dict[int, str | float] = {}
 
     @field_validator("gpu_memory_budgets")

@@ -249,6 +249,11 @@ def parse_memory_gb(value, field_name: str) -> float:
     return gib
 
 
+# The Ray custom resource a GPU node declares: its GPU memory budget in GiB (cluster.yaml; a local Ray started by
+# edgeray declares the configured budgets' sum). Training jobs ask for their params.gpu_memory_gb of it.
+GPU_MEMORY_RESOURCE = "gpu_memory_gb"
+
+
 def parse_memory_budgets(config, field_name: str = "gpu_memory_budgets") -> dict[int, float]:
     """{GPU index: GiB} from config such as {0: "8GB", 1: "6GB"} (keys may be strings, as in JSON/YAML)."""
     if config is None:

@@ -328,3 +328,21 @@ def test_sport_models_accept_the_managers_mps_pick_and_refuse_it_where_absent():
         resolve_device("mps", uses_torch=True)  # real: no Apple GPU on this machine
     with pytest.raises(ValueError, match=r"device must be 'cpu', 'mps', 'cuda' or 'cuda:N', got 'tpu'"):
         resolve_device("tpu", uses_torch=True)
+
+
+def test_budgets_declare_the_placement_resource_where_edgeray_starts_ray_and_on_cluster_gpu_nodes(tmp_path):
+    """The queue places jobs by the gpu_memory_gb resource, so something must declare it: a local Ray edgeray
+    starts (the budgets' sum) and cluster.yaml's GPU node type."""
+    import yaml
+
+    from actors.pipeline import local_ray_options
+    from edgeray.config import PipelineConfig
+    from tests.conftest import ROOT, pipeline_config
+
+    cfg = PipelineConfig.model_validate(pipeline_config(tmp_path, "budgets", sports={"gpu_memory_budgets": {0: "8GB", 1: "6GB"}}))
+    assert local_ray_options(cfg)["resources"] == {dm.GPU_MEMORY_RESOURCE: 14.0}
+    plain = PipelineConfig.model_validate(pipeline_config(tmp_path, "plain"))
+    assert "resources" not in local_ray_options(plain)
+    nodes = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
+    gpu_nodes = [n for n in nodes.values() if n["resources"].get("GPU")]
+    assert gpu_nodes and all(n["resources"].get(dm.GPU_MEMORY_RESOURCE, 0) > 0 for n in gpu_nodes)
