@@ -73,7 +73,7 @@ def scratch_database(base_url: str):
 
 
 def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: int = 2500, rate_bars_s: float = 100,
-                       system_config: dict | None = None) -> dict:
+                       system_config: dict | None = None, serve_replicas: int = 0) -> dict:
     """Head (the driver, GCS and the feature streamer: `edgeray_stream`) plus a worker declaring the loop's resource
     and one declaring ingestion's; a paced replay of the generator; for each role in `kills` ("meta_controller" or
     "ingestion"), once the replay is under way, a spare worker joins (what the autoscaler would start) and the
@@ -91,7 +91,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
     from tests.conftest import pipeline_config
 
     mb = 1024**2
-    worker = lambda *roles: dict(num_cpus=1, resources={r: 1 for r in roles}, object_store_memory=96 * mb)  # noqa: E731
+    api = ("edgeray_api",) if serve_replicas else ()  # the Serve replicas' resource: one per worker, so a kill takes one
+    worker = lambda *roles: dict(num_cpus=1, resources={r: 1 for r in roles + api}, object_store_memory=96 * mb)  # noqa: E731
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {STREAM: 1}, "object_store_memory": 128 * mb, "include_dashboard": False,
         "_system_config": system_config if system_config is not None else FAST_HEALTH_CHECKS})
@@ -122,6 +123,9 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
             out["placed"]["feature_streamer"] = ray.get(pipeline.streamer.status.remote())["node_id"]
             out["head"], out["workers"] = cluster.head_node.node_id, [n.node_id for n in nodes]
             out["placed_at_start"] = dict(out["placed"])
+            poller = serve_api_poller(cfg, serve_replicas) if serve_replicas else None
+            if poller:
+                out["replicas_at_start"] = poller.replica_nodes()
             ref = pipeline.replay_async(rate=60 * rate_bars_s)  # bar-minutes per wall-second
             total = 2 * n_bars
             for i, role in enumerate(kills):
@@ -146,6 +150,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
                                      "co_hosted": [r for r, n in out["placed"].items() if n == victim.node_id]})
                 out["placed"] = {r: status_of[r]()["node_id"] if r in status_of else n for r, n in out["placed"].items()}
             replay = ray.get(ref, timeout=300)
+            if poller:
+                out["http"] = poller.stop()
             status = pipeline.finish()
             out["replay"], out["ingestion"], out["features"] = replay, status["ingestion"], status["features"]
             out["decisions_status"] = status["decisions"]["decisions"]
@@ -176,6 +182,63 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
         cluster.shutdown()
 
 
+class serve_api_poller:
+    """The Serve app with `replicas` replicas (spread: each asks for the edgeray_api resource one per worker
+    declares) behind the HTTP proxy on the head, on a free port; a thread GETs /api/pipeline/status (it reads the
+    three pipeline actors) back to back and records every answer until stop()."""
+
+    def __init__(self, cfg, replicas: int):
+        import threading
+
+        import httpx
+        from ray import serve
+
+        from serve.app import build_deployment
+        from tests.conftest import VIEWER, free_port, key_entries
+
+        port = free_port()
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        app = build_deployment().options(num_replicas=replicas, ray_actor_options={
+            "num_cpus": 0, "resources": {"edgeray_api": 0.001}}).bind(cfg.model_dump(), key_entries())
+        serve.run(app, name="edgeray", route_prefix="/")
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=VIEWER)
+        self.answers: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                r = self.client.get("/api/pipeline/status")
+                answer = {"status": r.status_code, "retry_after": r.headers.get("retry-after"),
+                          **({"body": r.text[:300]} if r.status_code >= 500 else {})}
+            except Exception as exc:  # noqa: BLE001 - a refused or dropped connection is an answer too
+                answer = {"status": None, "error": type(exc).__name__}
+            self.answers.append({**answer, "s": time.monotonic() - started})
+
+    @staticmethod
+    def replica_nodes() -> list[str]:
+        from ray._private.state import actors  # the GCS actor table (ray.util.state needs the dashboard)
+
+        return sorted(a["Address"]["NodeID"] for a in actors().values()
+                      if a["ActorClassName"] == "ServeReplica:edgeray:EdgerayAPI" and a["State"] == "ALIVE")
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        self.client.close()
+        codes: dict[str, int] = {}
+        for a in self.answers:
+            codes[str(a["status"])] = codes.get(str(a["status"]), 0) + 1
+        server_errors = [a for a in self.answers if a["status"] is None or a["status"] >= 500]
+        return {"requests": len(self.answers), "codes": codes, "slowest_s": max(a["s"] for a in self.answers),
+                "server_errors": server_errors[:20],
+                "server_errors_without_retry_after": sum(1 for a in server_errors
+                                                         if a["status"] != 503 or not a.get("retry_after"))}
+
+
 def run_scenario(*args, timeout: float = 400) -> dict:
     """node_loss_scenario in a subprocess of its own (its own Ray); its result."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -189,10 +252,14 @@ def run_scenario(*args, timeout: float = 400) -> dict:
     return json.loads(line[len("RESULT"):])
 
 
-def test_meta_controller_and_ingestion_nodes_die_mid_replay_and_every_bar_is_decided_once(tmp_path):
+def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided_once_and_serve_answers(tmp_path):
     from tests.conftest import postgres_url_or_skip
 
-    out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"])
+    out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"], 2500, 100, None, 2)
+    features = {k: out["features"][k] for k in ("events_processed", "batches_already_processed", "rows_already_processed",
+                                                "decision_batches_resent", "undecided_rows")}
+    print(json.dumps({**{k: out[k] for k in ("kills", "bars", "decision_rows", "bars_decided", "offline_rows")},
+                      "features": features, "http": out.get("http")}))  # shown when the test fails
     # Placement: the streamer on the head (the only node declaring edgeray_stream), the loop and ingestion each on
     # the worker declaring its resource.
     assert out["placed_at_start"] == {"meta_controller": out["workers"][0], "ingestion": out["workers"][1],
@@ -217,6 +284,19 @@ def test_meta_controller_and_ingestion_nodes_die_mid_replay_and_every_bar_is_dec
     ing = out["ingestion"]
     assert ing["received"] == out["bars"] == ing["accepted"]
     assert ing["replay"]["resumed_from"] > 0  # the restarted ingestion resumed from its PostgreSQL checkpoint
+    # Serve through both node losses: one replica on each worker, so each crash took one down mid-request.
+    assert out["replicas_at_start"] == sorted(out["workers"])
+    http = out["http"]
+    assert http["requests"] >= 20 and http["codes"].get("200", 0) >= http["requests"] - len(out["kills"])
+    assert set(http["codes"]) <= {"200", "500", "503"}, http
+    for error in http["server_errors"]:
+        # The app's own 5xx is 503 with Retry-After (a backing actor restarting). Ray Serve's proxy answers a plain
+        # 500 to the one request in flight on a replica whose node died (ray/serve/_private/http_util.py maps
+        # RayActorError to 500): at most one per crash here, since the poller sends one request at a time.
+        assert (error["status"] == 503 and error["retry_after"]) or (
+            error["status"] == 500 and error["body"] == "Internal Server Error"), error
+    assert http["codes"].get("500", 0) <= len(out["kills"])
+    assert http["slowest_s"] < 60  # a call waiting on a restarting actor waits for it, boundedly
 
 
 def test_placement_is_off_by_default_and_cluster_yaml_declares_what_it_asks_for():
