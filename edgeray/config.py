@@ -269,6 +269,16 @@ class ApiConfig(Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)  # larger requests get 413 before they are parsed
     max_events_per_batch: int = Field(10_000, gt=0)
     max_deadletters_page: int = Field(1_000, gt=0)
+    # Model inference (POST /api/models/{model_id}/predict; serve/inference.py): replicas of the ModelServer
+    # deployment (0: not deployed, the route answers 409), sport models each keeps loaded (serve.multiplexed; the
+    # least recently used is unloaded beyond it), an optional hard limit of replicas per node (unset: Serve's
+    # soft SPREAD over nodes), the CPUs each replica reserves, and how long a request may wait for a replica's
+    # answer before it gets 503 with Retry-After.
+    model_replicas: int = Field(2, ge=0, le=64)
+    models_per_replica: int = Field(8, ge=1, le=256)
+    model_max_replicas_per_node: int | None = Field(None, ge=1, le=100)
+    model_replica_cpus: float = Field(0.0, ge=0, le=64)
+    model_request_timeout_s: float = Field(30.0, gt=0, le=600)
 
 
 class StorageConfig(Strict):

@@ -26,9 +26,10 @@ from ray.exceptions import RayActorError, RayTaskError
 from edgeray.auth import KeyRing
 from edgeray.config import ApiConfig, PipelineConfig
 from serve.deps import Replica, detail_items, responses, validation_items
-from serve.routers import backtest, decisions, market, models, policy, training, ui
+from serve.routers import backtest, decisions, inference, market, models, policy, training, ui
 
-ROUTERS = (market.router, decisions.router, policy.router, training.router, models.router, backtest.router, ui.router)
+ROUTERS = (market.router, decisions.router, policy.router, training.router, models.router, inference.router,
+           backtest.router, ui.router)
 
 
 def _error_response(status: int, items: list[dict], headers: dict | None = None) -> JSONResponse:
@@ -179,9 +180,10 @@ def build_deployment(app: FastAPI | None = None):
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     @serve.ingress(app)
     class EdgerayAPI:
-        def __init__(self, config: dict, api_keys: list[dict] | None = None):
+        def __init__(self, config: dict, api_keys: list[dict] | None = None, models=None):
             """`api_keys`: [{name, role, sha256}] for tests and embedding (digests only: bind arguments are stored
-            in Serve's config); otherwise this replica's environment (EDGERAY_API_KEYS_FILE / EDGERAY_API_KEYS)."""
+            in Serve's config); otherwise this replica's environment (EDGERAY_API_KEYS_FILE / EDGERAY_API_KEYS).
+            `models`: the ModelServer deployment's handle (serve/inference.py; `build_application` binds it)."""
             from actors.pipeline import Pipeline
 
             keyring = KeyRing.from_dicts(api_keys) if api_keys is not None else KeyRing.from_environment()
@@ -195,6 +197,7 @@ def build_deployment(app: FastAPI | None = None):
             self._training_queue = None
             self.pipeline_status: dict = {"state": "idle"}
             self._frames: dict = {}  # feature frames per sport, built on first use
+            self.models = models  # None: POST /api/models/{id}/predict answers 409
             Replica.api = self
 
         records = staticmethod(_records)
@@ -262,4 +265,14 @@ def build(args: dict[str, Any]) -> serve.Application:
     its environment (see module docstring), never from the repository or the builder's environment: under
     `serve run` on a running cluster the builder runs in a Ray task that does not see the shell's variables."""
     cfg = PipelineConfig.load(args.get("config", "configs/pipeline.yaml"))
-    return build_deployment().bind(cfg.model_dump())
+    return build_application(cfg.model_dump())
+
+
+def build_application(config: dict, api_keys: list[dict] | None = None) -> serve.Application:
+    """The ingress bound with the model-inference deployment (serve/inference.py: `api.model_replicas` ModelServer
+    replicas, bound in as a DeploymentHandle; none when it is 0). `api_keys` as EdgerayAPI takes them."""
+    from serve.inference import model_server
+
+    cfg = PipelineConfig.model_validate(config)
+    models = model_server(cfg.api).bind(cfg.model_dump()) if cfg.api.model_replicas else None
+    return build_deployment().bind(config, api_keys, models)

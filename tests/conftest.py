@@ -134,19 +134,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_api(cfg: dict, name: str, api_keys: list[dict] | None = None, timeout: float = 60):
+def serve_api(cfg: dict, name: str, api_keys: list[dict] | None = None, timeout: float = 60, inference: bool = False):
     """The Serve app over real HTTP on a free port, built fresh for this module; on exit Serve and the
-    pipeline's actors are shut down. `client.port` is the port (for WebSocket URLs)."""
+    pipeline's actors are shut down. `client.port` is the port (for WebSocket URLs). `inference`: with the
+    ModelServer deployment (serve/inference.py, `api.model_replicas` replicas) bound in."""
     import httpx
     from ray import serve
 
     from actors.pipeline import Pipeline
     from edgeray.config import PipelineConfig
-    from serve.app import build_deployment
+    from serve.app import build_application, build_deployment
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_deployment().bind(cfg, key_entries() if api_keys is None else api_keys)
+    keys = key_entries() if api_keys is None else api_keys
+    app = build_application(cfg, keys) if inference else build_deployment().bind(cfg, keys)
     serve.run(app, name=name, route_prefix="/")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
