@@ -39,7 +39,6 @@ class RayConfig(Strict):
     placement: PlacementConfig = PlacementConfig()
 
 
-
 class IngestionConfig(Strict):
     symbols: list[str]  # the instrument universe for bars and quotes
     sports: list[str] = ["ncaam", "nba", "nfl", "mlb", "ncaaf"]  # odds and results must name one of these

@@ -12,6 +12,7 @@ everyone. Bodies over `api.max_body_bytes` get 413 before they are parsed.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from edgeray.config import ApiConfig, PipelineConfig
 from serve.deps import Replica, detail_items, responses, validation_items
 from serve.routers import backtest, decisions, inference, market, models, policy, training, ui
 
+logger = logging.getLogger(__name__)
 ROUTERS = (market.router, decisions.router, policy.router, training.router, models.router, inference.router,
            backtest.router, ui.router)
 
@@ -158,6 +160,12 @@ def create_app() -> FastAPI:
 
     for exc_type in (RayTaskError, ValueError, KeyError, PermissionError, FileNotFoundError):
         app.add_exception_handler(exc_type, client_error)
+
+    @app.exception_handler(Exception)  # our bug, not the caller's: the API's error shape, the details in the log only
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_response(500, [{"loc": [], "msg": "internal error; it is logged on the server", "type": "internal",
+                                      "value": None}])
 
     @app.get("/healthz")
     async def healthz() -> dict:

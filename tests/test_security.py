@@ -312,3 +312,21 @@ def test_client_errors_have_one_shape(api):
     assert_error_shape(client.get("/api/policy", headers=VIEWER), 409)
     assert_error_shape(client.get("/api/no-such-route", headers=VIEWER), 404)
     assert_error_shape(client.post("/api/meta/arms/nope/disable", headers=ADMIN), 422)
+
+
+def test_an_unexpected_server_error_is_json_in_the_error_shape_without_its_details():
+    """A bug of ours is still a 500, but in the API's error shape, and the exception's text stays in the log."""
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    app = create_app()
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internal state /etc/edgeray/keys")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["detail"][0]["type"] == "internal" and "secret" not in response.text

@@ -19,8 +19,9 @@ from tests.conftest import FEED, SHARED, VIEWER, pipeline_config, serve_api, sha
 APP = "edgeray-models"
 PER_REPLICA = 2
 # Serve learns which replica holds which model from the replicas' own reports (pushed every 0.1 s, then the
-# controller's loop and the routers' long poll); a new model's request is routed on that knowledge.
-ROUTING_SETTLE_S = 1.0
+# controller's loop and the routers' long poll); until then a request may go to either replica. Checks of where a
+# model is served poll for that (bounded) instead of sleeping.
+ROUTING_DEADLINE_S = 20.0
 FAST = {"Cs": [1.0], "k_features": ["all"], "cv_splits": 2}
 
 
@@ -72,20 +73,28 @@ def test_two_models_on_two_replicas_and_each_model_keeps_its_replica(served):
     status = serve.status().applications[APP].deployments["ModelServer"]
     assert status.replica_states.get("RUNNING") == 2
     a, b = served.ids["a"], served.ids["b"]
-    home = {}
-    for model_id in (a, b):
-        out = ok(predict(served, model_id, games_body(served.games.head(1))))
-        home[model_id] = out["replica"]
-        time.sleep(ROUTING_SETTLE_S)
-    # Model multiplexing: each model is served where it is loaded (a request for a model goes to a replica holding
-    # it); with both replicas free, the second model went to the replica holding fewer models.
-    holders = {a: {home[a]}, b: {home[b]}}
+    one = games_body(served.games.head(1))
+
+    def settled_homes() -> dict | None:
+        """Each model's replica once the routers know where both are loaded: two answers in a row from the same
+        replica per model, on two different replicas (the second model goes to the replica holding fewer)."""
+        homes = {}
+        for model_id in (a, b):
+            first, second = (ok(predict(served, model_id, one))["replica"] for _ in range(2))
+            if first != second:
+                return None
+            homes[model_id] = first
+        return homes if len(set(homes.values())) == 2 else None
+
+    deadline = time.monotonic() + ROUTING_DEADLINE_S
+    while (home := settled_homes()) is None:
+        assert time.monotonic() < deadline, "the two models never settled on two replicas"
+    # Model multiplexing: from then on each model is served where it is loaded.
     for _ in range(4):
         for model_id in (a, b):
-            out = ok(predict(served, model_id, games_body(served.games.head(1))))
-            assert out["replica"] in holders[model_id], (model_id, out["replica"], holders)
+            out = ok(predict(served, model_id, one))
+            assert out["replica"] == home[model_id], (model_id, out["replica"], home)
             assert str(model_id) in out["loaded_models"]
-    assert len({home[a], home[b]}) == 2, home
 
 
 def test_predictions_equal_the_models_own_in_process(served):
@@ -125,7 +134,6 @@ def test_more_models_than_a_replica_holds_unload_the_least_recently_used(served)
                 cache.popitem(last=False)
                 evictions += 1
             assert loaded == list(cache), (out["replica"], loaded, list(cache))
-        time.sleep(ROUTING_SETTLE_S / 4)
     # Five models on two replicas of two: some replica held three, and unloaded one.
     assert evictions >= 1, caches
 
