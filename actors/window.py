@@ -47,6 +47,13 @@ class InFlightWindow:
         self.calls.append(call)
         self.max_seen = max(self.max_seen, len(self.calls))
 
+    def unanswered(self) -> int:
+        """Calls the receiver has not answered yet (settled or not): a read-only look, safe from any thread."""
+        refs = [c.ref for c in list(self.calls) if c.ref is not None]
+        if not refs:
+            return 0
+        return len(ray.wait(refs, num_returns=len(refs), timeout=0)[1])
+
     def drain(self) -> None:
         """Wait until every call is settled (succeeded or given up)."""
         while self.calls:

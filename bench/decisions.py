@@ -43,18 +43,19 @@ BTC = ROOT.parent / "shared" / "data" / "markets" / "btc_perp_1m_2022-01.csv"
 SOURCE = SourceConfig(type="bars", path=str(BTC), symbol="BTCUSDT-PERP")
 
 
-def bench_config(i: int, tmp: Path, batch_size: int, max_in_flight: int) -> PipelineConfig:
+def bench_config(i: int, tmp: Path, batch_size: int, max_in_flight: int, max_batch_wait_ms: float | None = None) -> PipelineConfig:
     base = PipelineConfig.load(ROOT / "configs" / "pipeline.yaml").model_dump()
+    wait = {} if max_batch_wait_ms is None else {"max_batch_wait_ms": max_batch_wait_ms}
     return PipelineConfig.model_validate({
         **base, "namespace": f"benchdec{i}", "run_dir": str(tmp / "run"),
-        "ingestion": {**base["ingestion"], "batch_size": batch_size, "max_in_flight": max_in_flight},
+        "ingestion": {**base["ingestion"], "batch_size": batch_size, "max_in_flight": max_in_flight, **wait},
         "feast": {**base["feast"], "directory": str(tmp / "feast"), "project": f"benchdec{i}"},
     })
 
 
-def run_once(i: int, batch_size: int, max_in_flight: int, rate: float) -> dict:
+def run_once(i: int, batch_size: int, max_in_flight: int, rate: float, max_batch_wait_ms: float | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="edgeray-bench-decisions-"))
-    cfg = bench_config(i, tmp, batch_size, max_in_flight)
+    cfg = bench_config(i, tmp, batch_size, max_in_flight, max_batch_wait_ms)
     pipeline = Pipeline.start(cfg, fresh=True)
     started = time.perf_counter()
     replay = ray.get(pipeline.replay_async([SOURCE], rate=rate))
@@ -127,12 +128,15 @@ def main() -> None:
                         help="paced run: event-seconds per wall-second (60000 = 1,000 one-minute bars/s; 0: skip it)")
     parser.add_argument("--no-full-speed", action="store_true", help="skip the full-speed run")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--max-batch-wait-ms", type=float, default=None,
+                        help="ingestion.max_batch_wait_ms for the paced run (default: the config's)")
     args = parser.parse_args()
     if not BTC.exists():
         sys.exit(f"{BTC} is absent: the benchmark replays the real BTC file")
     floor = in_process_floor(args.batch_size)  # before Ray starts, so it has the CPUs to itself
     ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False)
-    paced = [run_once(i, args.batch_size, args.max_in_flight, args.rate) for i in range(args.repeats)] if args.rate else []
+    paced = [run_once(i, args.batch_size, args.max_in_flight, args.rate, args.max_batch_wait_ms)
+             for i in range(args.repeats)] if args.rate else []
     full = [] if args.no_full_speed else [run_once(100 + i, args.batch_size, args.max_in_flight, 0)
                                            for i in range(args.repeats)]
     stages = paced[0]["stages_ms"] if paced else {}

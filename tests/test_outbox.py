@@ -59,3 +59,36 @@ def test_a_full_queue_blocks_the_producer_until_the_loop_takes_rows():
     outbox.join()
     producer.join()
     assert [i for b in loop.batches for i in b] == list(range(6)) and outbox.status()["max_queued_rows"] == 4
+
+
+def test_the_window_counts_calls_not_yet_answered_apart_from_calls_not_yet_settled(ray_session):
+    """Paced ingestion holds a batch while the streamer has not answered (actors/ingestion.py: _backlogged). The
+    window settles answered calls only when it needs a slot, so its length alone said "behind" all the time."""
+    import ray
+
+    from actors.window import InFlightWindow
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            import threading
+            self.open = threading.Event()
+
+        def call(self, seq: int) -> int:
+            self.open.wait(timeout=60)
+            return seq
+
+        def release(self) -> None:
+            self.open.set()
+
+    gate = Gate.options(max_concurrency=4).remote()
+    window = InFlightWindow(4, lambda payload, seq, after: gate.call.remote(seq))
+    assert window.unanswered() == 0
+    window.submit("a")
+    window.submit("b")
+    assert window.unanswered() == 2 and len(window) == 2
+    ray.get(gate.release.remote())
+    ray.wait([c.ref for c in window.calls], num_returns=2)
+    assert window.unanswered() == 0 and len(window) == 2  # answered, not yet settled
+    window.drain()
+    assert len(window) == 0 and window.acked == 2
