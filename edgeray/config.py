@@ -185,6 +185,8 @@ class DecisionConfig(Strict):
     sizer: SizerConfig = SizerConfig()
     min_order_notional: float = Field(1_000.0, ge=0)  # smaller target changes are not worth the fees
     edge_model_warmup_rows: int = Field(3_000, gt=100)  # rows seen before the confidence model is fitted
+    # It is fitted on a thread and used from the first batch this many rows later (0: at once, blocking the loop).
+    edge_model_activation_lag_rows: int = Field(1_000, ge=0, le=1_000_000)
     edge_model_horizon_bars: int = Field(15, gt=0)
     explain_top_k: int = Field(5, gt=0)
     risk_config: str = "configs/risk.yaml"

@@ -8,6 +8,7 @@ model and its SHAP explanation. Rewards arrive later from the ledger, keyed by d
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,8 @@ class DecisionEngine:
         self.edge: EdgeModel | None = None
         self._warmup: list[pd.DataFrame] = []
         self._warmup_rows = 0
+        self._fitting: Future | None = None  # the confidence model's fit, on a thread (see _learn_edge)
+        self._rows_since_fit = 0
         # Shadows get their own strategy instances: stateful ones (pairs) must see each row once.
         self.shadows = [ShadowRunner(sc, self._strategy(sc.strategy, {s.name: s for s in default_market_strategies(symbols)}),
                                      paper_ledger(cfg.ledger)) for sc in cfg.shadows]
@@ -269,18 +272,43 @@ class DecisionEngine:
                                                     served["shadow_actions"][:, 0]))
         return records
 
-    def _learn_edge(self, frame: pd.DataFrame) -> None:
-        """Fit the confidence model once on the first rows seen; it only ever sees the past."""
-        if self.edge is not None or self._warmup_rows >= self.cfg.edge_model_warmup_rows:
+    def _learn_edge(self, frame: pd.DataFrame | Columns) -> None:
+        """Fit the confidence model once on the first rows seen; it only ever sees the past.
+
+        The fit and SHAP's explainer (built on first use) took ~0.9 s, a stall for every row queued behind that
+        batch (the p99 of a short `edgeray run`). So they run on a thread, and the model is used from the first batch
+        after `edge_model_activation_lag_rows` more rows, waiting for the thread only if it is not done by then: which
+        rows get the model never depends on how fast the fit was (0: fitted and used at once, blocking)."""
+        if self.edge is not None:
             return
-        self._warmup.append(frame.to_frame() if isinstance(frame, Columns) else frame)
-        self._warmup_rows += len(frame)
-        if self._warmup_rows >= self.cfg.edge_model_warmup_rows:
+        if self._fitting is None:
+            if self._warmup_rows >= self.cfg.edge_model_warmup_rows:
+                return  # a fit failed before: its error was raised then
+            self._warmup.append(frame.to_frame() if isinstance(frame, Columns) else frame)
+            self._warmup_rows += len(frame)
+            if self._warmup_rows < self.cfg.edge_model_warmup_rows:
+                return
             history = pd.concat(self._warmup, ignore_index=True)
-            self.edge = EdgeModel(self.feature_names, horizon_bars=self.cfg.edge_model_horizon_bars).fit(history)
-            self.model_dir.mkdir(parents=True, exist_ok=True)
-            self.edge.save(self.model_dir / "edge_model.joblib")
             self._warmup = []
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-model-fit")
+            self._fitting = pool.submit(self._fit_edge, history)
+            pool.shutdown(wait=False)  # the submitted fit still runs; the pool's thread ends with it
+            self._rows_since_fit = 0
+            if self.cfg.edge_model_activation_lag_rows > 0:
+                return
+        else:
+            self._rows_since_fit += len(frame)
+            if self._rows_since_fit < self.cfg.edge_model_activation_lag_rows:
+                return
+        fitting, self._fitting = self._fitting, None
+        self.edge = fitting.result()  # a fit's error is raised here, on the loop's thread
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.edge.save(self.model_dir / "edge_model.joblib")
+
+    def _fit_edge(self, history: pd.DataFrame) -> EdgeModel:
+        model = EdgeModel(self.feature_names, horizon_bars=self.cfg.edge_model_horizon_bars).fit(history)
+        model.explain(history.iloc[-1:], top_k=1)  # builds the SHAP explainer here, not on the first order's batch
+        return model
 
     def register(self, ids: list[str], arms: np.ndarray, contexts: np.ndarray) -> None:
         if len(ids):

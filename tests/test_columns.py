@@ -73,6 +73,7 @@ def test_the_kernel_decides_the_same_on_columns_as_on_dataframes(tmp_path):
     def kernel(name: str) -> DecisionKernel:
         cfg = PipelineConfig.model_validate(pipeline_config(
             tmp_path / name, "columns", decisions={"enabled": True, "min_order_notional": 0.0, "edge_model_warmup_rows": 400,
+                                                   "edge_model_activation_lag_rows": 200,
                                                    "shadows": [{"name": "momentum-only", "strategy": "momentum"}]}))
         return DecisionKernel(cfg, policy_window(None))
 

@@ -302,7 +302,7 @@ def reference_pieces():
 
 
 def test_decide_matches_the_reference_end_to_end(syn_rows, tmp_path):
-    cfg = DecisionConfig(epsilon=0.2, edge_model_warmup_rows=500, min_order_notional=10.0,
+    cfg = DecisionConfig(epsilon=0.2, edge_model_warmup_rows=500, edge_model_activation_lag_rows=150, min_order_notional=10.0,
                          shadows=[ShadowConfig(name="mom", strategy="momentum")])
     spec = MarketFeatureSpec()
     new = engine_module.DecisionEngine(cfg, SYN_SYMBOLS, "t", spec, tmp_path / "new")

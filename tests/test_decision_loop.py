@@ -22,7 +22,7 @@ def loop_config(tmp_path, name, veto_rules=None, **decision_overrides):
     veto = {"default_action": "approve", "hold_timeout_s": 300, "timeout_action": "reject", "rules": veto_rules or []}
     veto_path = tmp_path / "veto.yaml"
     veto_path.write_text(yaml.safe_dump(veto))
-    decisions = {"enabled": True, "edge_model_warmup_rows": 600, "veto_config": str(veto_path),
+    decisions = {"enabled": True, "edge_model_warmup_rows": 600, "edge_model_activation_lag_rows": 300, "veto_config": str(veto_path),
                  "risk_config": "configs/risk.yaml", "shadows": [{"name": "mom", "strategy": "momentum"}],
                  "ledger": {"reward_horizon_bars": 5}, **decision_overrides}
     cfg = pipeline_config(tmp_path, name, decisions=decisions,

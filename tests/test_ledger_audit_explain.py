@@ -496,3 +496,39 @@ def test_edge_model_persistence_and_speed(planted, tmp_path):
         model.predict_proba(batch.assign(spread_bps=np.inf))
     with pytest.raises(RuntimeError, match="not fitted"):
         EdgeModel(FEATURES).predict_proba(batch)
+
+
+def test_the_confidence_model_is_fitted_off_the_loop_and_used_from_a_fixed_row(tmp_path, monkeypatch):
+    """The fit runs on a thread: batches after the warm-up are decided while it has not finished, and the model is
+    used from the first batch after edge_model_activation_lag_rows more rows, however long the fit took."""
+    import threading
+
+    from edgeray.config import DecisionConfig
+    from edgeray.features.market import MarketFeatureSpec, MarketFeatureState
+    from edgeray.generator import generate_bars
+    from policies.engine import DecisionEngine
+
+    bars = generate_bars(("SYN-A", "SYN-B"), n_bars=200, seed=5).reset_index(drop=True)
+    feats = MarketFeatureState().update(bars, "bar").drop(columns=["symbol", "event_ts"])
+    rows = pd.concat([bars[["symbol", "event_ts", "open", "close", "bid", "ask"]], feats], axis=1)
+    engine = DecisionEngine(DecisionConfig(edge_model_warmup_rows=200, edge_model_activation_lag_rows=100, shadows=[]),
+                            ["SYN-A", "SYN-B"], "t", MarketFeatureSpec(), tmp_path)
+    release, fitted_on = threading.Event(), []
+    real_fit = engine._fit_edge
+
+    def gated_fit(history):  # the fit cannot finish until the test says so
+        fitted_on.append(len(history))
+        assert release.wait(60)
+        return real_fit(history)
+
+    monkeypatch.setattr(engine, "_fit_edge", gated_fit)
+    confidence = []
+    for start in range(0, len(rows), 10):
+        if start == 290:  # the batch that activates the model (100 rows after the fit began) may wait for it
+            release.set()
+        batch = engine.decide(rows.iloc[start:start + 10].reset_index(drop=True), {"equity": 1e6, "positions": {}})
+        confidence += [r["payload"]["confidence"] for r in batch.records]
+    assert fitted_on == [200]  # the warm-up rows, and only those
+    assert all(c == 0.5 for c in confidence[:300]) and engine.edge is not None
+    assert any(c != 0.5 for c in confidence[300:])  # used from row 300 on
+    assert (tmp_path / "edge_model.joblib").is_file()

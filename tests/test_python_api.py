@@ -36,7 +36,8 @@ def quick_start_config(tmp_path, name: str) -> Config:
         namespace=name, run_dir=str(tmp_path / "run"),
         ingestion=StreamingConfig(symbols=["BTCUSDT-PERP"], batch_size=100),
         feast=FeatureStoreConfig(directory=str(tmp_path / "feast"), project=name, online_store="sqlite"),
-        decisions=DecisionConfig(enabled=True, edge_model_warmup_rows=200, shadows=[], veto_config=str(veto)),
+        decisions=DecisionConfig(enabled=True, edge_model_warmup_rows=200, edge_model_activation_lag_rows=0, shadows=[],
+                                  veto_config=str(veto)),
     )
 
 

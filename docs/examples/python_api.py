@@ -26,7 +26,10 @@ async def main(bars: int, out: Path, namespace: str = "python-api-example") -> d
         namespace=namespace, run_dir=str(out / "run"),
         ingestion=StreamingConfig(symbols=["BTCUSDT-PERP"], batch_size=250),
         feast=FeatureStoreConfig(directory=str(out / "feast"), project=namespace.replace("-", "_"), online_store="sqlite"),
-        decisions=DecisionConfig(enabled=True, edge_model_warmup_rows=min(3_000, max(200, bars // 3)), shadows=[]),
+        # A short replay: the confidence model is fitted and used at once (a live loop fits it on a thread and uses it
+        # edge_model_activation_lag_rows later, so its fit never stalls the rows queued behind).
+        decisions=DecisionConfig(enabled=True, edge_model_warmup_rows=min(3_000, max(200, bars // 3)),
+                                 edge_model_activation_lag_rows=0, shadows=[]),
     )
     (_, frame), = load_source(SourceConfig(type="bars", path=str(BTC), symbol="BTCUSDT-PERP"))
     frame = frame.iloc[:bars]
