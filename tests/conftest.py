@@ -36,6 +36,19 @@ def postgres_url_or_skip() -> str:
     return POSTGRES_URL
 
 
+def wait_until(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something true (and return that), failing after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)  # polling interval only; the deadline bounds the wait
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session."""

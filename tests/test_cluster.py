@@ -19,6 +19,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import wait_until as _wait
+
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["SYN-A", "SYN-B"]
 LOOP, INGEST, STREAM = "edgeray_loop", "edgeray_ingest", "edgeray_stream"  # the custom resources (cluster.yaml)
@@ -28,14 +30,6 @@ FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_thres
                       "health_check_timeout_ms": 500}
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval only; the deadline bounds the wait
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def crash(cluster, node) -> None:

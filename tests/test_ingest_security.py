@@ -350,7 +350,9 @@ def test_an_ingestion_restart_mid_replay_resumes_without_duplicates_or_lost_coun
     bars.to_csv(path, index=False)
     pipeline = _start(tmp_path, unique_name, ingestion={"batch_size": 250, "commit_interval_s": 0.2})
     try:
-        ref = pipeline.ingestion.replay.remote([{"type": "bars", "path": str(path), "symbol": "BTCUSDT-PERP"}], 0)
+        # Paced (2,500 bars/s: ~6 s in all) so the kill lands mid-replay: at full speed the streamer now keeps up with
+        # ingestion and the replay could end before a commit was seen.
+        ref = pipeline.ingestion.replay.remote([{"type": "bars", "path": str(path), "symbol": "BTCUSDT-PERP"}], 60 * 2_500)
         # Kill once a commit covers rows (a kill before any commit restarts from row 0, correctly, but proves no resume).
         state = open_state_store(pipeline.cfg)  # what the restarted actor will read
         poll_until(ref, lambda: sum((state.load("ingestion") or {}).get("offsets", {}).values()), 3_000)

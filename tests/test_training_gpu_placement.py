@@ -7,20 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.conftest import wait_until as _wait
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval only; the deadline bounds the wait
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def simulated_gpu_scenario(db_path: str) -> dict:
