@@ -20,7 +20,7 @@ from tests.conftest import ADMIN, FEED, TRADER, VIEWER, pipeline_config, serve_a
 ROLES = {"none": {}, "viewer": VIEWER, "trader": TRADER, "admin": ADMIN, "feed": FEED}
 schema = schemathesis.openapi.from_dict(create_app().openapi())
 calls: dict[str, int] = {"requests": 0, "server_errors": 0}
-EXAMPLES = int(os.environ.get("EDGERAY_FUZZ_EXAMPLES", "3"))  # per operation and role; bench/fuzz.py raises it
+EXAMPLES = int(os.environ.get("EDGERAY_FUZZ_EXAMPLES", "2"))  # per operation and role; bench/fuzz.py raises it
 
 
 @pytest.fixture(scope="module")
