@@ -20,7 +20,7 @@ from actors.metrics import PipelineMetrics
 from actors.outbox import Outbox
 from actors.delivery import ResendingSender
 from actors.window import OutOfOrderError
-from edgeray.columns import Columns, column, take
+from edgeray.columns import Columns, column, plain, take
 from edgeray.config import PipelineConfig
 from edgeray.deadletter import open_deadletter_store
 from edgeray.events import EventKind, batch_kind
@@ -55,7 +55,7 @@ def decision_frame(events: pd.DataFrame | Columns, features: pd.DataFrame | dict
         features = Columns.from_frame(features)
     columns = {name: features[name] for name in (features.columns if isinstance(features, Columns) else features)}
     if not isinstance(columns["event_ts"], np.ndarray):  # a DataFrame's tz-aware stamps, as datetime64 in UTC
-        columns["event_ts"] = Columns.from_frame(pd.DataFrame({"event_ts": columns["event_ts"]}))["event_ts"]
+        columns["event_ts"] = plain(columns["event_ts"])
     bid, ask = column(events, "bid", float), column(events, "ask", float)
     mid = (bid + ask) / 2.0
     close = column(events, "close", float) if "close" in events else mid

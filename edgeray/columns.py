@@ -16,8 +16,6 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-EVENT_TS = "event_ts"
-
 
 class Columns:
     __slots__ = ("_data", "_n")
@@ -40,7 +38,7 @@ class Columns:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Columns:
-        return cls({name: _plain(frame[name]) for name in frame.columns}, len(frame))
+        return cls({name: plain(frame[name]) for name in frame.columns}, len(frame))
 
     @classmethod
     def concat(cls, parts: list[Columns]) -> Columns:
@@ -97,13 +95,13 @@ class Columns:
         return f"Columns({self._n} rows: {', '.join(self._data)})"
 
 
-def _plain(series: pd.Series) -> np.ndarray:
-    """A DataFrame column as its numpy array; tz-aware timestamps as datetime64[ns] in UTC."""
-    values = series.array
-    if isinstance(values, pd.arrays.DatetimeArray):
-        return values.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy() if values.tz is not None \
-            else values.as_unit("ns").to_numpy()
-    return series.to_numpy()
+def plain(values: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """A DataFrame column (or its array) as a numpy array; tz-aware timestamps as datetime64[ns] in UTC."""
+    array = values.array if isinstance(values, pd.Series) else values
+    if isinstance(array, pd.arrays.DatetimeArray):
+        return array.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy() if array.tz is not None \
+            else array.as_unit("ns").to_numpy()
+    return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
 
 
 def column(frame: pd.DataFrame | Columns, name: str, dtype=None) -> np.ndarray:

@@ -60,16 +60,20 @@ def simulated_gpu_scenario(db_path: str) -> dict:
         cluster.shutdown()
 
 
-def test_placement_on_simulated_gpu_nodes(tmp_path):
+def run_scenario(name: str, tmp_path) -> dict:
+    """Run the scenario function `name` of this module in a fresh Python (its own Ray) and return what it printed."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    code = ("import json, sys; from tests.test_training_gpu_placement import simulated_gpu_scenario; "
-            "print('RESULT' + json.dumps(simulated_gpu_scenario(sys.argv[1])))")
+    code = (f"import json, sys; from tests.test_training_gpu_placement import {name}; "
+            f"print('RESULT' + json.dumps({name}(sys.argv[1])))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "queue.sqlite")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
-    out = json.loads(line[len("RESULT"):])
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+
+
+def test_placement_on_simulated_gpu_nodes(tmp_path):
+    out = run_scenario("simulated_gpu_scenario", tmp_path)
 
     assert out["cluster_gpus"] == 1.0
     assert "num_gpus" in out["too_big"] and "largest node" in out["too_big"]
@@ -154,14 +158,7 @@ def simulated_budget_scenario(db_path: str) -> dict:
 
 
 def test_memory_budgets_and_oom_failover_on_simulated_gpu_nodes(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    code = ("import json, sys; from tests.test_training_gpu_placement import simulated_budget_scenario; "
-            "print('RESULT' + json.dumps(simulated_budget_scenario(sys.argv[1])))")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "queue.sqlite")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    out = run_scenario("simulated_budget_scenario", tmp_path)
     ids, snap = out["ids"], out["snapshot"]
 
     assert "params.gpu_memory_gb 10 exceeds the largest GPU memory budget (8 GB on GPU 0" in out["refused"]["over_budget"]
