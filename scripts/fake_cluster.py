@@ -1,0 +1,288 @@
+"""cluster.yaml's node types proven on Ray's fake multi-node provider (cluster.fake.yaml): nodes are local processes
+that the autoscaler launches like cloud instances. The script
+1. tries `ray up` / (at the end) `ray down` on the config and records why they fail in Ray 2.60 (see README);
+2. starts the head the way Ray documents for this provider (`RAY_FAKE_CLUSTER=1 ray start --head
+   --autoscaling-config=...`), on free ports, in a temp dir of its own; the autoscaler launches the CPU worker
+   (min_workers 1);
+3. submits `edgeray run` with `ray job submit --working-dir .` (a small generator replay), with checkpoints and the
+   audit log in a scratch PostgreSQL database and run_dir a file:// URI, and reads the results from there (the
+   audit log, summary.json), not from the job's temporary working-dir copy;
+4. queues a training job asking for a GPU on the training queue (actors/training_queue.py), then submits a training
+   job with `ray job submit --entrypoint-num-gpus 1`, and times the GPU worker type's launch;
+5. tears the cluster down: every process it started (found by its own temp dir and as descendants of its
+   `ray start`), never a bare `ray stop` (other people's Ray runs on this machine).
+Prints one JSON line.
+
+Usage: python scripts/fake_cluster.py [--bars N (per symbol)] [--keep-logs]
+PostgreSQL: EDGERAY_TEST_POSTGRES_URL, else postgresql+psycopg://postgres@127.0.0.1:5432/test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent  # the venv's ray and edgeray commands
+LOOP, INGEST, STREAM = "edgeray_loop", "edgeray_ingest", "edgeray_stream"
+
+
+def train_demo() -> None:
+    """The GPU job's entrypoint (`--train-demo`): the training queue's torch demo task, on whatever device the
+    device manager picks (no CUDA on a fake GPU node), and where Ray placed it."""
+    import ray
+
+    from edgeray.device import select_device
+    from edgeray.training.tasks import torch_mlp_demo
+
+    ray.init()
+    ctx = ray.get_runtime_context()
+    device = select_device()  # CUDA only where there is one: none behind a fake GPU node
+    result = torch_mlp_demo({"epochs": 2, "n_samples": 512}, lambda *a: None, device=device.name)
+    print("RESULT" + json.dumps({"node_id": ctx.get_node_id(), "gpu_ids": ctx.get_accelerator_ids().get("GPU", []),
+                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **result}))
+
+
+def cli(args: list[str], env: dict, timeout: float) -> dict:
+    """Run a ray CLI command; its exit status and the last lines of its output."""
+    try:
+        proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"rc": None, "error": f"timed out after {timeout}s"}
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    return {"rc": proc.returncode, "last": lines[-1][-400:] if lines else ""}
+
+
+def node_type(node: dict) -> str:
+    resources = node["Resources"]
+    return "gpu_worker" if "GPU" in resources else "cpu_worker" if LOOP in resources else "head" \
+        if STREAM in resources else "?"
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [{"node_id": n["NodeID"], "type": node_type(n)} for n in ray.nodes() if n["Alive"]]
+
+
+def own_processes(root_pid: int, temp_dir: str) -> list:
+    """Every process this cluster consists of: descendants of our `ray start` (the head's processes, the worker
+    nodes the autoscaler started from it, their workers) and any process naming our temp dir, with descendants."""
+    import psutil
+
+    found = {}
+    roots = []
+    try:
+        roots.append(psutil.Process(root_pid))
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(proc.info["cmdline"] or []):
+            roots.append(proc)
+    for proc in roots:
+        try:
+            for p in [proc, *proc.children(recursive=True)]:
+                found[p.pid] = p
+        except psutil.NoSuchProcess:
+            pass
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def teardown(head: subprocess.Popen, temp_dir: str) -> dict:
+    import psutil
+
+    procs = own_processes(head.pid, temp_dir)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)  # bounded: what is left is SIGKILLed
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=15)
+    head.wait(timeout=15)
+    return {"processes_stopped": len(procs), "killed_after_sigterm": len(alive),
+            "left": len(own_processes(head.pid, temp_dir))}
+
+
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bars", type=int, default=1000, help="generator bars per symbol for `edgeray run`")
+    parser.add_argument("--keep-logs", action="store_true", help="leave the cluster's temp dir (logs) in place")
+    parser.add_argument("--train-demo", action="store_true", help=argparse.SUPPRESS)  # the GPU job's entrypoint
+    args = parser.parse_args()
+    if args.train_demo:
+        return train_demo()
+
+    import pandas as pd
+    import ray
+    import yaml
+    from ray._private.services import get_node_ip_address
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from edgeray.audit import AuditLog
+    from tests.conftest import POSTGRES_URL
+    from tests.conftest import wait_until as _wait
+    from tests.test_cluster import scratch_database
+
+    started = time.monotonic()
+    out: dict = {}
+    # Short: Ray's unix sockets live under it (108-byte path limit). Ours alone, so teardown finds our processes.
+    tmp = Path(tempfile.mkdtemp(prefix="erfc_", dir="/tmp"))
+    gcs_port, dash_port, client_port, agent_port = free_ports(4)  # never Redis' 6379, nor Ray's defaults
+    ip = get_node_ip_address()
+    config = yaml.safe_load((ROOT / "cluster.fake.yaml").read_text())
+    config["provider"]["gcs_address"] = f"{ip}:{gcs_port}"
+    cluster_yaml = tmp / "cluster.yaml"
+    cluster_yaml.write_text(yaml.safe_dump(config))
+    # `ray start --head` turns token authentication on (token: ~/.ray/auth_token), but a client whose RAY_AUTH_MODE
+    # is unset connects without the token and is refused (InvalidAuthToken): this driver and the CLIs set it.
+    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "token")
+    os.environ.pop("RAY_ADDRESS", None)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_REDIS_ADDRESS"}
+    env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_USAGE_STATS_ENABLED="0",
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    out["ray_up"] = cli(["up", "-y", "--no-config-cache", str(cluster_yaml)], env, 120)
+
+    head_res = dict(config["available_node_types"]["ray.head.default"]["resources"])
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
+           "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client_port}",
+           f"--dashboard-agent-listen-port={agent_port}", f"--temp-dir={tmp / 'ray'}",
+           f"--num-cpus={head_res.pop('CPU')}", f"--object-store-memory={head_res.pop('object_store_memory')}",
+           f"--resources={json.dumps(head_res)}", f"--autoscaling-config={cluster_yaml}", "--disable-usage-stats"]
+    head = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    dashboard = f"http://127.0.0.1:{dash_port}"
+    try:
+        def connect():
+            if head.poll() is not None:
+                raise RuntimeError(f"ray start exited {head.returncode}: {(tmp / 'head.log').read_text()[-2000:]}")
+            try:
+                ray.init(address=f"{ip}:{gcs_port}", namespace="fake-cluster-probe", log_to_driver=False)
+                return True
+            except ConnectionError:
+                return False
+
+        _wait(connect, 180, "the head to start")
+        # min_workers: the autoscaler launches the CPU worker on its own.
+        _wait(lambda: {n["type"] for n in alive_nodes()} >= {"head", "cpu_worker"}, 240, "the CPU worker")
+        out["nodes_at_start"] = alive_nodes()
+        out["started_s"] = round(time.monotonic() - started, 1)
+        client = JobSubmissionClient(dashboard)
+        _wait(lambda: client.list_jobs() is not None, 120, "the job API")
+
+        with scratch_database(POSTGRES_URL) as url:
+            # The run's config: the repo's, with the cluster settings (placement, PostgreSQL, run_dir in storage).
+            cfg = yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())
+            namespace = f"fake_{uuid.uuid4().hex[:8]}"
+            cfg.update(namespace=namespace, run_dir=f"file://{tmp / 'results'}", sources=[],
+                       ray={**cfg["ray"], "placement": {"loop_resource": LOOP, "ingest_resource": INGEST,
+                                                         "stream_resource": STREAM}})
+            cfg["storage"] = {**(cfg.get("storage") or {}), "state_url": url}
+            cfg["decisions"].update(audit_url=url, risk_config=str(ROOT / "configs" / "risk.yaml"),
+                                    veto_config=str(ROOT / "configs" / "veto.yaml"))
+            cfg["feast"].update(directory=str(tmp / "feast"), project=namespace, online_store="sqlite")
+            run_config = tmp / "pipeline.yaml"
+            run_config.write_text(yaml.safe_dump(cfg))
+            submission = f"edgeray-run-{uuid.uuid4().hex[:8]}"
+            submitted = time.monotonic()
+            out["edgeray_run_submit"] = cli(
+                ["job", "submit", "--address", dashboard, "--submission-id", submission, "--working-dir", ".",
+                 "--runtime-env-json", json.dumps({"env_vars": {"EDGERAY_HOME": str(tmp / "home")}}), "--",
+                 "edgeray", "run", "--config", str(run_config), "--n-bars", str(args.bars)], env, 600)
+            status = client.get_job_status(submission)
+            out["edgeray_run"] = {"submission_id": submission, "status": str(status.value),
+                                  "wall_s": round(time.monotonic() - submitted, 1)}
+            if status != JobStatus.SUCCEEDED:
+                out["edgeray_run"]["logs_tail"] = client.get_job_logs(submission)[-3000:]
+            else:
+                # The results, from the configured storage: the audit log in PostgreSQL, summary.json at run_dir.
+                audit = AuditLog(url)
+                everything = (pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+                decisions = pd.DataFrame(audit.range(*everything, stage="decision", limit=10_000_000))
+                audit.close()
+                keys = decisions["payload"].map(lambda p: p["symbol"]) + "@" + decisions["event_ts"].astype(str)
+                summary = json.loads((tmp / "results" / "summary.json").read_text())
+                nodes = {n["node_id"]: n["type"] for n in alive_nodes()}
+                out["edgeray_run"].update(
+                    bars=2 * args.bars, decisions=len(decisions), bars_decided=int(keys.nunique()),
+                    summary_decisions=summary["decisions"]["decisions"],
+                    summary_received=summary["ingestion"]["received"],
+                    placed={"meta_controller": nodes.get(summary["decisions"]["node_id"]),
+                            "ingestion": nodes.get(summary["ingestion"].get("node_id")),
+                            "feature_streamer": nodes.get(summary["features"].get("node_id"))},
+                    results_files=sorted(p.name for p in (tmp / "results").iterdir()))
+
+            # A training job on the training queue asking for a GPU, while no GPU node is up.
+            from actors.training_queue import TrainingQueueActor
+
+            queue = TrainingQueueActor.options(name="training_queue", namespace=namespace).remote(
+                {"db_path": url, "queue": namespace})
+            job = ray.get(queue.submit.remote("fake-cluster", "torch_mlp_demo", {"epochs": 2}, 0, 1.0), timeout=120)
+            done = _wait(lambda: (lambda j: j if j["state"] in ("completed", "failed", "cancelled") else None)(
+                ray.get(queue.job.remote(job["job_id"], "fake-cluster", True))), 300, "the queued training job")
+            out["queue_job"] = {"asked_num_gpus": job["num_gpus"], "state": done["state"],
+                                "placement": done.get("placement"),
+                                "gpu_nodes": sum(n["type"] == "gpu_worker" for n in alive_nodes())}
+            ray.get(queue.shutdown.remote(), timeout=60)
+            ray.kill(queue)
+
+        # A training job submitted asking for a GPU: the autoscaler must launch the GPU worker type for it.
+        gpu_submission = f"edgeray-train-{uuid.uuid4().hex[:8]}"
+        asked = time.monotonic()
+        out["gpu_job_submit"] = cli(
+            ["job", "submit", "--address", dashboard, "--submission-id", gpu_submission, "--no-wait",
+             "--entrypoint-num-gpus", "1", "--working-dir", ".", "--", "python", "scripts/fake_cluster.py",
+             "--train-demo"], env, 300)
+        gpu_node = _wait(lambda: next((n for n in alive_nodes() if n["type"] == "gpu_worker"), None), 300,
+                         "the GPU worker to launch")
+        launched_s = time.monotonic() - asked
+        _wait(lambda: client.get_job_status(gpu_submission).is_terminal(), 300, "the GPU job to finish")
+        logs = client.get_job_logs(gpu_submission)
+        line = next((x for x in logs.splitlines() if x.startswith("RESULT")), None)
+        result = json.loads(line[len("RESULT"):]) if line else {"logs_tail": logs[-2000:]}
+        out["gpu"] = {"launched": True, "launched_s": round(launched_s, 1), "node_id": gpu_node["node_id"],
+                      "job_status": str(client.get_job_status(gpu_submission).value),
+                      "job_s": round(time.monotonic() - asked, 1),
+                      "ran_on_gpu_node": result.get("node_id") == gpu_node["node_id"],
+                      **{k: result.get(k) for k in ("gpu_ids", "cuda_visible_devices", "device", "final_loss")}}
+        out["nodes_seen"] = alive_nodes()
+    finally:
+        ray.shutdown()
+        out["ray_down"] = cli(["down", "-y", str(cluster_yaml)], env, 120)
+        out["teardown"] = teardown(head, str(tmp))
+        if not args.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out["wall_s"] = round(time.monotonic() - started, 1)
+        print(json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    main()
