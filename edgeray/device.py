@@ -11,6 +11,7 @@ a machine that has neither and the selection logic is the same code either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -209,6 +210,22 @@ def autocast_context(device, precision: str, *, field_name: str = "params.precis
         return contextlib.nullcontext()
     import torch
     return torch.autocast(device_type=_kind(device), dtype=torch_dtype(resolved))
+
+
+@functools.cache
+def cpu_autocast_runs_lstm(precision: str) -> bool:
+    """Whether an LSTM runs under CPU autocast at `precision` on this CPU. oneDNN has no bf16 LSTM kernel
+    without AVX-512 (an AVX2-only EPYC raises "could not create a primitive descriptor"), and torch exposes no
+    flag for it, so a 1x1 LSTM is tried once per process."""
+    import torch
+    if precision == "fp32":
+        return True
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch_dtype(precision)):
+            torch.nn.LSTM(1, 1)(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
 
 
 def grad_scaler(device, precision: str):

@@ -13,6 +13,7 @@ import torch
 from edgeray import device as dm
 from edgeray.device import (
     autocast_context,
+    cpu_autocast_runs_lstm,
     fits,
     is_device_failure,
     parse_memory_budgets,
@@ -188,6 +189,9 @@ def test_sport_torch_models_train_under_autocast_and_precision_is_validated():
     lstm = make_model("lstm", "nba", "lstm_weather", {"epochs": 1, "units": 4, "seq_len": 3, "head_units": 4,
                                                       "precision": "bf16"}).fit(frame)
     assert lstm.diagnostics["precision"] == "bf16"
+    # oneDNN runs a bf16 LSTM only with AVX-512; elsewhere the LSTM alone falls back to fp32 and says so.
+    assert lstm.diagnostics["lstm_precision"] == ("bf16" if cpu_autocast_runs_lstm("bf16") else "fp32")
+    assert ((q := lstm.predict_proba(frame)) > 0).all() and (q < 1).all()
 
     base = {"sport": "nba", "family": "neural"}
     assert validate_params({**base, "precision": "bf16"})["model_params"]["precision"] == "bf16"

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from edgeray.device import autocast_context, grad_scaler, resolve_precision
+from edgeray.device import autocast_context, cpu_autocast_runs_lstm, grad_scaler, resolve_precision
 from edgeray.sports.models import Progress, SportModel, _report
 
 WEATHER_COLUMNS = ("temperature_f", "wind_mph", "humidity_pct", "dome")
@@ -190,9 +190,16 @@ class LSTMWeatherNet(nn.Module):
                                   nn.Linear(head_units, 1))
 
     def forward(self, home_seq, away_seq, static):
-        _, (h_home, _) = self.encoder(home_seq)
-        _, (h_away, _) = self.encoder(away_seq)
-        return self.head(torch.cat([h_home[-1], h_away[-1], static], dim=1)).squeeze(1)
+        h_home, h_away = self._encode(home_seq), self._encode(away_seq)
+        return self.head(torch.cat([h_home, h_away, static], dim=1)).squeeze(1)
+
+    def _encode(self, seq):
+        if seq.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[torch.get_autocast_dtype("cpu")]
+            if not cpu_autocast_runs_lstm(precision):  # the LSTM alone in fp32; the head stays autocast
+                with torch.autocast(device_type="cpu", enabled=False):
+                    return self.encoder(seq.float())[1][0][-1]
+        return self.encoder(seq)[1][0][-1]
 
 
 class LSTMWeatherModel(SportModel):
@@ -254,6 +261,10 @@ class LSTMWeatherModel(SportModel):
         self._n_static = inputs[2].shape[1]
         self._net, self.diagnostics["precision"] = _train(
             self._build(self._n_static), [torch.as_tensor(a) for a in inputs], y, self.params, progress, device)
+        precision = self.diagnostics["precision"]
+        # What the LSTM itself ran in: fp32 where this CPU has no lower-precision LSTM kernel (see _encode).
+        self.diagnostics["lstm_precision"] = (
+            "fp32" if str(device).startswith("cpu") and not cpu_autocast_runs_lstm(precision) else precision)
 
     def _predict_base(self, rows, X):
         return _predict(self._net, self._inputs(rows, X))
