@@ -7,8 +7,9 @@ that the autoscaler launches like cloud instances. The script
 3. submits `edgeray run` with `ray job submit --working-dir .` (a small generator replay), with checkpoints and the
    audit log in a scratch PostgreSQL database and run_dir a file:// URI, and reads the results from there (the
    audit log, summary.json), not from the job's temporary working-dir copy;
-4. queues a training job asking for a GPU on the training queue (actors/training_queue.py), then submits a training
-   job with `ray job submit --entrypoint-num-gpus 1`, and times the GPU worker type's launch;
+4. queues a training job asking for a GPU on the training queue (actors/training_queue.py) and records where it ran,
+   then submits a training job whose Ray task asks for one GPU (`ray job submit`), and times the GPU worker type's
+   launch;
 5. tears the cluster down: every process it started (found by its own temp dir and as descendants of its
    `ray start`), never a bare `ray stop` (other people's Ray runs on this machine).
 Prints one JSON line.
@@ -33,22 +34,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent  # the venv's ray and edgeray commands
 LOOP, INGEST, STREAM = "edgeray_loop", "edgeray_ingest", "edgeray_stream"
+# `ray start --head` turns token authentication on (token: ~/.ray/auth_token), but a client whose RAY_AUTH_MODE is
+# unset when ray is imported connects without the token and is refused (InvalidAuthToken): this driver and the CLIs
+# it runs set it, before anything imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def train_demo() -> None:
-    """The GPU job's entrypoint (`--train-demo`): the training queue's torch demo task, on whatever device the
-    device manager picks (no CUDA on a fake GPU node), and where Ray placed it."""
+    """The GPU job's entrypoint (`--train-demo`): the training queue's torch demo task in a Ray task asking for one
+    GPU, as the queue's runner asks (run_training_job.options(num_gpus=...)); on the device the device manager
+    picks (no CUDA behind a fake GPU node). Prints where it ran."""
     import ray
 
-    from edgeray.device import select_device
-    from edgeray.training.tasks import torch_mlp_demo
+    @ray.remote(num_gpus=1, num_cpus=1)
+    def fit() -> dict:
+        from edgeray.device import select_device
+        from edgeray.training.tasks import torch_mlp_demo
+
+        ctx = ray.get_runtime_context()
+        result = torch_mlp_demo({"epochs": 2, "n_samples": 512}, lambda *a: None, device=select_device().name)
+        return {"node_id": ctx.get_node_id(), "gpu_ids": ctx.get_accelerator_ids().get("GPU", []),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **result}
 
     ray.init()
-    ctx = ray.get_runtime_context()
-    device = select_device()  # CUDA only where there is one: none behind a fake GPU node
-    result = torch_mlp_demo({"epochs": 2, "n_samples": 512}, lambda *a: None, device=device.name)
-    print("RESULT" + json.dumps({"node_id": ctx.get_node_id(), "gpu_ids": ctx.get_accelerator_ids().get("GPU", []),
-                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **result}))
+    print("RESULT" + json.dumps(ray.get(fit.remote(), timeout=600)))
 
 
 def cli(args: list[str], env: dict, timeout: float) -> dict:
@@ -162,9 +171,6 @@ def main() -> None:
     config["provider"]["gcs_address"] = f"{ip}:{gcs_port}"
     cluster_yaml = tmp / "cluster.yaml"
     cluster_yaml.write_text(yaml.safe_dump(config))
-    # `ray start --head` turns token authentication on (token: ~/.ray/auth_token), but a client whose RAY_AUTH_MODE
-    # is unset connects without the token and is refused (InvalidAuthToken): this driver and the CLIs set it.
-    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "token")
     os.environ.pop("RAY_ADDRESS", None)
     env = {k: v for k, v in os.environ.items() if k != "RAY_REDIS_ADDRESS"}
     env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_USAGE_STATS_ENABLED="0",
@@ -259,7 +265,7 @@ def main() -> None:
         asked = time.monotonic()
         out["gpu_job_submit"] = cli(
             ["job", "submit", "--address", dashboard, "--submission-id", gpu_submission, "--no-wait",
-             "--entrypoint-num-gpus", "1", "--working-dir", ".", "--", "python", "scripts/fake_cluster.py",
+             "--working-dir", ".", "--", "python", "scripts/fake_cluster.py",
              "--train-demo"], env, 300)
         gpu_node = _wait(lambda: next((n for n in alive_nodes() if n["type"] == "gpu_worker"), None), 300,
                          "the GPU worker to launch")
