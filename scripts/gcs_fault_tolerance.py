@@ -215,6 +215,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = gcs_restart_scenario(POSTGRES_URL, tmp, args.redis, args.bars, args.rate, args.down_decisions)
     print(json.dumps(out))
+    proven = (out["decisions_lost"] == 0 and out["decisions_duplicated"] == 0
+              and out["gcs_down"]["decided_while_down"] > 0 and out["actors_same_after_restart"] and all(out["reattached_same_actors"].values())
+              and out["redis_keys_after_cleanup"] == 0)
+    sys.exit(0 if proven else 1)
 
 
 if __name__ == "__main__":
