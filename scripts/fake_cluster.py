@@ -218,10 +218,12 @@ def main() -> None:
             run_config = tmp / "pipeline.yaml"
             run_config.write_text(yaml.safe_dump(cfg))
             submission = f"edgeray-run-{uuid.uuid4().hex[:8]}"
+            # Anything the job keeps locally (its home, run_dir's staging copy) stays in our temp dir.
+            job_env = {"EDGERAY_HOME": str(tmp / "home"), "EDGERAY_STAGING": str(tmp / "staging")}
             submitted = time.monotonic()
             out["edgeray_run_submit"] = cli(
                 ["job", "submit", "--address", dashboard, "--submission-id", submission, "--working-dir", ".",
-                 "--runtime-env-json", json.dumps({"env_vars": {"EDGERAY_HOME": str(tmp / "home")}}), "--",
+                 "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
                  "edgeray", "run", "--config", str(run_config), "--n-bars", str(args.bars)], env, 600)
             status = client.get_job_status(submission)
             out["edgeray_run"] = {"submission_id": submission, "status": str(status.value),
@@ -254,19 +256,22 @@ def main() -> None:
             job = ray.get(queue.submit.remote("fake-cluster", "torch_mlp_demo", {"epochs": 2}, 0, 1.0), timeout=120)
             done = _wait(lambda: (lambda j: j if j["state"] in ("completed", "failed", "cancelled") else None)(
                 ray.get(queue.job.remote(job["job_id"], "fake-cluster", True))), 300, "the queued training job")
+            placement = done.get("placement") or {}
+            nodes = {n["node_id"]: n["type"] for n in alive_nodes()}
             out["queue_job"] = {"asked_num_gpus": job["num_gpus"], "state": done["state"],
-                                "placement": done.get("placement"),
-                                "gpu_nodes": sum(n["type"] == "gpu_worker" for n in alive_nodes())}
+                                "placement": {"num_gpus": placement.get("num_gpus"), "device": placement.get("device"),
+                                              "node": nodes.get(placement.get("node_id"))},
+                                "gpu_nodes": sum(t == "gpu_worker" for t in nodes.values())}
             ray.get(queue.shutdown.remote(), timeout=60)
             ray.kill(queue)
 
         # A training job submitted asking for a GPU: the autoscaler must launch the GPU worker type for it.
         gpu_submission = f"edgeray-train-{uuid.uuid4().hex[:8]}"
+        out["gpu"] = {"launched": False}
         asked = time.monotonic()
         out["gpu_job_submit"] = cli(
             ["job", "submit", "--address", dashboard, "--submission-id", gpu_submission, "--no-wait",
-             "--working-dir", ".", "--", "python", "scripts/fake_cluster.py",
-             "--train-demo"], env, 300)
+             "--working-dir", ".", "--", "python", "scripts/fake_cluster.py", "--train-demo"], env, 300)
         gpu_node = _wait(lambda: next((n for n in alive_nodes() if n["type"] == "gpu_worker"), None), 300,
                          "the GPU worker to launch")
         launched_s = time.monotonic() - asked
@@ -288,6 +293,10 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         out["wall_s"] = round(time.monotonic() - started, 1)
         print(json.dumps(out, default=str))
+    run = out.get("edgeray_run", {})
+    proven = (run.get("status") == "SUCCEEDED" and run.get("decisions") == run.get("bars_decided") == run.get("bars")
+              and out["gpu"].get("ran_on_gpu_node") and out["teardown"]["left"] == 0)
+    sys.exit(0 if proven else 1)
 
 
 if __name__ == "__main__":
