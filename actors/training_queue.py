@@ -47,6 +47,10 @@ DEFAULT_CONFIG = {
     # GPU memory budgets per GPU index, e.g. {0: "8GB", 1: "6GB"}: a job declaring params.gpu_memory_gb more
     # than the largest is refused at submit. Placement by budget is Ray's, see _dispatch.
     "gpu_memory_budgets": {},
+    # True on a cluster whose GPU workers scale from zero (cluster.yaml's gpu_worker, min_workers 0): a job asks
+    # for its GPUs even while no GPU node is up, so Ray's autoscaler launches one. False: with no GPU in the
+    # cluster a job runs on a CPU (a GPU request would wait forever on a fixed CPU-only cluster).
+    "gpu_autoscaling": False,
 }
 
 
@@ -255,9 +259,9 @@ class TrainingQueueActor:
             if self._paused:
                 return
             cluster = ray.cluster_resources()
-            cluster_has_gpus = cluster.get("GPU", 0.0) > 0
+            ask_for_gpus = cluster.get("GPU", 0.0) > 0 or bool(self.cfg["gpu_autoscaling"])
             for job in self.store.claim_next(self.cfg["max_concurrent"]):
-                num_gpus = job["num_gpus"] if cluster_has_gpus else 0.0
+                num_gpus = job["num_gpus"] if ask_for_gpus else 0.0
                 resources = {"num_gpus": num_gpus, "num_cpus": float(self.cfg["cpus_per_job"])}
                 gb = (job["params"] or {}).get("gpu_memory_gb")
                 # Budget placement is a Ray custom resource, not bookkeeping here: each GPU node declares

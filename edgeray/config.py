@@ -249,6 +249,9 @@ class SportsConfig(Strict):
     # declaring more (params.gpu_memory_gb) than the largest is refused. Placement by budget needs each GPU node
     # to declare the Ray resource gpu_memory_gb: cluster.yaml's GPU workers do, and so does a Ray edgeray starts itself.
     gpu_memory_budgets: dict[int, str | float] = {}
+    # True where GPU workers scale up from zero (cluster.yaml): training jobs ask for their GPUs even while no GPU
+    # node is up, so the autoscaler launches one; false runs them on a CPU when the cluster has no GPU.
+    gpu_autoscaling: bool = False
 
     @field_validator("gpu_memory_budgets")
     @classmethod

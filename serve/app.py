@@ -234,7 +234,7 @@ def build_deployment(app: FastAPI | None = None):
                     {"db_path": self.cfg.storage.state_url or sc.queue_db, "queue": self.cfg.namespace,
                      "registry_storage": storage_settings(self.cfg),
                      "max_concurrent": sc.max_concurrent_jobs, "retention_s": sc.retention_days * 86400,
-                     "gpu_memory_budgets": dict(sc.gpu_memory_budgets)})
+                     "gpu_memory_budgets": dict(sc.gpu_memory_budgets), "gpu_autoscaling": sc.gpu_autoscaling})
             return self._training_queue
 
         def matrix(self):

@@ -308,3 +308,18 @@ def test_restarted_scheduler_keeps_queue_and_requeues_running_job(ray_session, m
     done = _wait(lambda: (j := ray_session.get(second.job.remote(queued, *ADMIN)))["state"] == "completed" and j,
                  what="the queued job to complete after the restart")
     assert done["attempts"] == 1 and done["result"]["epochs"] == 2
+
+
+def test_gpu_autoscaling_asks_for_the_gpu_while_no_gpu_node_is_up(ray_session, make_queue):
+    """This CPU-only Ray stands for a cluster whose GPU workers scale from zero: with gpu_autoscaling the job asks
+    Ray for its GPU (what makes the autoscaler launch a GPU node) and waits instead of training on a CPU."""
+    q = make_queue(max_concurrent=1, gpu_autoscaling=True, cancel_grace_s=0.1)
+    job_id = ray_session.get(q.submit.remote("ann", "torch_mlp_demo", _demo(2), 0, 1.0))["job_id"]
+    job = _wait(lambda: (j := ray_session.get(q.job.remote(job_id, *ADMIN)))["placement"] and j,
+                what="the job's placement request")
+    assert job["placement"]["num_gpus"] == 1.0 and job["state"] == "running"
+    assert ray_session.get(q.gpu_stats.remote())["cluster_gpus"] == 0.0  # so it cannot have started
+    assert ray_session.get(q.cancel.remote(job_id, "ann", False))["cancel_requested"]
+    final = _wait(lambda: (j := ray_session.get(q.job.remote(job_id, *ADMIN)))["state"] == "cancelled" and j,
+                  what="the pending job to be cancelled")
+    assert final["progress"] is None  # never trained on a CPU
