@@ -7,12 +7,16 @@ that the autoscaler launches like cloud instances. The script
 3. submits `edgeray run` with `ray job submit --working-dir .` (a small generator replay), with checkpoints and the
    audit log in a scratch PostgreSQL database and run_dir a file:// URI, and reads the results from there (the
    audit log, summary.json), not from the job's temporary working-dir copy;
-4. queues a training job asking for a GPU on the training queue (actors/training_queue.py) and records where it ran,
-   then submits a training job whose Ray task asks for one GPU (`ray job submit`), and times the GPU worker type's
-   launch;
+4. queues a training job asking for one GPU on the training queue (actors/training_queue.py) with gpu_autoscaling
+   on (sports.gpu_autoscaling), while no GPU node is up: times the GPU worker type's launch and the job's completion
+   from submit, and records where it ran (Ray placement, node type, GPU ids); then submits a training job whose Ray
+   task asks for one GPU (`ray job submit`) and records where that ran (the GPU node is normally up by then; a
+   launch is timed only if none is);
 5. tears the cluster down: every process it started (found by its own temp dir and as descendants of its
    `ray start`), never a bare `ray stop` (other people's Ray runs on this machine).
-Prints one JSON line.
+Prints one JSON line (its "verdict" says what was proven). Exits 1 unless the `edgeray run` decided every bar once,
+the queued job ran on the GPU node launched for it (num_gpus 1.0, Ray GPU ids ["0"]), the `ray job submit` GPU job
+ran on a GPU node, and no process of the cluster is left.
 
 Usage: python scripts/fake_cluster.py [--bars N (per symbol)] [--keep-logs]
 PostgreSQL: EDGERAY_TEST_POSTGRES_URL, else postgresql+psycopg://postgres@127.0.0.1:5432/test.
@@ -248,42 +252,77 @@ def main() -> None:
                             "feature_streamer": nodes.get(summary["features"].get("node_id"))},
                     results_files=sorted(p.name for p in (tmp / "results").iterdir()))
 
-            # A training job on the training queue asking for a GPU, while no GPU node is up.
+            # A training job on the training queue asking for a GPU, while no GPU node is up. gpu_autoscaling (the
+            # product's sports.gpu_autoscaling): the queue asks Ray for the GPU anyway, so the autoscaler launches
+            # the GPU worker type and the job runs there.
             from actors.training_queue import TrainingQueueActor
 
+            gpu_before = [n["node_id"] for n in alive_nodes() if n["type"] == "gpu_worker"]
             queue = TrainingQueueActor.options(name="training_queue", namespace=namespace).remote(
-                {"db_path": url, "queue": namespace})
+                {"db_path": url, "queue": namespace, "gpu_autoscaling": True})
+            ray.get(queue.recovery_report.remote(), timeout=120)  # constructed: the clock starts at submit
+            queued = time.monotonic()
             job = ray.get(queue.submit.remote("fake-cluster", "torch_mlp_demo", {"epochs": 2}, 0, 1.0), timeout=120)
-            done = _wait(lambda: (lambda j: j if j["state"] in ("completed", "failed", "cancelled") else None)(
-                ray.get(queue.job.remote(job["job_id"], "fake-cluster", True))), 300, "the queued training job")
+            seen: dict = {}
+
+            def queue_job_done():
+                if "gpu_node" not in seen:
+                    up = next((n for n in alive_nodes() if n["type"] == "gpu_worker"), None)
+                    if up:
+                        seen.update(gpu_node=up, gpu_up_s=round(time.monotonic() - queued, 1))
+                j = ray.get(queue.job.remote(job["job_id"], "fake-cluster", True))
+                return j if j["state"] in ("completed", "failed", "cancelled") else None
+
+            try:
+                done = _wait(queue_job_done, 420, "the queued training job")
+            except AssertionError:  # never finished: record how far it got, then fail
+                j = ray.get(queue.job.remote(job["job_id"], "fake-cluster", True))
+                out["queue_job"] = {"state": j["state"], "placement": j.get("placement"), **seen,
+                                    "error": "timed out after 420 s"}
+                raise
+            completed_s = round(time.monotonic() - queued, 1)
             placement = done.get("placement") or {}
             nodes = {n["node_id"]: n["type"] for n in alive_nodes()}
-            out["queue_job"] = {"asked_num_gpus": job["num_gpus"], "state": done["state"],
-                                "placement": {"num_gpus": placement.get("num_gpus"), "device": placement.get("device"),
-                                              "node": nodes.get(placement.get("node_id"))},
-                                "gpu_nodes": sum(t == "gpu_worker" for t in nodes.values())}
+            gpu_node = seen.get("gpu_node") or next(
+                ({"node_id": i, "type": t} for i, t in nodes.items() if t == "gpu_worker"), None)
+            out["queue_job"] = {
+                "config": {"gpu_autoscaling": True}, "asked_num_gpus": job["num_gpus"],
+                "gpu_nodes_before": len(gpu_before), "state": done["state"],
+                "gpu_node_up_s": seen.get("gpu_up_s"), "completed_s": completed_s,
+                "placement": {"num_gpus": placement.get("num_gpus"), "gpu_ids": placement.get("gpu_ids"),
+                              "device": placement.get("device"), "node": nodes.get(placement.get("node_id"))},
+                "ran_on_launched_gpu_node": bool(gpu_node and not gpu_before
+                                                 and placement.get("node_id") == gpu_node["node_id"]),
+                "gpu_node_id": gpu_node and gpu_node["node_id"]}
+            if done["state"] != "completed":
+                out["queue_job"]["error"] = (done.get("error") or "")[-2000:]
             ray.get(queue.shutdown.remote(), timeout=60)
             ray.kill(queue)
 
-        # A training job submitted asking for a GPU: the autoscaler must launch the GPU worker type for it.
+        # A training job submitted with `ray job submit` whose Ray task asks for a GPU. The queued job above has
+        # normally launched the GPU worker already (idle_timeout_minutes: 5 keeps it up), so this shows a job
+        # placed on the GPU node; it times a launch only when no GPU node is up at submit.
         gpu_submission = f"edgeray-train-{uuid.uuid4().hex[:8]}"
-        out["gpu"] = {"launched": False}
+        up_before = [n["node_id"] for n in alive_nodes() if n["type"] == "gpu_worker"]
+        out["gpu_job"] = {"gpu_node_up_at_submit": bool(up_before)}
         asked = time.monotonic()
         out["gpu_job_submit"] = cli(
             ["job", "submit", "--address", dashboard, "--submission-id", gpu_submission, "--no-wait",
-             "--working-dir", ".", "--", "python", "scripts/fake_cluster.py", "--train-demo"], env, 300)
+             "--working-dir", ".", "--", "python", "scripts/fake_cluster.py",
+             "--train-demo"], env, 300)
         gpu_node = _wait(lambda: next((n for n in alive_nodes() if n["type"] == "gpu_worker"), None), 300,
-                         "the GPU worker to launch")
-        launched_s = time.monotonic() - asked
+                         "a GPU worker")
+        if not up_before:
+            out["gpu_job"]["launched_s"] = round(time.monotonic() - asked, 1)
         _wait(lambda: client.get_job_status(gpu_submission).is_terminal(), 300, "the GPU job to finish")
         logs = client.get_job_logs(gpu_submission)
         line = next((x for x in logs.splitlines() if x.startswith("RESULT")), None)
         result = json.loads(line[len("RESULT"):]) if line else {"logs_tail": logs[-2000:]}
-        out["gpu"] = {"launched": True, "launched_s": round(launched_s, 1), "node_id": gpu_node["node_id"],
-                      "job_status": str(client.get_job_status(gpu_submission).value),
-                      "job_s": round(time.monotonic() - asked, 1),
-                      "ran_on_gpu_node": result.get("node_id") == gpu_node["node_id"],
-                      **{k: result.get(k) for k in ("gpu_ids", "cuda_visible_devices", "device", "final_loss")}}
+        out["gpu_job"].update(
+            node_id=gpu_node["node_id"], job_status=str(client.get_job_status(gpu_submission).value),
+            job_s=round(time.monotonic() - asked, 1), ran_on_gpu_node=result.get("node_id") == gpu_node["node_id"],
+            **{k: result.get(k) for k in ("gpu_ids", "cuda_visible_devices", "device", "final_loss", "logs_tail")
+               if k in result})
         out["nodes_seen"] = alive_nodes()
     finally:
         ray.shutdown()
@@ -292,10 +331,20 @@ def main() -> None:
         if not args.keep_logs:
             shutil.rmtree(tmp, ignore_errors=True)
         out["wall_s"] = round(time.monotonic() - started, 1)
+        run, qjob, gjob = out.get("edgeray_run", {}), out.get("queue_job", {}), out.get("gpu_job", {})
+        placed = qjob.get("placement") or {}
+        # The queued job must have run on the GPU node launched for it (none up before), holding Ray's GPU 0.
+        queued_on_gpu = bool(qjob.get("state") == "completed" and qjob.get("ran_on_launched_gpu_node")
+                             and placed.get("num_gpus") == 1.0 and placed.get("node") == "gpu_worker"
+                             and placed.get("gpu_ids") == ["0"])
+        every_bar_once = bool(run.get("bars") and run.get("decisions") == run.get("bars_decided") == run["bars"])
+        proven = bool(run.get("status") == "SUCCEEDED" and every_bar_once and queued_on_gpu
+                      and gjob.get("job_status") == "SUCCEEDED" and gjob.get("ran_on_gpu_node")
+                      and out["teardown"]["left"] == 0)
+        out["verdict"] = {"edgeray_run_decided_every_bar_once": every_bar_once,
+                          "queued_job_on_launched_gpu_node": queued_on_gpu,
+                          "gpu_job_on_gpu_node": bool(gjob.get("ran_on_gpu_node")), "proven": proven}
         print(json.dumps(out, default=str))
-    run = out.get("edgeray_run", {})
-    proven = (run.get("status") == "SUCCEEDED" and run.get("decisions") == run.get("bars_decided") == run.get("bars")
-              and out["gpu"].get("ran_on_gpu_node") and out["teardown"]["left"] == 0)
     sys.exit(0 if proven else 1)
 
 
