@@ -34,7 +34,7 @@ from gymnasium import spaces
 from edgeray.columns import column
 from edgeray.features.market import MarketFeatureSpec, MarketFeatureState
 from edgeray.generator import generate_bars
-from edgeray.loaders.markets import load_ohlcv_bars
+from edgeray.loaders.markets import load_bid_ask_bars, load_ohlcv_bars
 from edgeray.regime import N_REGIMES, RegimeDetector, float_matrix
 from envs.config import from_env_config
 
@@ -51,8 +51,9 @@ BAR_COLUMNS = ("event_ts", "open", "high", "low", "close", "volume")
 
 @dataclass
 class TradingEnvConfig:
-    source: str = "generator"  # "generator" | "csv" | "frame" (bars given in `bars`)
+    source: str = "generator"  # "generator" | "csv" | "bid_ask" (csv_path = bid bars, ask_csv_path) | "frame" (`bars`)
     csv_path: str = "../shared/data/markets/btc_perp_1m_2022-01.csv"
+    ask_csv_path: str | None = None  # source="bid_ask": the ask-side OHLC file joined to csv_path's bid bars
     symbol: str = "SYN-A"
     generator_bars: int = 3000
     generator_seed: int = 7
@@ -67,10 +68,20 @@ class TradingEnvConfig:
     variance_weight: float = 0.0
     hold_decay: float = 1e-5
     initial_equity: float = 1.0
+    # Walk-forward split: episodes start and end inside bars [start_fraction * n, end_fraction * n) of the source.
+    # Features are still computed over the whole source, but only from bars at or before each row, so an evaluation
+    # range sees no statistic of a later bar and a training range none of the evaluation range's future.
+    start_fraction: float = 0.0
+    end_fraction: float = 1.0
 
     def __post_init__(self):
-        if self.source not in ("generator", "csv", "frame"):
-            raise ValueError(f"source must be 'generator', 'csv' or 'frame', got {self.source!r}")
+        if self.source not in ("generator", "csv", "bid_ask", "frame"):
+            raise ValueError(f"source must be 'generator', 'csv', 'bid_ask' or 'frame', got {self.source!r}")
+        if self.source == "bid_ask" and not self.ask_csv_path:
+            raise ValueError("source='bid_ask' needs ask_csv_path (csv_path is the bid file)")
+        if not (0.0 <= float(self.start_fraction) < float(self.end_fraction) <= 1.0):
+            raise ValueError(f"need 0 <= start_fraction < end_fraction <= 1, got {self.start_fraction!r}, "
+                             f"{self.end_fraction!r}")
         for name in ("window", "episode_len", "generator_bars"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -96,6 +107,8 @@ def load_bars(cfg: TradingEnvConfig) -> pd.DataFrame:
         bars = generate_bars(symbols=(cfg.symbol,), n_bars=cfg.generator_bars, seed=cfg.generator_seed)
     elif cfg.source == "csv":
         bars = load_ohlcv_bars(Path(cfg.csv_path), symbol=cfg.symbol)
+    elif cfg.source == "bid_ask":
+        bars = load_bid_ask_bars(Path(cfg.csv_path), Path(cfg.ask_csv_path), symbol=cfg.symbol)
     else:
         bars = cfg.bars.copy()
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
@@ -232,11 +245,13 @@ class TradingEnv(gym.Env):
             quoted = (ask - bid) / ((ask + bid) / 2.0) * 1e4
         self._spread_bps = np.where(np.isfinite(quoted) & (quoted >= 0), quoted, self.cfg.default_spread_bps)
         self._features, self._regimes = market_observations(self.bars)
-        self.first_start = max(self.cfg.warmup_bars, self.cfg.window - 1)
-        self.last_start = len(self.bars) - 1 - self.cfg.episode_len
+        n = len(self.bars)
+        self.first_start = max(self.cfg.warmup_bars, self.cfg.window - 1, int(self.cfg.start_fraction * n))
+        self.last_start = min(n, int(self.cfg.end_fraction * n)) - 1 - self.cfg.episode_len
         if self.last_start < self.first_start:
-            raise ValueError(f"bars: {len(self.bars)} bars are too few for window={self.cfg.window}, "
-                             f"warmup_bars={self.cfg.warmup_bars}, episode_len={self.cfg.episode_len}")
+            raise ValueError(f"bars: {n} bars are too few for window={self.cfg.window}, "
+                             f"warmup_bars={self.cfg.warmup_bars}, episode_len={self.cfg.episode_len}, "
+                             f"start/end_fraction={self.cfg.start_fraction}/{self.cfg.end_fraction}")
         n_obs = self.cfg.window * len(FEATURE_NAMES) + N_ACCOUNT + N_REGIMES
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
         self.action_space = spaces.Box(np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32),

@@ -217,3 +217,43 @@ def test_betting_config_rejects_bad_values():
         BettingEnv({"source": "frame", "games": pd.DataFrame({"model_prob": [0.5], "decimal_odds": [0.9], "won": [1]})})
     with pytest.raises(ValueError, match="unknown keys"):
         TradingEnv({"windw": 3})
+
+
+def test_walk_forward_fractions_keep_every_episode_inside_its_range():
+    cfg = {"generator_bars": 1000, "episode_len": 20, "window": 4}
+    train, later = TradingEnv({**cfg, "end_fraction": 0.6}), TradingEnv({**cfg, "start_fraction": 0.6})
+    n = len(train.bars)
+    assert np.array_equal(train._features, later._features)  # same causal features; only episode starts move
+    for env, lo, hi in ((train, 0, int(0.6 * n)), (later, int(0.6 * n), n)):
+        for seed in range(40):
+            _, info = env.reset(seed=seed)
+            start = info["t"]
+            for _ in range(cfg["episode_len"]):
+                *_, terminated, truncated, step_info = env.step([0.5, 0.5, 0.5])
+                if terminated or truncated:
+                    break
+            assert lo <= start and step_info["t"] <= hi - 1, (start, step_info["t"], lo, hi)
+    # A range too short for one episode, or an empty/reversed one, is refused by name.
+    with pytest.raises(ValueError, match="start/end_fraction"):
+        TradingEnv({**cfg, "start_fraction": 0.99})
+    with pytest.raises(ValueError, match="start_fraction < end_fraction"):
+        TradingEnv({**cfg, "start_fraction": 0.5, "end_fraction": 0.5})
+    with pytest.raises(ValueError, match="ask_csv_path"):
+        TradingEnv({"source": "bid_ask"})
+
+
+def test_trading_on_real_fx_bid_ask_bars_prices_the_quoted_spread():
+    from tests.conftest import shared_file
+
+    bid, ask = shared_file("markets/gbpusd_1m_bid_2012-02.csv"), shared_file("markets/gbpusd_1m_ask_2012-02.csv")
+    env = TradingEnv({"source": "bid_ask", "csv_path": str(bid), "ask_csv_path": str(ask), "symbol": "GBPUSD",
+                      "episode_len": 64})
+    check_env(env, skip_render_check=True)
+    raw_bid, raw_ask = pd.read_csv(bid), pd.read_csv(ask)
+    assert len(env.bars) == len(raw_bid) == len(raw_ask)
+    mid = (raw_bid["close"].iloc[0] + raw_ask["close"].iloc[0]) / 2
+    assert env._close[0] == pytest.approx(mid)
+    quoted = (raw_ask["close"].iloc[0] - raw_bid["close"].iloc[0]) / mid * 1e4
+    assert env._spread_bps[0] == pytest.approx(quoted)  # costs from the quotes, not default_spread_bps
+    obs, _ = env.reset(seed=3)
+    assert np.isfinite(obs).all()

@@ -23,6 +23,19 @@ PENDULUM_STEPS = 6_000
 PENDULUM_BAR = -400.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The learners here run in this process (num_learners=0). On 2 cores shared with Ray's actors, torch's second
+    OpenMP thread spin-waits for a busy core: a 128 x 64 linear layer measured 0.8 ms with 2 threads against 0.04 ms
+    with 1 under load, and the Pendulum fixture went past the 600 s test timeout; with 1 thread it trains in ~30 s."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pendulum_ddpg(ray_session, tmp_path_factory):
     return rl.train("ddpg", "pendulum", PENDULUM_STEPS, tmp_path_factory.mktemp("ddpg-pendulum"), seed=0,
@@ -257,3 +270,88 @@ def test_learners_ask_for_a_gpu_only_when_one_is_there():
     assert ppo.num_env_runners == 0  # PPO's default of 2 EnvRunners never starts on 2 cores
     with pytest.raises(ValueError, match="algo must be one of"):
         rl.build_config("sac", "trading")
+
+
+def test_replay_ring_buffer_wraps_and_samples_only_filled_rows():
+    from policies.ddpg.replay import TransitionReplay
+
+    replay = TransitionReplay(capacity=5, obs_dim=2, act_dim=1, seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        replay.sample(1, 4)
+
+    def rows(first, n):  # row i carries the value i everywhere, so a sample shows which rows it came from
+        ids = np.arange(first, first + n, dtype=np.float32)
+        return np.stack([ids, ids], 1), ids[:, None], ids, np.stack([ids, ids], 1) + 1, ids % 2
+
+    replay.add(*rows(0, 3))
+    batch = replay.sample(200, 8)
+    assert batch["obs"].shape == (200, 8, 2) and batch["actions"].shape == (200, 8, 1) and batch["rewards"].shape == (200, 8)
+    assert set(np.unique(batch["rewards"])) == {0.0, 1.0, 2.0}  # only the 3 filled rows, each drawn
+    np.testing.assert_array_equal(batch["next_obs"][..., 0], batch["rewards"] + 1)  # fields stay row-aligned
+    replay.add(*rows(3, 4))  # 7 rows into capacity 5: rows 0 and 1 are overwritten
+    assert len(replay) == 5 and replay.added == 7
+    assert set(np.unique(replay.sample(400, 8)["rewards"])) == {2.0, 3.0, 4.0, 5.0, 6.0}
+    replay.add(*rows(10, 12))  # more than the capacity in one add: the newest 5 survive
+    assert sorted(replay.rewards.tolist()) == [17.0, 18.0, 19.0, 20.0, 21.0]
+
+
+def test_ddpg_learner_runs_an_iterations_updates_in_one_call_with_soft_target_updates(ray_session):
+    import torch
+
+    algo = rl.build_config("ddpg", "pendulum", seed=3).build_algo()
+    try:
+        learner = algo.learner_group._learner
+        module = learner.module["default_policy"].unwrapped()
+        rng = np.random.default_rng(0)
+        n, b = 4, 32
+        batches = {"obs": rng.normal(size=(n, b, 3)).astype(np.float32),
+                   "actions": rng.uniform(-1, 1, size=(n, b, 1)).astype(np.float32),
+                   "rewards": rng.normal(size=(n, b)).astype(np.float32),
+                   "next_obs": rng.normal(size=(n, b, 3)).astype(np.float32),
+                   "terminateds": (rng.random((n, b)) < 0.1).astype(np.float32)}
+        pairs = module.get_target_network_pairs()
+        before = [[p.detach().clone() for p in net.parameters()] for pair in pairs for net in pair]
+        stats = learner.update_from_replay({k: v[:1] for k, v in batches.items()})
+        after = [[p.detach().clone() for p in net.parameters()] for pair in pairs for net in pair]
+        tau = algo.config.tau
+        for i in (0, 2):  # (pi, target_pi), (qf, target_qf)
+            assert any(not torch.equal(x, y) for x, y in zip(before[i], after[i]))  # the online net stepped
+            for old_target, new_main, new_target in zip(before[i + 1], after[i], after[i + 1]):
+                torch.testing.assert_close(new_target, old_target + tau * (new_main - old_target))
+        assert stats["gradient_steps"] == 1 and np.isfinite(stats["qf_loss"])
+        # The critic regresses toward its targets: repeated passes over one fixed batch shrink its loss.
+        fixed = {k: np.repeat(v[:1], 50, axis=0) for k, v in batches.items()}
+        first = learner.update_from_replay({k: v[:1] for k, v in fixed.items()})["qf_loss"]
+        last = learner.update_from_replay(fixed)["qf_loss"]
+        assert last < first
+        assert all(p.requires_grad for p in module.qf.parameters())  # the actor pass unfroze the critic again
+        # The EnvRunner acts with the learner's actor after an iteration (weights copied in process).
+        algo.train()
+        runner_pi = algo.env_runner_group.local_env_runner.module.pi
+        for mine, theirs in zip(runner_pi.parameters(), module.pi.parameters()):
+            assert torch.equal(mine, theirs)
+    finally:
+        algo.stop()
+
+
+def test_bench_names_a_winner_only_when_confidence_intervals_separate():
+    from bench.rl import bootstrap_weights, judge, mean_ci
+
+    rng = np.random.default_rng(1)
+    seed_w, ep_w = bootstrap_weights(5, 40, replicates=2000)
+    good = rng.normal(1.0, 0.1, size=(5, 40))
+    close = good + rng.normal(0.0, 0.1, size=(5, 40))
+    flat = np.zeros((1, 40))
+    policies = {name: dict(zip(("return_mean", "return_ci"), mean_ci(m, seed_w, ep_w)))
+                for name, m in (("good", good), ("close", close), ("flat", flat))}
+    assert policies["good"]["return_ci"][0] < policies["good"]["return_mean"] < policies["good"]["return_ci"][1]
+    assert policies["flat"]["return_ci"] == [0.0, 0.0]
+    verdict = judge(policies)
+    assert verdict["winner"] is None and verdict["separated"] is False  # good and close overlap
+    assert policies["good"]["beats"] == ["flat"] and policies["close"]["beats"] == ["flat"]
+    del policies["close"]
+    assert judge(policies) == {"winner": "good", "separated": True, "best_mean": "good"}
+    # A seed that trained badly widens the CI: the seed level of the bootstrap sees it.
+    spread = good.copy()
+    spread[0] -= 2.0
+    assert np.diff(mean_ci(spread, seed_w, ep_w)[1]) > 5 * np.diff(policies["good"]["return_ci"])

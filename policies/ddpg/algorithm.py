@@ -8,13 +8,15 @@ Q-critic RLModule. It trains with `algo.train()`, checkpoints with `save_to_path
 any built-in algorithm.
 
 Why not DQN's training_step (which SAC reuses): it replays through RLlib's EpisodeReplayBuffer, which slices an
-episode object per sampled row (measured ~0.5 ms a row here, 60 ms per 128-row batch), so one update per env
-step ran at ~7 steps/s. RLlib's timestep `ReplayBuffer` samples the same batch in ~3-5 ms and its SampleBatch
-goes to the Learner without the episode connectors.
+episode object per sampled row (measured ~0.5 ms a row here, 60 ms per 128-row batch). RLlib's timestep
+`ReplayBuffer` was next (~7 ms a batch, concatenating 128 one-row SampleBatches); now transitions go into a numpy
+ring buffer (`policies.ddpg.replay`) and each iteration's minibatches are gathered by index in one go and handed to
+the Learner's `update_from_replay`, which runs all of the iteration's gradient steps in one call.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -22,10 +24,11 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.utils.metrics import (ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME,
                                      NUM_ENV_STEPS_TRAINED_LIFETIME)
-from ray.rllib.utils.replay_buffers import ReplayBuffer
+
+from policies.ddpg.replay import TransitionReplay
 
 
 class DDPGConfig(AlgorithmConfig):
@@ -73,6 +76,8 @@ class DDPGConfig(AlgorithmConfig):
             raise ValueError(f"DDPGConfig.lr must stay None (use actor_lr and critic_lr), got {self.lr!r}")
         if not (self.updates_per_step > 0):
             raise ValueError(f"DDPGConfig.updates_per_step must be > 0, got {self.updates_per_step!r}")
+        if int(self.num_learners) > 1:
+            raise ValueError(f"DDPG trains on one Learner (local or remote); got num_learners={self.num_learners}")
         if int(self.buffer_capacity) < int(self.train_batch_size_per_learner):
             raise ValueError(f"DDPGConfig.buffer_capacity must hold at least one batch "
                              f"({self.train_batch_size_per_learner}), got {self.buffer_capacity!r}")
@@ -123,7 +128,10 @@ class DDPG(Algorithm):
 
     def setup(self, config) -> None:
         super().setup(config)
-        self.replay = ReplayBuffer(capacity=int(self.config.buffer_capacity), storage_unit="timesteps")
+        dims = self.learner_group.foreach_learner(lambda learner: (learner.module[DEFAULT_MODULE_ID].unwrapped().obs_dim,
+                                                                   learner.module[DEFAULT_MODULE_ID].unwrapped().act_dim))
+        obs_dim, act_dim = dims.result_or_errors[0].get()
+        self.replay = TransitionReplay(int(self.config.buffer_capacity), obs_dim, act_dim, seed=self.config.seed)
         self._owed_updates = 0.0  # fractional updates carried between iterations (updates_per_step < 1)
 
     def training_step(self) -> None:
@@ -134,18 +142,31 @@ class DDPG(Algorithm):
         batch = transitions(episodes)
         if batch.count == 0:
             return
-        self.replay.add(batch)
+        self.replay.add(*(batch[k] for k in (Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.NEXT_OBS,
+                                             Columns.TERMINATEDS)))
         sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         if sampled < self.config.num_steps_sampled_before_learning_starts or len(self.replay) < self.config.train_batch_size_per_learner:
             return
         self._owed_updates += batch.count * self.config.updates_per_step
         n_updates, self._owed_updates = int(self._owed_updates), self._owed_updates - int(self._owed_updates)
+        if n_updates == 0:
+            return
         size = self.config.train_batch_size_per_learner
-        for _ in range(n_updates):
-            sample = self.replay.sample(size)
-            results = self.learner_group.update(
-                batch=MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=size),
-                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
-            self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        batches = self.replay.sample(n_updates, size)
+        stats = self.learner_group.foreach_learner(lambda learner: learner.update_from_replay(batches))
+        self.metrics.log_dict(stats.result_or_errors[0].get(), key=(LEARNER_RESULTS, DEFAULT_MODULE_ID), window=1)
         self.metrics.log_value(NUM_ENV_STEPS_TRAINED_LIFETIME, n_updates * size, reduce="sum")
+        self._sync_actor()
+
+    def _sync_actor(self) -> None:
+        """Learner weights -> EnvRunners. With the Learner and the only EnvRunner both in this process (the 2-core
+        setup), copy the actor's tensors in place: RLlib's sync_weights converts the whole state to numpy and
+        ray.put()s it every iteration even when no remote runner exists to receive it."""
+        local = self.env_runner_group.local_env_runner
+        if self.learner_group.is_local and self.env_runner_group.num_remote_env_runners() == 0 and local is not None:
+            source = self.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped().pi
+            with torch.no_grad():
+                for dst, src in zip(local.module.pi.parameters(), source.parameters()):
+                    dst.copy_(src)
+            return
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
