@@ -9,55 +9,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import wait_until as _wait
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
-def simulated_gpu_scenario(db_path: str) -> dict:
-    """Head node without GPUs (runs the scheduler) plus one node declaring a single simulated GPU.
-    Two 0.5-GPU jobs must share that GPU at the same time; a 1-GPU job must wait until both release it."""
-    import ray
-    from ray.cluster_utils import Cluster
-
+def sharing_phase(ray, db_path: str, gpu_node_id: str) -> dict:
+    """One node declaring a single simulated GPU is left: two 0.5-GPU jobs must share that GPU at the same time;
+    a 1-GPU job must wait until both release it."""
     from actors.training_queue import TrainingQueueActor
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0,
-                                                             "object_store_memory": 128 * 1024**2})
+    q = TrainingQueueActor.remote({"db_path": db_path, "max_concurrent": 3, "poll_s": 0.05})
+    long_params = {"epochs": 100_000, "n_samples": 32, "batch_size": 32, "hidden": 4}
+    halves = [ray.get(q.submit.remote(user, "torch_mlp_demo", long_params, 0, 0.5))["job_id"]
+              for user in ("ann", "bob")]
+    whole = ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2, "n_samples": 32}, 0, 1.0))["job_id"]
     try:
-        gpu_node = cluster.add_node(num_cpus=3, num_gpus=1, object_store_memory=128 * 1024**2)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
-        q = TrainingQueueActor.remote({"db_path": db_path, "max_concurrent": 3, "poll_s": 0.05})
-        long_params = {"epochs": 100_000, "n_samples": 32, "batch_size": 32, "hidden": 4}
-        halves = [ray.get(q.submit.remote(user, "torch_mlp_demo", long_params, 0, 0.5))["job_id"]
-                  for user in ("ann", "bob")]
-        whole = ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2, "n_samples": 32}, 0, 1.0))["job_id"]
-        try:
-            ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2}, 0, 2))
-            too_big = None
-        except ValueError as exc:
-            too_big = str(exc)
+        ray.get(q.submit.remote("cy", "torch_mlp_demo", {"epochs": 2}, 0, 2))
+        too_big = None
+    except ValueError as exc:
+        too_big = str(exc)
 
-        def halves_training():
-            jobs = {i: ray.get(q.job.remote(i, "ops", True)) for i in (*halves, whole)}
-            ok = all((jobs[i]["progress"] or {}).get("epoch", 0) >= 1 for i in halves)
-            return ok and jobs
+    def halves_training():
+        jobs = {i: ray.get(q.job.remote(i, "ops", True)) for i in (*halves, whole)}
+        ok = all((jobs[i]["progress"] or {}).get("epoch", 0) >= 1 for i in halves)
+        return ok and jobs
 
-        sharing = _wait(halves_training, 120, "both 0.5-GPU jobs to train")
-        stats = ray.get(q.gpu_stats.remote())
-        for job_id in halves:
-            ray.get(q.cancel.remote(job_id, "ops", True))
-        finished = _wait(lambda: (j := ray.get(q.job.remote(whole, "ops", True)))["state"] == "completed" and j, 120,
-                         "the 1-GPU job to complete")
-        after = {i: ray.get(q.job.remote(i, "ops", True)) for i in halves}
-        return {"gpu_node_id": gpu_node.node_id, "sharing": sharing, "whole": finished, "halves_after": after,
-                "assignments": stats["assignments"], "cluster_gpus": stats["cluster_gpus"], "too_big": too_big}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    sharing = _wait(halves_training, 120, "both 0.5-GPU jobs to train")
+    stats = ray.get(q.gpu_stats.remote())
+    for job_id in halves:
+        ray.get(q.cancel.remote(job_id, "ops", True))
+    finished = _wait(lambda: (j := ray.get(q.job.remote(whole, "ops", True)))["state"] == "completed" and j, 120,
+                     "the 1-GPU job to complete")
+    after = {i: ray.get(q.job.remote(i, "ops", True)) for i in halves}
+    return {"gpu_node_id": gpu_node_id, "sharing": sharing, "whole": finished, "halves_after": after,
+            "assignments": stats["assignments"], "cluster_gpus": stats["cluster_gpus"], "too_big": too_big}
 
 
 def run_scenario(name: str, tmp_path) -> dict:
@@ -66,14 +54,20 @@ def run_scenario(name: str, tmp_path) -> dict:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     code = (f"import json, sys; from tests.test_training_gpu_placement import {name}; "
             f"print('RESULT' + json.dumps({name}(sys.argv[1])))")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "queue.sqlite")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
 
 
-def test_placement_on_simulated_gpu_nodes(tmp_path):
-    out = run_scenario("simulated_gpu_scenario", tmp_path)
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> dict:
+    """Both phases on one simulated cluster (a cluster start is the slow part): budgets, then sharing."""
+    return run_scenario("simulated_gpu_scenario", tmp_path_factory.mktemp("gpu_placement"))
+
+
+def test_placement_on_simulated_gpu_nodes(scenario):
+    out = scenario["sharing"]
 
     assert out["cluster_gpus"] == 1.0
     assert "num_gpus" in out["too_big"] and "largest node" in out["too_big"]
@@ -95,15 +89,18 @@ def test_placement_on_simulated_gpu_nodes(tmp_path):
     assert all(j["state"] == "cancelled" for j in out["halves_after"].values())
 
 
-def simulated_budget_scenario(db_path: str) -> dict:
+def simulated_gpu_scenario(tmp_dir: str) -> dict:
     """SIMULATED GPU nodes with memory budgets: two one-GPU nodes declaring the Ray resource gpu_memory_gb (8 and
     6, the specification's example; no physical GPU is used) and a queue configured with the same per-GPU budgets. Workers run
     tests.fake_device.install_fake_oom_task, which adds `fake_oom_demo` (the real demo task behind an injected
-    CUDA out-of-memory error for batches over 16 rows)."""
+    CUDA out-of-memory error for batches over 16 rows). Then the 6 GB node leaves and `sharing_phase` runs on
+    the one GPU left."""
     import ray
     from ray.cluster_utils import Cluster
 
     from actors.training_queue import TrainingQueueActor
+
+    db_path = str(Path(tmp_dir) / "budgets.sqlite")
 
     # the head is one of the two GPU nodes (it also runs the scheduler, which takes no CPU): one node fewer to start
     node_args = {"num_cpus": 3, "num_gpus": 1, "object_store_memory": 128 * 1024**2}
@@ -149,16 +146,22 @@ def simulated_budget_scenario(db_path: str) -> dict:
         ray.get(q.cancel.remote(second, "ops", True))
         first_after = _wait(lambda: (j := get(first))["state"] == "cancelled" and j, 60, "the first job to stop")
         _wait(lambda: get(second)["state"] == "cancelled", 60, "the second job to stop")
-        return {"nodes": {str(gb): n.node_id for gb, n in nodes.items()}, "snapshot": snapshot, "landed": landed,
-                "first_after": first_after, "refused": refused, "budgets": stats["memory_budgets"],
-                "device": stats["device"], "ids": {"first": first, "second": second, "waiting": waiting, "oom": oom}}
+        budgets = {"nodes": {str(gb): n.node_id for gb, n in nodes.items()}, "snapshot": snapshot, "landed": landed,
+                   "first_after": first_after, "refused": refused, "budgets": stats["memory_budgets"],
+                   "device": stats["device"], "ids": {"first": first, "second": second, "waiting": waiting, "oom": oom}}
+        ray.get(q.shutdown.remote())
+        ray.kill(q)
+        cluster.remove_node(nodes[6])
+        _wait(lambda: ray.cluster_resources().get("GPU", 0.0) == 1.0, 60, "the 6 GB node to leave")
+        sharing = sharing_phase(ray, str(Path(tmp_dir) / "sharing.sqlite"), nodes[8].node_id)
+        return {"budgets": budgets, "sharing": sharing}
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
-def test_memory_budgets_and_oom_failover_on_simulated_gpu_nodes(tmp_path):
-    out = run_scenario("simulated_budget_scenario", tmp_path)
+def test_memory_budgets_and_oom_failover_on_simulated_gpu_nodes(scenario):
+    out = scenario["budgets"]
     ids, snap = out["ids"], out["snapshot"]
 
     assert "params.gpu_memory_gb 10 exceeds the largest GPU memory budget (8 GB on GPU 0" in out["refused"]["over_budget"]
