@@ -1,4 +1,5 @@
-"""A longer schemathesis run than the suite's: every operation, each role and none, EXAMPLES cases each.
+"""A longer schemathesis run than the suite's: every operation, EXAMPLES generated cases each (plus schemathesis'
+coverage cases), every case sent with each role's key and with none (the suite sends each to admin and one other).
 
     .venv/bin/python bench/fuzz.py [--examples 30]
 
@@ -23,7 +24,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "fuzz.json"
-        env = {**os.environ, "EDGERAY_FUZZ_EXAMPLES": str(args.examples), "EDGERAY_FUZZ_REPORT": str(report)}
+        env = {**os.environ, "EDGERAY_FUZZ_EXAMPLES": str(args.examples), "EDGERAY_FUZZ_REPORT": str(report),
+               "EDGERAY_FUZZ_ALL_ROLES": "1"}
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"],
                              cwd=ROOT, env=env, capture_output=True, text=True)
         result = json.loads(report.read_text()) if report.exists() else {"requests": 0, "server_errors": None}

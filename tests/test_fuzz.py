@@ -26,7 +26,8 @@ schema = schemathesis.openapi.from_dict(create_app().openapi())
 calls: dict[str, int] = {"requests": 0, "server_errors": 0}
 cases_seen: dict[str, int] = {}  # per operation: which of OTHER_ROLES the next case goes to
 OTHER_ROLES = [role for role in ROLES if role != "admin"]
-EXAMPLES = int(os.environ.get("EDGERAY_FUZZ_EXAMPLES", "2"))  # per operation and role; bench/fuzz.py raises it
+EXAMPLES = int(os.environ.get("EDGERAY_FUZZ_EXAMPLES", "2"))  # per operation; bench/fuzz.py raises it
+ALL_ROLES_EVERY_CASE = os.environ.get("EDGERAY_FUZZ_ALL_ROLES") == "1"  # bench/fuzz.py: every case to every role
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def server(ray_session, tmp_path_factory):
     ray.kill(queue)
     if os.environ.get("EDGERAY_FUZZ_REPORT"):
         with open(os.environ["EDGERAY_FUZZ_REPORT"], "w", encoding="utf-8") as fh:
-            json.dump({**calls, "examples_per_operation_and_role": EXAMPLES}, fh)
+            json.dump({**calls, "examples_per_operation": EXAMPLES, "all_roles_every_case": ALL_ROLES_EVERY_CASE}, fh)
 
 
 @schema.parametrize()
@@ -57,7 +58,8 @@ def test_no_request_is_a_server_error(case, server):
     turn = cases_seen.get(operation, 0)
     cases_seen[operation] = turn + 1
     other = OTHER_ROLES[turn % len(OTHER_ROLES)]
-    for role, headers in (("admin", ADMIN), (other, ROLES[other])):
+    roles = ROLES.items() if ALL_ROLES_EVERY_CASE else (("admin", ADMIN), (other, ROLES[other]))
+    for role, headers in roles:
         response = case.call(base_url=server, headers=headers)
         calls["requests"] += 1
         if response.status_code >= 500:
