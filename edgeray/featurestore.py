@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast without torch, see there)
+import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast imported fast, see there)
 from feast import FeatureStore
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto

@@ -9,7 +9,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast without torch, see there)
+import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast imported fast, see there)
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64
 
