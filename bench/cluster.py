@@ -2,7 +2,7 @@
 
 A head (GCS, the driver, the feature streamer) plus a worker declaring the loop's resource and one declaring
 ingestion's (ray.cluster_utils.Cluster: real raylets, one machine); checkpoints and the audit log in PostgreSQL.
-Mid-replay a spare worker joins and the node hosting the meta-controller is crashed (raylet, object store and its
+A spare worker joins before the replay and, mid-replay, the node hosting the meta-controller is crashed (raylet, object store and its
 worker processes SIGKILLed). failover_s: from the crash until the meta-controller, restarted on another node from
 its PostgreSQL checkpoint, has decided past the bar it had reached before the crash (the batches since that
 checkpoint resent and decided again included); meta_answered_s: until it first answers a call. The losses are

@@ -62,17 +62,16 @@ def gcs_restart_scenario(base_url: str, workdir: str, redis_address: str = "127.
     happened. `down_decisions`: the GCS stays down until the loop has decided this many more bars (bounded)."""
     import pandas as pd
     import ray
-    import yaml
     from ray._private import gcs_utils
     from ray._private import state as ray_state
     from ray.cluster_utils import Cluster
 
-    from actors.pipeline import INGESTION, META_CONTROLLER, Pipeline
+    from actors.pipeline import META_CONTROLLER, Pipeline
     from edgeray.audit import AuditLog
-    from edgeray.config import PipelineConfig, SourceConfig
-    from tests.conftest import free_port, pipeline_config
+    from edgeray.config import SourceConfig
+    from tests.conftest import free_port
     from tests.conftest import wait_until as _wait
-    from tests.test_cluster import scratch_database
+    from tests.test_cluster import cluster_pipeline_config, scratch_database
 
     workdir = Path(workdir)
     namespace = f"edgeray_gcsft_{uuid.uuid4().hex[:10]}"
@@ -96,15 +95,7 @@ def gcs_restart_scenario(base_url: str, workdir: str, redis_address: str = "127.
         ray.init(address=cluster.address, namespace=name, log_to_driver=False)
         csv = write_bars(workdir / "bars.csv", n_bars)
         with scratch_database(base_url) as url:
-            veto = workdir / "veto.yaml"
-            veto.write_text(yaml.safe_dump({"default_action": "approve", "hold_timeout_s": 300,
-                                            "timeout_action": "reject", "rules": []}))
-            cfg = PipelineConfig.model_validate(pipeline_config(
-                workdir, name, max_restarts=3, storage={"state_url": url},
-                ray={"placement": {"loop_resource": LOOP, "ingest_resource": INGEST, "stream_resource": STREAM}},
-                ingestion={"batch_size": 200, "commit_interval_s": 0.5},
-                decisions={"enabled": True, "audit_url": url, "edge_model_warmup_rows": 600, "veto_config": str(veto),
-                           "risk_config": str(ROOT / "configs" / "risk.yaml"), "checkpoint_interval_ms": 250}))
+            cfg = cluster_pipeline_config(workdir, name, url)
             pipeline = Pipeline.start(cfg, detached=True, fresh=True)
             meta, ingestion = pipeline.decision[META_CONTROLLER], pipeline.ingestion
             decided = lambda: ray.get(meta.status.remote(), timeout=30)["decisions"]  # noqa: E731

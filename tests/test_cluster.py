@@ -66,23 +66,40 @@ def scratch_database(base_url: str):
         admin.dispose()
 
 
+def cluster_pipeline_config(workdir: Path, name: str, url: str, **overrides):
+    """The pipeline as a cluster runs it: state and audit in the PostgreSQL database `url`, each role on the nodes
+    declaring its resource, frequent commits and checkpoints so a node loss lands between them."""
+    import yaml
+
+    from edgeray.config import PipelineConfig
+    from tests.conftest import pipeline_config
+
+    veto = Path(workdir) / "veto.yaml"
+    veto.write_text(yaml.safe_dump({"default_action": "approve", "hold_timeout_s": 300, "timeout_action": "reject",
+                                    "rules": []}))
+    return PipelineConfig.model_validate(pipeline_config(
+        workdir, name, max_restarts=3, storage={"state_url": url},
+        ray={"placement": {"loop_resource": LOOP, "ingest_resource": INGEST, "stream_resource": STREAM}},
+        ingestion={"batch_size": 200, "commit_interval_s": 0.5},
+        decisions={"enabled": True, "audit_url": url, "edge_model_warmup_rows": 600, "veto_config": str(veto),
+                   "risk_config": str(ROOT / "configs" / "risk.yaml"), "checkpoint_interval_ms": 250},
+        **overrides))
+
+
 def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: int = 2500, rate_bars_s: float = 100,
                        system_config: dict | None = None, serve_replicas: int = 0) -> dict:
     """Head (the driver, GCS and the feature streamer: `edgeray_stream`) plus a worker declaring the loop's resource
     and one declaring ingestion's; a paced replay of the generator; for each role in `kills` ("meta_controller" or
-    "ingestion"), once the replay is under way, a spare worker joins (what the autoscaler would start) and the
-    node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store."""
+    "ingestion"), a spare worker joins before the replay (what the autoscaler would start) and, once the replay is
+    under way, the node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store."""
     import pandas as pd
     import ray
-    import yaml
     from ray.cluster_utils import Cluster
 
     from actors.feature_streamer import feast_settings
     from actors.pipeline import INGESTION, META_CONTROLLER, Pipeline
     from edgeray.audit import AuditLog
-    from edgeray.config import PipelineConfig
     from edgeray.feature_repo.settings import MARKET_VIEW
-    from tests.conftest import pipeline_config
 
     mb = 1024**2
     api = ("edgeray_api",) if serve_replicas else ()  # the Serve replicas' resource: one per worker, so a kill takes one
@@ -99,16 +116,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace=name, log_to_driver=False)
         with scratch_database(base_url) as url:
-            veto = workdir / "veto.yaml"
-            veto.write_text(yaml.safe_dump({"default_action": "approve", "hold_timeout_s": 300,
-                                            "timeout_action": "reject", "rules": []}))
-            cfg = PipelineConfig.model_validate(pipeline_config(
-                workdir, name, max_restarts=3, storage={"state_url": url},
-                ray={"placement": {"loop_resource": LOOP, "ingest_resource": INGEST, "stream_resource": STREAM}},
-                ingestion={"batch_size": 200, "commit_interval_s": 0.5},
-                decisions={"enabled": True, "audit_url": url, "edge_model_warmup_rows": 600, "veto_config": str(veto),
-                           "risk_config": str(ROOT / "configs" / "risk.yaml"), "checkpoint_interval_ms": 250},
-                fallback={"type": "generator", "symbols": SYMBOLS, "n_bars": n_bars, "seed": 11}))
+            cfg = cluster_pipeline_config(workdir, name, url, fallback={"type": "generator", "symbols": SYMBOLS,
+                                                                        "n_bars": n_bars, "seed": 11})
             pipeline = Pipeline.start(cfg, fresh=True)
             meta, ingestion = pipeline.decision[META_CONTROLLER], pipeline.ingestion
             status_of = {META_CONTROLLER: lambda: ray.get(meta.status.remote(), timeout=60),
@@ -120,13 +129,16 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
             poller = serve_api_poller(cfg, serve_replicas) if serve_replicas else None
             if poller:
                 out["replicas_at_start"] = poller.replica_nodes()
+            # The replacements the autoscaler would start, one per kill, joined once the roles are placed and before
+            # the replay: a node start takes seconds, and made mid-replay it let the replay end before a kill.
+            for _ in kills:
+                cluster.add_node(**worker(LOOP, INGEST))
+            cluster.wait_for_nodes()
             ref = pipeline.replay_async(rate=60 * rate_bars_s)  # bar-minutes per wall-second
             total = 2 * n_bars
             for i, role in enumerate(kills):
                 # Mid-replay: the kills spread over the first ~half of it, each after decisions and a checkpoint.
                 target = total * (i + 1) // (2 * len(kills) + 1)
-                cluster.add_node(**worker(LOOP, INGEST))  # the replacement the autoscaler would start
-                cluster.wait_for_nodes()
                 _wait(lambda: status_of[META_CONTROLLER]()["decisions"] >= target, 120, f"{target} decisions")
                 assert not ray.wait([ref], timeout=0)[0], "the replay finished before the node was killed"
                 before = status_of[role]()
