@@ -200,7 +200,7 @@ def build_deployment(app: FastAPI | None = None):
             self.pipeline = Pipeline.start(self.cfg, detached=True)
             self._reader = None
             # Opened now (the streamer has applied the definitions by the time start returns): the first
-            # /api/features read would otherwise pay Feast's import, ~11 s here, and time out.
+            # /api/features read would otherwise pay Feast's import (~2.5 s here, 9-11 s before edgeray/feature_repo/feast_import.py) and could time out.
             self.feature_reader()
             self._training_queue = None
             self.pipeline_status: dict = {"state": "idle"}
