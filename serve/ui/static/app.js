@@ -214,6 +214,7 @@ async function loadGpu() {
 
 async function submitTraining(event) {
   event.preventDefault();
+  say("#train-msg", "submitting…", true);  // the first submission may wait seconds for the training queue to start
   try {
     const job = await api("/api/training/submit", {method: "POST", body: formValues(event.target)});
     say("#train-msg", `queued ${job.job_id}` + (job.ignored_params ? ` (this model ignores ${job.ignored_params.join(", ")})` : ""), true);
