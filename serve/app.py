@@ -226,10 +226,13 @@ def build_deployment(app: FastAPI | None = None):
                 from edgeray.sports.registry import storage_settings
 
                 sc = self.cfg.sports
-                # Task retries: a call made while the actor restarts waits for it instead of failing.
+                placement = self.cfg.ray.placement
+                # Task retries: a call made while the actor restarts waits for it instead of failing. On a cluster
+                # the scheduler (num_cpus=0) lives with the loop; its jobs go wherever their CPUs or GPUs are.
                 self._training_queue = TrainingQueueActor.options(
                     name="training_queue", namespace=self.cfg.namespace, get_if_exists=True, lifetime="detached",
-                    max_restarts=self.cfg.max_restarts, max_task_retries=self.cfg.max_restarts).remote(
+                    max_restarts=self.cfg.max_restarts, max_task_retries=self.cfg.max_restarts,
+                    **placement.options(placement.loop_resource)).remote(
                     # The configured database when there is one: a restarted actor on any node finds the queue.
                     {"db_path": self.cfg.storage.state_url or sc.queue_db, "queue": self.cfg.namespace,
                      "registry_storage": storage_settings(self.cfg),

@@ -87,11 +87,14 @@ def cluster_pipeline_config(workdir: Path, name: str, url: str, **overrides):
 
 
 def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: int = 2500, rate_bars_s: float = 100,
-                       system_config: dict | None = None, serve_replicas: int = 0) -> dict:
+                       system_config: dict | None = None, serve_replicas: int = 0, tune_storage: str | None = None) -> dict:
     """Head (the driver, GCS and the feature streamer: `edgeray_stream`) plus a worker declaring the loop's resource
     and one declaring ingestion's; a paced replay of the generator; for each role in `kills` ("meta_controller" or
     "ingestion"), a spare worker joins before the replay (what the autoscaler would start) and, once the replay is
-    under way, the node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store."""
+    under way, the node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store.
+    With `serve_replicas`, the Serve app answers throughout and two training jobs are submitted over HTTP before the
+    replay (the queue's scheduler lives on the loop's node, so it dies with the meta-controller's); with
+    `tune_storage` (a URI every node reaches), a model sweep runs on the surviving nodes after the replay."""
     import pandas as pd
     import ray
     from ray.cluster_utils import Cluster
@@ -129,6 +132,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
             poller = serve_api_poller(cfg, serve_replicas) if serve_replicas else None
             if poller:
                 out["replicas_at_start"] = poller.replica_nodes()
+                jobs = training_jobs(poller.client)
+                out["placed"]["training_queue"] = actor_node("TrainingQueueActor")
             # The replacements the autoscaler would start, one per kill, joined once the roles are placed and before
             # the replay: a node start takes seconds, and made mid-replay it let the replay end before a kill.
             for _ in kills:
@@ -141,6 +146,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
                 target = total * (i + 1) // (2 * len(kills) + 1)
                 _wait(lambda: status_of[META_CONTROLLER]()["decisions"] >= target, 120, f"{target} decisions")
                 assert not ray.wait([ref], timeout=0)[0], "the replay finished before the node was killed"
+                if poller and role == META_CONTROLLER:
+                    jobs.wait_running()  # the long job is training when its scheduler's node dies
                 before = status_of[role]()
                 victim = next(n for n in cluster.worker_nodes if n.node_id == before["node_id"])
                 decided = before.get("decisions", status_of[META_CONTROLLER]()["decisions"])
@@ -157,7 +164,12 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
                 out["placed"] = {r: status_of[r]()["node_id"] if r in status_of else n for r, n in out["placed"].items()}
             replay = ray.get(ref, timeout=300)
             if poller:
+                out["training"] = jobs.finish()
+                out["training"]["queue_node"] = actor_node("TrainingQueueActor")
                 out["http"] = poller.stop()
+            if tune_storage:
+                out["tune"] = model_sweep(tune_storage)
+                out["tune"]["nodes_alive"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
             status = pipeline.finish()
             out["replay"], out["ingestion"], out["features"] = replay, status["ingestion"], status["features"]
             out["decisions_status"] = status["decisions"]["decisions"]
@@ -186,6 +198,124 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def actor_node(class_name: str) -> str | None:
+    """The node of the live actor of this class (the GCS actor table: ray.util.state needs the dashboard)."""
+    from ray._private.state import actors
+
+    return next((a["Address"]["NodeID"] for a in actors().values()
+                 if a["ActorClassName"] == class_name and a["State"] == "ALIVE"), None)
+
+
+class training_jobs:
+    """Two jobs through the HTTP API: a long one (cancelled once it trains again after its scheduler's node died)
+    and a short one; finish() says what became of each, read back over HTTP."""
+
+    def __init__(self, client):
+        from tests.conftest import TRADER
+
+        self.client, self.headers = client, TRADER
+        demo = {"n_samples": 32, "batch_size": 32, "hidden": 4}
+        self.long = self._submit({**demo, "epochs": 100_000}, priority=1)
+        self.short = self._submit({**demo, "epochs": 2}, priority=0)
+
+    def _submit(self, params: dict, priority: int) -> str:
+        r = self.client.post("/api/training/submit", headers=self.headers,
+                             json={"task": "torch_mlp_demo", "params": params, "priority": priority})
+        assert r.status_code == 200, r.text
+        return r.json()["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        r = self.client.get(f"/api/training/job/{job_id}", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def _training(self, attempts: int) -> bool:
+        job = self.job(self.long)
+        return job["state"] == "running" and job["attempts"] == attempts and (job["progress"] or {}).get("epoch", 0) >= 1
+
+    def wait_running(self) -> None:
+        _wait(lambda: self._training(1), 120, "the long training job to train")
+
+    def finish(self) -> dict:
+        """Once the long job trains again (attempt 2, requeued by the restarted scheduler), cancel it; wait until
+        both jobs are finished."""
+        _wait(lambda: self._training(2), 120, "the requeued job to train again")
+        assert self.client.post(f"/api/training/job/{self.long}/cancel", headers=self.headers).status_code == 200
+        finished = ("completed", "failed", "cancelled")
+        _wait(lambda: all(self.job(j)["state"] in finished for j in (self.long, self.short)), 120, "both jobs to finish")
+        return {name: {k: self.job(j)[k] for k in ("state", "attempts", "error")}
+                for name, j in (("long", self.long), ("short", self.short))}
+
+
+def model_sweep(storage: str) -> dict:
+    """tune.sports.run_sweep with three one-CPU trials whose fits wait until all three have started (so they run at
+    once: on three one-CPU nodes, one on each), results on `storage`; where each trial ran and what the storage
+    holds afterwards."""
+    import pyarrow.fs as pafs
+
+    from tests.test_registry_performance import synthetic_games
+    from tune.sports import run_sweep
+
+    trials = 3
+    barrier = _trial_barrier().remote(trials)
+    result = run_sweep("nba", "statistical", synthetic_games(seed=1, seasons=(2018, 2019), games_per_season=150),
+                       [2018], [2019], trials, search="random", scheduler="fifo", max_concurrent=trials,
+                       storage_path=storage, fixed_params={"cv_splits": 2}, factory=BarrierFactory(barrier))
+    filesystem, path = pafs.FileSystem.from_uri(storage)
+    stored = filesystem.get_file_info(pafs.FileSelector(f"{path}/{result['experiment']}", recursive=True))
+    return {"trial_nodes": [t["node_id"] for t in result["trials"]], "completed": result["n_completed"],
+            "stored_results": sum(1 for f in stored if f.base_name == "result.json" and f.size > 0),
+            "storage_path": result["storage_path"]}
+
+
+def _trial_barrier():
+    import asyncio
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class TrialBarrier:
+        """Each trial's fit arrives here and waits until all have (a condition, not a clock; bounded)."""
+
+        def __init__(self, n: int):
+            self.n, self.arrived, self.all_in = n, 0, asyncio.Event()
+
+        async def arrive(self, timeout_s: float = 120) -> int:
+            self.arrived += 1
+            if self.arrived >= self.n:
+                self.all_in.set()
+            await asyncio.wait_for(self.all_in.wait(), timeout_s)
+            return self.arrived
+
+    return TrialBarrier
+
+
+class BarrierFactory:
+    """tune.sports' model factory, with fits that first wait at the barrier."""
+
+    def __init__(self, barrier):
+        self.barrier = barrier
+
+    def __call__(self, family, sport, name=None, params=None):
+        from tune.sports import default_factory
+
+        return BarrierModel(default_factory(family, sport, name, params), self.barrier)
+
+
+class BarrierModel:
+    def __init__(self, model, barrier):
+        self.model, self.barrier = model, barrier
+
+    def fit(self, frame, progress=None, device="cpu"):
+        import ray
+
+        ray.get(self.barrier.arrive.remote())
+        return self.model.fit(frame, progress=progress, device=device)
+
+    def predict_proba(self, frame):
+        return self.model.predict_proba(frame)
 
 
 class serve_api_poller:
@@ -258,10 +388,11 @@ def run_scenario(*args, timeout: float = 400) -> dict:
     return json.loads(line[len("RESULT"):])
 
 
-def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided_once_and_serve_answers(tmp_path):
+def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided_once_and_serve_answers(tmp_path, s3_bucket):
     from tests.conftest import postgres_url_or_skip
 
-    out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"], 2500, 100, None, 2)
+    out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"], 2500, 100, None, 2,
+                       s3_bucket.uri("tune"))
     features = {k: out["features"][k] for k in ("events_processed", "batches_already_processed", "rows_already_processed",
                                                 "decision_batches_resent", "undecided_rows")}
     print(json.dumps({**{k: out[k] for k in ("kills", "bars", "decision_rows", "bars_decided", "offline_rows")},
@@ -271,7 +402,8 @@ def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided
     assert out["placed_at_start"] == {"meta_controller": out["workers"][0], "ingestion": out["workers"][1],
                                       "feature_streamer": out["head"]}
     meta_kill, ingest_kill = out["kills"]
-    assert meta_kill["role"] == "meta_controller" and meta_kill["co_hosted"] == ["meta_controller"]
+    # The training queue's scheduler lives with the loop, so it died with the meta-controller's node.
+    assert meta_kill["role"] == "meta_controller" and meta_kill["co_hosted"] == ["meta_controller", "training_queue"]
     assert ingest_kill["role"] == "ingestion" and ingest_kill["co_hosted"] == ["ingestion"]
     for kill in out["kills"]:
         assert kill["node"] != out["head"]
@@ -303,6 +435,18 @@ def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided
             error["status"] == 500 and error["body"] == "Internal Server Error"), error
     assert http["codes"].get("500", 0) <= len(out["kills"])
     assert http["slowest_s"] < 60  # a call waiting on a restarting actor waits for it, boundedly
+    # The training queue lost no job: its scheduler came back on another loop node (state in PostgreSQL) and
+    # requeued the job that was training when it died, which trained again (attempt 2) until cancelled.
+    training = out["training"]
+    assert training["queue_node"] not in (meta_kill["node"], out["head"], None)
+    assert training["long"]["state"] == "cancelled" and training["long"]["attempts"] == 2, training
+    assert training["short"]["state"] == "completed", training
+    # A model sweep after the node losses: three one-CPU trials at once on three one-CPU nodes, so the head and both
+    # surviving workers ran one each, and every trial's result is in the shared (S3) storage.
+    tune = out["tune"]
+    assert tune["completed"] == 3 and sorted(tune["trial_nodes"]) == tune["nodes_alive"], json.dumps(tune)
+    assert len(set(tune["trial_nodes"]) - {out["head"]}) == 2
+    assert tune["stored_results"] == 3 and tune["storage_path"].startswith("s3://"), tune
 
 
 def test_placement_is_off_by_default_and_cluster_yaml_declares_what_it_asks_for():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 from ray import tune as ray_tune
 
 from edgeray.backtest.engine import SizingSpec, run_bets
+from tune.storage import experiment_location, run_storage
 
 METRIC = "val_log_growth"  # mean log(final / initial bankroll) over the validation folds
 SEARCH_SPACE = {
@@ -65,14 +65,19 @@ def _log_growth(opportunities: pd.DataFrame, config: dict, bankroll: float) -> f
 
 
 def _trial(config: dict, *, folds: list[pd.DataFrame], bankroll: float) -> None:
+    import ray
+
     growth = [_log_growth(fold, config, bankroll) for fold in folds]
-    ray_tune.report({METRIC: float(np.mean(growth)), "fold_growth": growth})
+    # The node says where the trial ran on a cluster (Tune's node_ip is the same for every node of one machine).
+    ray_tune.report({METRIC: float(np.mean(growth)), "fold_growth": growth,
+                     "node_id": ray.get_runtime_context().get_node_id()})
 
 
 def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, search: str = "optuna",
           bankroll: float = 1000.0, max_concurrent: int = 2, storage_path: str | Path | None = None, seed: int = 0) -> dict:
     """Validation folds are the seasons before `test_season` (each scored on its own); the test
-    season never reaches a trial."""
+    season never reaches a trial. `storage_path`: a local folder, or on a cluster a URI every node reaches
+    (tune/storage.py)."""
     if "season" not in opportunities:
         raise ValueError("opportunities: needs a 'season' column to build walk-forward folds")
     seasons = sorted(int(s) for s in opportunities["season"].unique())
@@ -92,23 +97,23 @@ def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, 
         searcher = BasicVariantGenerator(random_state=seed)
     else:
         raise ValueError(f"search: expected 'optuna' or 'random', got {search!r}")
-    storage = Path(storage_path or Path(tempfile.gettempdir()) / "edgeray_tune").resolve()
     name = f"strategy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = ray_tune.Tuner(
         ray_tune.with_resources(ray_tune.with_parameters(_trial, folds=folds, bankroll=bankroll), {"cpu": 1}),
         param_space=search_space(opportunities),
         tune_config=ray_tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, num_samples=num_samples,
                                         max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=ray_tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
+        run_config=ray_tune.RunConfig(name=name, verbose=0, **run_storage(storage_path)))
     grid = tuner.fit()
-    trials = [{"config": r.config, METRIC: (r.metrics or {}).get(METRIC)} for r in grid if r.error is None]
+    trials = [{"config": r.config, METRIC: (r.metrics or {}).get(METRIC), "node_id": (r.metrics or {}).get("node_id")}
+              for r in grid if r.error is None]
     if not trials:
         raise RuntimeError(f"no trial of sweep {name} completed")
     best = max(trials, key=lambda t: t[METRIC])
     test = opportunities[opportunities["season"] == test_season].reset_index(drop=True)
     held_out = run_bets(apply_config(test, best["config"]),
                         SizingSpec(method="kelly", **{k: best["config"][k] for k in SIZING_KEYS}), bankroll)
-    return {"experiment": name, "val_seasons": val_seasons, "test_season": test_season, "trials": trials,
+    return {"experiment": name, "storage_path": experiment_location(storage_path, name), "val_seasons": val_seasons, "test_season": test_season, "trials": trials,
             "best_config": best["config"], f"best_{METRIC}": best[METRIC],
             "test": {k: held_out.metrics.get(k) for k in ("total_bets", "roi", "profit", "max_drawdown", "roi_ci95")}}
 

@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from edgeray.drift import DriftReference
+from tune.storage import run_storage
 from envs import make_betting_env, make_trading_env, register_rllib_envs
 from policies.rl_policy import (
     DRIFT_REFERENCE,
@@ -196,7 +197,7 @@ def sweep(algo: str, env: str, steps: int, samples: int, storage_path: str | Pat
         trainable, param_space=config,
         tune_config=ray_tune.TuneConfig(metric="env_runners/episode_return_mean", mode="max", num_samples=samples,
                                         max_concurrent_trials=1),
-        run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=f"{algo}-{env}",
+        run_config=RunConfig(**run_storage(storage_path), name=f"{algo}-{env}",
                              stop={"env_runners/num_env_steps_sampled_lifetime": steps},
                              checkpoint_config=ray_tune.CheckpointConfig(checkpoint_at_end=True)))
     results = tuner.fit()

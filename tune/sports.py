@@ -16,7 +16,6 @@ import argparse
 import inspect
 import json
 import math
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +30,7 @@ from sklearn.metrics import log_loss
 
 from edgeray.sports.performance import frame_performance
 from edgeray.sports.registry import FAMILIES, SPORTS, ModelRegistry, check_family, check_sport
+from tune.storage import experiment_location, run_storage
 
 METRIC = "val_log_loss"
 SEARCHES = ("optuna", "random")
@@ -147,8 +147,12 @@ def _trial(config: dict, *, frame: pd.DataFrame, sport: str, family: str, name: 
         model.fit(train, progress=progress, device=device, eval_frame=val)
     else:
         model.fit(train, progress=progress, device=device)
+    import ray
+
+    # The node says where the trial ran on a cluster (Tune's node_ip is the same for every node of one machine).
     ray_tune.report({METRIC: _val_log_loss(model, val), "train_loss": last_train_loss[0],
-                     "fit_seconds": time.perf_counter() - started, "final": True})
+                     "fit_seconds": time.perf_counter() - started, "final": True,
+                     "node_id": ray.get_runtime_context().get_node_id()})
 
 
 def _search_space(family: str, name: str, fixed_params: dict) -> dict:
@@ -200,7 +204,6 @@ def run_sweep(sport: str, family: str, frame: pd.DataFrame, train_seasons: list[
     trial_scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1, grace_period=1,
                                      reduction_factor=2) if scheduler == "asha" else FIFOScheduler())
     experiment = f"{sport}-{family}-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    storage = Path(storage_path or Path(tempfile.gettempdir()) / "edgeray_tune").expanduser().resolve()
 
     trainable = ray_tune.with_parameters(
         _trial, frame=frame, sport=sport, family=family, name=name, train_seasons=list(train_seasons),
@@ -212,7 +215,7 @@ def run_sweep(sport: str, family: str, frame: pd.DataFrame, train_seasons: list[
         tune_config=ray_tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher,
                                         scheduler=trial_scheduler, num_samples=num_samples,
                                         max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=ray_tune.RunConfig(name=experiment, storage_path=str(storage), verbose=0),
+        run_config=ray_tune.RunConfig(name=experiment, verbose=0, **run_storage(storage_path)),
     )
     started = time.perf_counter()
     grid = tuner.fit()
@@ -223,7 +226,7 @@ def run_sweep(sport: str, family: str, frame: pd.DataFrame, train_seasons: list[
         metrics = result.metrics or {}
         history = result.metrics_dataframe
         trials.append({
-            "trial_id": metrics.get("trial_id"), "config": result.config,
+            "trial_id": metrics.get("trial_id"), "config": result.config, "node_id": metrics.get("node_id"),
             METRIC: metrics.get(METRIC), "final": bool(metrics.get("final", False)),
             "reports": 0 if history is None else int(len(history)),
             "error": None if result.error is None else repr(result.error),
@@ -235,7 +238,7 @@ def run_sweep(sport: str, family: str, frame: pd.DataFrame, train_seasons: list[
     best = min(completed, key=lambda t: t[METRIC])
     best_params = config_to_params(best["config"], fixed_params)
     out = {
-        "experiment": experiment, "storage_path": str(storage / experiment), "sport": sport, "family": family,
+        "experiment": experiment, "storage_path": experiment_location(storage_path, experiment), "sport": sport, "family": family,
         "name": name, "search": search, "scheduler": scheduler, "num_samples": num_samples,
         "train_seasons": list(train_seasons), "val_seasons": list(val_seasons), "trials": trials,
         "n_completed": len(completed), "n_errors": sum(t["error"] is not None for t in trials),
