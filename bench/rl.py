@@ -5,6 +5,7 @@ flat baselines, judged over training seeds and out of sample.
     python bench/rl.py                                   # BTC walk-forward, 20,000 env steps, seeds 0-4, 20 episodes
     python bench/rl.py --steps 20000 --seeds 0          # one seed: the speed ratios
     python bench/rl.py --data generator --steps 1500 --seeds 0 --eval-episodes 2   # smoke run, a few minutes
+    python bench/rl.py --ablation pnl_reward --learners edgeray_ddpg,rllib_ppo --steps 10000 --seeds 0,1,2
 
 Walk-forward: every learner trains on the first `--train-fraction` (0.7) of the BTC 1-minute file's bars and is
 scored on (a) episodes lying wholly in the later 30% ("btc_later") and (b) the GBP/USD 1-minute bid/ask bars of
@@ -28,6 +29,10 @@ sensitive than wall time to other work on a shared machine); both libraries run 
 on 2 shared cores a second OpenMP thread made a 128 x 64 linear layer 20x slower under load). `ratios` divide the
 mean wall (and CPU) times over the seeds. Writes rl.json and rl_returns.png (mean evaluation return per set, error bars =
 the 95% CI) to `--out`, with the RLlib checkpoints and SB3 models.
+
+Ablations (`--ablation NAME[,NAME...]`, merged in order; default none): env_config overrides applied to the training
+set and to every evaluation set alike (the task itself changes, so flat and buy-and-hold are re-scored under it):
+see `ABLATIONS`. The JSON records the names and the merged overrides.
 
 Hyper-parameters are matched where SB3 can express them (table in `HYPERPARAMETERS`); what it cannot is listed
 in the output's "unmatched".
@@ -122,6 +127,15 @@ UNMATCHED = [
     "ddpg/ppo: different random streams (warm-up actions, noise, minibatch order, weight init) for the same seed",
 ]
 
+# Task-design ablations (issue 18): env_config overrides, each a single change from the default task.
+ABLATIONS = {
+    "costs_half": {"cost_scale": 0.5},  # every cost (spread incl. GBP/USD's quoted one, slippage, fee) halved
+    "costs_off": {"cost_scale": 0.0},  # frictionless: can a learner find any signal at all in these features?
+    "pnl_reward": {"drawdown_weight": 0.0, "variance_weight": 0.0, "hold_decay": 0.0},  # reward = net PnL only
+    "window32": {"window": 32},  # 32 bars of features instead of 8 (a longer memory, 4x the inputs)
+    "discrete": {"position_step": 1.0},  # target snapped to short / flat / long
+}
+
 BASELINES = {
     # Target +1 every step. The entry factor 1 is the aggressive limit one bar-range through the close, so the
     # opening buy fills at the next bar's open like a market order (bars gap more than a range very rarely);
@@ -142,6 +156,17 @@ def env_configs(data: str, train_fraction: float) -> dict[str, dict]:
         return sets
     base = {"generator_bars": 3000}  # the seeded generator (TradingEnvConfig defaults)
     return {"train": {**base, "end_fraction": train_fraction}, "generator_later": {**base, "start_fraction": train_fraction}}
+
+
+def ablation_overrides(names: list[str]) -> dict:
+    """The merged env_config overrides of the named ablations (in order); ValueError naming an unknown one."""
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"ablation: unknown {unknown}; known: {sorted(ABLATIONS)}")
+    merged: dict = {}
+    for name in names:
+        merged.update(ABLATIONS[name])
+    return merged
 
 
 def require_sb3() -> str:
@@ -303,7 +328,10 @@ def summarise(runs: dict[str, list[dict]], eval_names: list[str], episodes: int,
     return out
 
 
-def plot(eval_sets: dict, path: Path, title: str) -> None:
+RETURN_LABEL = "mean evaluation return per episode\n(units of initial equity; bars = 95% bootstrap CI)"
+
+
+def plot(eval_sets: dict, path: Path, title: str, ylabel: str = RETURN_LABEL) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -322,7 +350,7 @@ def plot(eval_sets: dict, path: Path, title: str) -> None:
                color=colors.get(name.split("_")[0], "tab:gray"), alpha=0.35 + 0.65 * (i % 2 == 0))
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(sets)), [f"{s} (winner: {eval_sets[s]['winner'] or 'none'})" for s in sets])
-    ax.set(ylabel="mean evaluation return per episode\n(units of initial equity; bars = 95% bootstrap CI)", title=title)
+    ax.set(ylabel=ylabel, title=title)
     ax.legend(fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -343,8 +371,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--ppo-envs", type=int, default=8,
                         help="vectorised env copies for both PPOs (RLlib num_envs_per_env_runner, SB3 n_envs)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for every learner (same process)")
+    parser.add_argument("--ablation", default="",
+                        help=f"comma-separated task ablations applied to training and evaluation: {sorted(ABLATIONS)}")
     parser.add_argument("--out", default="runs/bench/rl", help="dir for rl.json, rl_returns.png and the models")
     args = parser.parse_args(argv)
+    ablations = [a.strip() for a in args.ablation.split(",") if a.strip()]
+    try:
+        overrides = ablation_overrides(ablations)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.data == "btc" and not BTC.exists():
         parser.error(f"--data btc needs {BTC}, which is absent; use --data generator")
     if args.steps < 1 or args.eval_episodes < 1 or args.torch_threads < 1:
@@ -362,7 +397,8 @@ def main(argv=None) -> dict:
     learners = [x.strip() for x in args.learners.split(",") if x.strip()]
     if not learners or set(learners) - set(LEARNERS):
         parser.error(f"--learners must name some of {LEARNERS}, got {args.learners!r}")
-    sb3_version = require_sb3()  # fail before any training, not after the RLlib runs
+    needs_sb3 = any(name.startswith("sb3") for name in learners)
+    sb3_version = require_sb3() if needs_sb3 else None  # fail before any training, not after the RLlib runs
 
     import gymnasium
     import ray
@@ -371,7 +407,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.torch_threads)  # RLlib's Learner and EnvRunner live in this process, as SB3 does
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sets = env_configs(args.data, args.train_fraction)
+    sets = {name: {**cfg, **overrides} for name, cfg in env_configs(args.data, args.train_fraction).items()}
     eval_names = [k for k in sets if k != "train"]
     runs: dict[str, list[dict]] = {name: [] for name in learners}
     load_before = os.getloadavg()
@@ -418,7 +454,8 @@ def main(argv=None) -> dict:
                         "gymnasium": gymnasium.__version__},
            "steps": args.steps, "seeds": seeds, "eval_episodes": args.eval_episodes, "ppo_envs": args.ppo_envs,
            "eval_episode_seeds": f"{EVAL_SEED} .. {EVAL_SEED + args.eval_episodes - 1} in every set",
-           "data": data, "train_fraction": args.train_fraction, "env_configs": sets,
+           "data": data, "train_fraction": args.train_fraction, "ablation": ablations, "ablation_overrides": overrides,
+           "env_configs": sets,
            "ci": "95% percentile bootstrap, two levels (training seeds, then evaluation episodes), "
                  f"{BOOTSTRAP_REPLICATES} replicates, numpy default_rng(0)",
            "ratios": ratios, "results": results,
@@ -428,7 +465,8 @@ def main(argv=None) -> dict:
            "unmatched": UNMATCHED}
     (out / "rl.json").write_text(json.dumps(doc, indent=2, default=str))
     plot(summary["eval_sets"], out / "rl_returns.png",
-         f"Trained on the first {args.train_fraction:.0%} of {data}; {args.steps} steps; seeds {args.seeds}")
+         f"Trained on the first {args.train_fraction:.0%} of {data}; {args.steps} steps; seeds {args.seeds}"
+         + (f"; ablation {','.join(ablations)}" if ablations else ""))
     print(json.dumps(doc, indent=2, default=str))
     return doc
 

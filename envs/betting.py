@@ -10,8 +10,13 @@ Game sources:
 - "generator" (default, no files): each episode draws fresh games from the env's seeded RNG: true p ~ U(0.2, 0.8),
   market prob = p + noise with a bookmaker margin, model prob = p + smaller noise (so the model has a real but
   imperfect edge), won ~ Bernoulli(p).
-- "sport": edgeray.sports.games.load_sport; backs the home side at home_dec; the stand-in model is the
-  margin-free closing market probability plus seeded noise (point-in-time: closing odds precede the game).
+- "sport": edgeray.sports.games.load_sport; backs the home side at the closing price home_dec. The stand-in
+  model (`sport_model`) is point-in-time either way, known before the bet is placed at the close:
+  "close_noise" (default): the margin-free closing market probability plus seeded noise (an uninformed model:
+  its edge over the price is noise, so the best stake is none); "open": the margin-free *opening* probability
+  (a real forecast posted before the closing price; games without an opening line are left out, counted).
+  `seasons` keeps only games of those seasons (edgeray.sports.formats.season_of): a walk-forward split trains
+  on earlier seasons and evaluates on later ones.
 - "frame": a DataFrame with model_prob, decimal_odds, won given in `games`.
 Table sources start each episode at a random game drawn from the reset seed.
 """
@@ -30,6 +35,7 @@ from envs.config import from_env_config
 log = logging.getLogger(__name__)
 
 GAME_COLUMNS = ("model_prob", "decimal_odds", "won")
+SPORT_MODELS = ("close_noise", "open")
 OBS_HIGH = 10.0
 N_OBS = 7
 
@@ -48,6 +54,8 @@ class BettingEnvConfig:
     initial_bankroll: float = 1.0
     min_bankroll: float = 1e-6
     seed: int = 0  # for the sport stand-in model's noise
+    sport_model: str = "close_noise"  # source="sport": "close_noise" | "open" (see the module docstring)
+    seasons: tuple[int, ...] | None = None  # source="sport": only these seasons' games (None: every season)
 
     def __post_init__(self):
         if self.source not in ("generator", "sport", "frame"):
@@ -65,6 +73,17 @@ class BettingEnvConfig:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
         if self.source == "frame" and not isinstance(self.games, pd.DataFrame):
             raise ValueError(f"games must be a DataFrame when source='frame', got {type(self.games).__name__}")
+        if self.sport_model not in SPORT_MODELS:
+            raise ValueError(f"sport_model must be one of {SPORT_MODELS}, got {self.sport_model!r}")
+        if self.seasons is not None:
+            if self.source != "sport":
+                raise ValueError(f"seasons applies to source='sport' only, got source={self.source!r}")
+            if (isinstance(self.seasons, (str, bytes)) or not hasattr(self.seasons, "__iter__")
+                    or not list(self.seasons)
+                    or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in self.seasons)):
+                raise ValueError(f"seasons must be a non-empty list of integer seasons (e.g. [2010, 2011]), "
+                                 f"got {self.seasons!r}")
+            self.seasons = tuple(int(x) for x in self.seasons)
 
     @classmethod
     def from_dict(cls, env_config: dict | None) -> BettingEnvConfig:
@@ -95,19 +114,33 @@ def generate_games(rng: np.random.Generator, n: int, model_noise: float, market_
 
 
 def sport_games(cfg: BettingEnvConfig) -> pd.DataFrame:
+    """The bettable games of cfg.sport (cfg.seasons only, when given) in date order: model_prob, decimal_odds,
+    won, plus date and season (kept so a walk-forward split can be checked)."""
     from edgeray.sports.games import load_sport  # lazy: the default generator path needs no sports data
 
     games = load_sport(cfg.sport, cfg.data_dir)
-    table = pd.DataFrame({"market_prob": games["market_prob_home"].to_numpy(float),
+    if cfg.seasons is not None:
+        present = sorted(int(x) for x in games["season"].unique())
+        missing = sorted(set(cfg.seasons) - set(present))
+        if missing:  # a typo'd season must not silently shrink the split
+            raise ValueError(f"seasons {missing} have no {cfg.sport} games in {cfg.data_dir}; seasons there: {present}")
+        games = games[games["season"].isin(cfg.seasons)]
+    prob = "market_prob_home_open" if cfg.sport_model == "open" else "market_prob_home"
+    table = pd.DataFrame({"market_prob": games[prob].to_numpy(float),
                           "decimal_odds": games["home_dec"].to_numpy(float),
-                          "won": games["home_win"].to_numpy(float)})
-    usable = np.isfinite(table).all(axis=1) & (table["decimal_odds"] > 1) & table["market_prob"].between(0, 1, inclusive="neither")
-    if not usable.all():  # games without a closing price cannot be bet; say how many, never silently
-        log.warning("betting env: %d of %d %s games lack usable closing odds/results and are not bet",
-                    int((~usable).sum()), len(table), cfg.sport)
+                          "won": games["home_win"].to_numpy(float),
+                          "date": games["date"].to_numpy(), "season": games["season"].to_numpy()})
+    numeric = table[["market_prob", "decimal_odds", "won"]]
+    usable = np.isfinite(numeric).all(axis=1) & (table["decimal_odds"] > 1) & table["market_prob"].between(0, 1, inclusive="neither")
+    if not usable.all():  # games without a price (or, for "open", an opening line) cannot be bet; say how many
+        log.warning("betting env: %d of %d %s games lack usable %s odds/results and are not bet",
+                    int((~usable).sum()), len(table), cfg.sport, "opening/closing" if cfg.sport_model == "open" else "closing")
     table = table[usable].reset_index(drop=True)
-    rng = np.random.default_rng(cfg.seed)
-    table["model_prob"] = np.clip(table["market_prob"] + rng.normal(0, cfg.model_noise, len(table)), 0.01, 0.99)
+    if cfg.sport_model == "open":
+        table["model_prob"] = table["market_prob"]  # the opening line itself: no noise added
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        table["model_prob"] = np.clip(table["market_prob"] + rng.normal(0, cfg.model_noise, len(table)), 0.01, 0.99)
     return table
 
 
@@ -128,8 +161,11 @@ class BettingEnv(gym.Env):
     def __init__(self, env_config: dict | BettingEnvConfig | None = None):
         self.cfg = env_config if isinstance(env_config, BettingEnvConfig) else BettingEnvConfig.from_dict(
             dict(env_config) if env_config is not None else None)
+        self.game_dates = None  # source="sport": each table row's game date (UTC), for checking a split
         if self.cfg.source == "sport":
-            self.table = validate_games(sport_games(self.cfg))
+            games = sport_games(self.cfg)
+            self.table = validate_games(games)
+            self.game_dates = games["date"].to_numpy()
         elif self.cfg.source == "frame":
             self.table = validate_games(self.cfg.games)
         else:

@@ -13,8 +13,11 @@ Action Box(3) = (target_position, entry_factor, exit_factor):
   so factor 0 is a passive order one bar-range away, 0.5 rests at the close, 1 is aggressive one range through it.
   A buy fills when bar t+1 trades at or below its limit (low[t+1] <= limit) at min(limit, open[t+1]) (a gap
   through the limit fills at the open); sells mirror this. An unfilled leg is cancelled (no carry-over).
-- Every filled notional pays half the spread + slippage + fee (bps, configurable). The half spread is the bar's
-  quoted (ask-bid)/mid when bid/ask exist, else `default_spread_bps`.
+- Every filled notional pays half the spread + slippage + fee (bps, configurable), times `cost_scale` (1; an
+  ablation knob: 0 = frictionless, which also removes a quoted spread). The half spread is the bar's quoted
+  (ask-bid)/mid when bid/ask exist, else `default_spread_bps`.
+- `position_step` > 0 snaps the target to the nearest multiple of it in [-1, 1] (1.0: short, flat or long only),
+  an action-design ablation that keeps the Box space, so the same learners run unchanged; 0 (default) = continuous.
 
 Reward per step, in units of initial equity:
     pnl - drawdown_weight * drawdown - variance_weight * pnl**2 - hold_decay * |position held|
@@ -73,6 +76,8 @@ class TradingEnvConfig:
     # range sees no statistic of a later bar and a training range none of the evaluation range's future.
     start_fraction: float = 0.0
     end_fraction: float = 1.0
+    cost_scale: float = 1.0  # multiplies every cost (spread, slippage, fee); 1 = as configured
+    position_step: float = 0.0  # 0 = continuous target; > 0 = target snapped to multiples of it
 
     def __post_init__(self):
         if self.source not in ("generator", "csv", "bid_ask", "frame"):
@@ -94,6 +99,10 @@ class TradingEnvConfig:
                 raise ValueError(f"{name} must be a finite non-negative number, got {getattr(self, name)!r}")
         if not (np.isfinite(self.initial_equity) and self.initial_equity > 0):
             raise ValueError(f"initial_equity must be finite and > 0, got {self.initial_equity!r}")
+        if not (np.isfinite(float(self.cost_scale)) and float(self.cost_scale) >= 0):
+            raise ValueError(f"cost_scale must be a finite number >= 0, got {self.cost_scale!r}")
+        if not (0.0 <= float(self.position_step) <= 1.0):  # NaN fails this too
+            raise ValueError(f"position_step must lie in [0, 1] (0 = continuous), got {self.position_step!r}")
         if self.source == "frame" and not isinstance(self.bars, pd.DataFrame):
             raise ValueError(f"bars must be a DataFrame when source='frame', got {type(self.bars).__name__}")
 
@@ -309,7 +318,7 @@ class TradingEnv(gym.Env):
         price = fill_price(side, limit, self._open[t + 1], self._high[t + 1], self._low[t + 1])
         if price is None:
             return 0.0
-        cost_bps = self._spread_bps[t + 1] / 2.0 + self.cfg.slippage_bps + self.cfg.fee_bps
+        cost_bps = (self._spread_bps[t + 1] / 2.0 + self.cfg.slippage_bps + self.cfg.fee_bps) * self.cfg.cost_scale
         self.cash -= side * qty * price + qty * price * cost_bps / 1e4
         new_qty = self.qty + side * qty
         if self.qty == 0 or np.sign(new_qty) != np.sign(self.qty):
@@ -323,6 +332,9 @@ class TradingEnv(gym.Env):
         act, invalid = self.sanitize(action)
         self.invalid_actions += invalid
         target, entry_factor, exit_factor = act
+        if self.cfg.position_step > 0:
+            step = self.cfg.position_step
+            target = float(np.clip(np.round(target / step) * step, -1.0, 1.0))
         t, init = self.t, self.cfg.initial_equity
         eq_before = self.equity()
         target_qty = target * eq_before / self._close[t] if eq_before > 0 else 0.0

@@ -257,3 +257,26 @@ def test_trading_on_real_fx_bid_ask_bars_prices_the_quoted_spread():
     assert env._spread_bps[0] == pytest.approx(quoted)  # costs from the quotes, not default_spread_bps
     obs, _ = env.reset(seed=3)
     assert np.isfinite(obs).all()
+
+
+def test_trading_cost_scale_and_position_step_by_hand():
+    tiny = {"source": "frame", "bars": tiny_bars(), "window": 1, "warmup_bars": 0, "episode_len": 2,
+            "fee_bps": 3.0, "slippage_bps": 1.0, "default_spread_bps": 4.0, "initial_equity": 1000.0}
+    # The same buy at 100 as the by-hand test above: 6 bps on 1,000 notional, scaled by cost_scale.
+    for scale in (1.0, 0.5, 0.0):
+        env = TradingEnv({**tiny, "cost_scale": scale})
+        env.reset(seed=0)
+        *_, info = env.step([1.0, 0.5, 0.5])
+        assert info["equity"] == pytest.approx(1020.0 - 0.6 * scale)
+    # position_step=1: a 0.4 target snaps to flat (no order at all), 0.6 to fully long.
+    env = TradingEnv({**tiny, "position_step": 1.0})
+    env.reset(seed=0)
+    *_, info = env.step([0.4, 1.0, 1.0])
+    assert info["filled_entry"] == 0.0 and info["position"] == 0.0 and info["equity"] == 1000.0
+    env.reset(seed=0)
+    *_, info = env.step([0.6, 0.5, 0.5])
+    assert info["filled_entry"] == pytest.approx(10.0)  # 1,000 / 100, as a target of 1.0 buys
+    assert TradingEnv({**tiny, "position_step": 0.5}).cfg.position_step == 0.5
+    for bad in ({"cost_scale": -0.1}, {"cost_scale": math.nan}, {"position_step": 1.5}, {"position_step": math.nan}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TradingEnv({**tiny, **bad})

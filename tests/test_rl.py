@@ -355,3 +355,13 @@ def test_bench_names_a_winner_only_when_confidence_intervals_separate():
     spread = good.copy()
     spread[0] -= 2.0
     assert np.diff(mean_ci(spread, seed_w, ep_w)[1]) > 5 * np.diff(policies["good"]["return_ci"])
+
+
+def test_bench_ablations_merge_by_name_and_an_unknown_one_exits_2():
+    from bench.rl import ablation_overrides, main
+
+    assert ablation_overrides([]) == {}
+    assert ablation_overrides(["costs_off", "discrete"]) == {"cost_scale": 0.0, "position_step": 1.0}
+    with pytest.raises(SystemExit) as exc:
+        main(["--ablation", "costs_off,nope"])
+    assert exc.value.code == 2
