@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 
 def feast_settings(cfg: PipelineConfig) -> FeastSettings:
-    return FeastSettings.from_env(cfg.feast.directory, cfg.feast.project, cfg.feast.online_store)
+    f = cfg.feast
+    return FeastSettings.from_env(f.directory, f.project, f.online_store, f.offline_uri, f.registry_url)
 
 
 def _is_results(frame: pd.DataFrame) -> bool:
@@ -107,7 +108,7 @@ class FeatureStreamerActor:
 
         settings = feast_settings(self.cfg)
         store = open_store(settings, self.cfg.features.spec(), apply=True)
-        self.sink = FeastSink(store, settings.offline_dir, self.cfg.feast.offline_flush_rows)
+        self.sink = FeastSink(store, settings, self.cfg.feast.offline_flush_rows)
         self.market = MarketFeatureState(self.cfg.features.spec())
         self.sink.warm_up([f"{MARKET_VIEW}:{n}" for n in self.market.spec.names])
         self.odds = MultiBookOddsState()

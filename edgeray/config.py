@@ -78,6 +78,27 @@ class FeastConfig(Strict):
     project: str = Field("edgeray", pattern=r"^[A-Za-z0-9_]+$")  # Feast uses it in SQLite table names
     online_store: Literal["sqlite", "redis"] | None = None  # None: redis when REDIS_URL is set
     offline_flush_rows: int = Field(200_000, gt=0)
+    # On a cluster: the offline history under a pyarrow.fs URI every node reaches (s3://BUCKET/PREFIX, gs://...,
+    # file:///ABS/PATH; S3 credentials from the AWS_* variables) instead of `directory`/offline, and Feast's
+    # registry in a database (a SQLAlchemy URL, e.g. storage.state_url's PostgreSQL) instead of `directory`.
+    offline_uri: str | None = None
+    registry_url: str | None = None
+
+    @field_validator("offline_uri")
+    @classmethod
+    def _offline_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edgeray.sports.registry import check_artifact_uri
+        return check_artifact_uri(value, "feast.offline_uri")
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edgeray.storage.state import check_database_url
+        return check_database_url(value, "feast.registry_url")
 
 
 class SourceConfig(Strict):

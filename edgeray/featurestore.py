@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast imported fast, see there)
 from feast import FeatureStore
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
@@ -20,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from edgeray.columns import Columns, column
 from edgeray.events import FeatureVector
 from edgeray.feature_repo.definitions import ENTITY_KEYS, TIMESTAMP_FIELD, build_definitions
-from edgeray.feature_repo.settings import FeastSettings  # noqa: F401  (re-exported)
+from edgeray.feature_repo.settings import FeastSettings, OfflineLocation
 from edgeray.features.market import MarketFeatureSpec
 from edgeray.regime import float_matrix
 from edgeray.watermark import timestamps_ns
@@ -45,7 +47,10 @@ def repo_config(settings: FeastSettings) -> RepoConfig:
         online = {"type": "sqlite", "path": str(Path(settings.directory) / "online.db")}
     else:
         raise ValueError(f"online_store must be 'sqlite' or 'redis', got {settings.online_store!r}")
-    return RepoConfig(project=settings.project, registry=str(Path(settings.directory) / "registry.db"),
+    # Feast's SQL registry on a cluster (every node reads the same definitions); a local file otherwise.
+    registry = ({"registry_type": "sql", "path": settings.registry_url, "cache_ttl_seconds": 60}
+                if settings.registry_url else str(Path(settings.directory) / "registry.db"))
+    return RepoConfig(project=settings.project, registry=registry,
                       provider="local", online_store=online, offline_store={"type": "file"},
                       entity_key_serialization_version=3)
 
@@ -53,7 +58,7 @@ def repo_config(settings: FeastSettings) -> RepoConfig:
 def open_store(settings: FeastSettings, market_spec: MarketFeatureSpec | None = None, apply: bool = False) -> FeatureStore:
     store = FeatureStore(config=repo_config(settings))
     if apply:
-        store.apply(build_definitions(settings.offline_dir, market_spec))
+        store.apply(build_definitions(settings, market_spec))
     return store
 
 
@@ -69,9 +74,11 @@ class FeastSink:
     """Writes the latest vector per entity online on every micro-batch and buffers history for
     bulk parquet appends to the offline store (one file per flush, never one per event)."""
 
-    def __init__(self, store: FeatureStore, offline_dir: Path, flush_rows: int = 200_000):
+    def __init__(self, store: FeatureStore, offline: Path | FeastSettings, flush_rows: int = 200_000):
+        """`offline`: the local offline folder, or the store's settings (their `offline_uri` when set)."""
         self.store = store
-        self.offline_dir = Path(offline_dir)
+        self._location = (offline.offline_location if isinstance(offline, FeastSettings)
+                          else lambda view: OfflineLocation(str(Path(offline) / view)))
         self.flush_rows = flush_rows
         self._buffers: dict[str, list[pd.DataFrame]] = {}
         self._buffered_rows: dict[str, int] = {}
@@ -152,10 +159,11 @@ class FeastSink:
                     history = pd.concat([f.to_frame() if isinstance(f, Columns) else f for f in frames],
                                         ignore_index=True)[names]
                 history[TIMESTAMP_FIELD] = pd.to_datetime(history[TIMESTAMP_FIELD], utc=True)
-                target = self.offline_dir / v
-                target.mkdir(parents=True, exist_ok=True)
+                filesystem, folder = self._location(v).filesystem()
+                filesystem.create_dir(folder, recursive=True)
                 self._part += 1
-                history.to_parquet(target / f"part-{time.time_ns()}-{self._part:06d}.parquet", index=False)
+                pq.write_table(pa.Table.from_pandas(history, preserve_index=False),
+                               f"{folder}/part-{time.time_ns()}-{self._part:06d}.parquet", filesystem=filesystem)
                 written += len(history)
         self.offline_rows_written += written
         return written

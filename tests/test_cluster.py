@@ -87,14 +87,16 @@ def cluster_pipeline_config(workdir: Path, name: str, url: str, **overrides):
 
 
 def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: int = 2500, rate_bars_s: float = 100,
-                       system_config: dict | None = None, serve_replicas: int = 0, tune_storage: str | None = None) -> dict:
+                       system_config: dict | None = None, serve_replicas: int = 0, tune_storage: str | None = None,
+                       feast_offline: str | None = None) -> dict:
     """Head (the driver, GCS and the feature streamer: `edgeray_stream`) plus a worker declaring the loop's resource
     and one declaring ingestion's; a paced replay of the generator; for each role in `kills` ("meta_controller" or
     "ingestion"), a spare worker joins before the replay (what the autoscaler would start) and, once the replay is
     under way, the node hosting that role is killed. Returns what happened, read back from PostgreSQL and the offline store.
     With `serve_replicas`, the Serve app answers throughout and two training jobs are submitted over HTTP before the
     replay (the queue's scheduler lives on the loop's node, so it dies with the meta-controller's); with
-    `tune_storage` (a URI every node reaches), a model sweep runs on the surviving nodes after the replay."""
+    `tune_storage` (a URI every node reaches), a model sweep runs on the surviving nodes after the replay. With
+    `feast_offline` (a URI), the offline feature history goes there and Feast's registry into the run's database."""
     import pandas as pd
     import ray
     from ray.cluster_utils import Cluster
@@ -119,8 +121,9 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace=name, log_to_driver=False)
         with scratch_database(base_url) as url:
+            shared_feast = {"feast": {"offline_uri": feast_offline, "registry_url": url}} if feast_offline else {}
             cfg = cluster_pipeline_config(workdir, name, url, fallback={"type": "generator", "symbols": SYMBOLS,
-                                                                        "n_bars": n_bars, "seed": 11})
+                                                                        "n_bars": n_bars, "seed": 11}, **shared_feast)
             pipeline = Pipeline.start(cfg, fresh=True)
             meta, ingestion = pipeline.decision[META_CONTROLLER], pipeline.ingestion
             status_of = {META_CONTROLLER: lambda: ray.get(meta.status.remote(), timeout=60),
@@ -189,8 +192,12 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
                 audit.range(*everything, stage=stage, limit=10_000_000))["decision_id"].nunique())]
                 for stage in ("risk", "fill") if audit.count(stage)}
             audit.close()
-            files = glob.glob(str(feast_settings(cfg).offline_dir / MARKET_VIEW / "*.parquet"))
-            history = pd.concat([pd.read_parquet(f) for f in files])
+            import pyarrow.dataset as ds
+
+            filesystem, folder = feast_settings(cfg).offline_location(MARKET_VIEW).filesystem()
+            history = ds.dataset(folder, filesystem=filesystem, format="parquet").to_table().to_pandas()
+            out["offline_on_node_disk"] = bool(glob.glob(str(feast_settings(cfg).offline_dir / "**" / "*.parquet"),
+                                                         recursive=True))
             entity = "entity" if "entity" in history else "symbol"
             out["offline_rows"] = len(history)
             out["offline_duplicates"] = int(history.duplicated([entity, "event_ts"]).sum())
@@ -392,7 +399,7 @@ def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided
     from tests.conftest import postgres_url_or_skip
 
     out = run_scenario(postgres_url_or_skip(), str(tmp_path), ["meta_controller", "ingestion"], 2500, 100, None, 2,
-                       s3_bucket.uri("tune"))
+                       s3_bucket.uri("tune"), s3_bucket.uri(f"{tmp_path.name}/offline"))
     features = {k: out["features"][k] for k in ("events_processed", "batches_already_processed", "rows_already_processed",
                                                 "decision_batches_resent", "undecided_rows")}
     print(json.dumps({**{k: out[k] for k in ("kills", "bars", "decision_rows", "bars_decided", "offline_rows")},
@@ -415,8 +422,10 @@ def test_meta_controller_and_ingestion_nodes_die_mid_replay_every_bar_is_decided
     for stage, (rows, ids) in out["stage_counts"].items():
         assert rows == ids, stage
     assert out["stage_counts"].get("risk", [0])[0] > 0
-    # The offline feature history: every bar once, no duplicate (symbol, ts).
+    # The offline feature history, in the shared (S3) store and not on a node's disk: every bar once, no duplicate
+    # (symbol, ts).
     assert out["offline_duplicates"] == 0 and out["offline_rows"] == out["bars"]
+    assert not out["offline_on_node_disk"]
     assert out["features"]["events_processed"] == out["bars"]
     assert out["features"]["decision_errors"] == 0 and out["features"]["undecided_rows"] == 0
     ing = out["ingestion"]

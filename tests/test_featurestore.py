@@ -158,3 +158,51 @@ def test_last_per_entity_is_drop_duplicates_keep_last(keys):
     frame = pd.DataFrame({"symbol": keys, "i": range(len(keys))})
     expected = frame.drop_duplicates(subset=["symbol"], keep="last")["i"].to_numpy()
     assert last_per_entity(np.array(keys, dtype=object)).tolist() == expected.tolist()
+
+
+def test_cluster_store_keeps_history_in_object_storage_and_definitions_in_postgresql(tmp_path, unique_name, redis_url,
+                                                                                       s3_bucket):
+    """The cluster form (feast.offline_uri, feast.registry_url): the streamer's node writes; a store opened elsewhere
+    (another folder, as on another node) finds the views in the SQL registry and joins the S3 history point in time."""
+    import pyarrow.fs as pafs
+
+    from tests.conftest import postgres_url_or_skip
+
+    def settings(folder: str) -> FeastSettings:
+        return FeastSettings(directory=str(tmp_path / folder), project=unique_name, online_store="redis",
+                             redis_url=redis_url, offline_uri=s3_bucket.uri(f"{unique_name}/offline"),
+                             registry_url=postgres_url_or_skip())
+
+    writer = settings("streamer-node")
+    store = open_store(writer, apply=True)
+    try:
+        sink = FeastSink(store, writer)
+        sink.write(MARKET_VIEW, feature_rows("A", [0, 1, 2], 10.0))
+        assert sink.flush() == 3
+        filesystem, path = writer.offline_location(MARKET_VIEW).filesystem()
+        assert path.startswith(f"{s3_bucket.bucket}/{unique_name}/offline/")
+        assert [f.extension for f in filesystem.get_file_info(pafs.FileSelector(path))] == ["parquet"]
+        assert not (tmp_path / "streamer-node" / "offline").exists()  # nothing on the node's disk
+
+        elsewhere = open_store(settings("training-node"))  # no apply: the definitions come from PostgreSQL
+        assert {v.name for v in elsewhere.list_feature_views()} == {MARKET_VIEW, ODDS_VIEW}
+        entity = pd.DataFrame({"symbol": ["A", "A"], "event_timestamp": pd.to_datetime(
+            ["2022-01-01 00:01:30", "2022-01-01 00:00:59"], utc=True)})
+        hist = elsewhere.get_historical_features(entity_df=entity, features=[f"{MARKET_VIEW}:ret_1"]).to_df()
+        # As of 00:01:30 the row stamped 00:01 is seen, never the later 00:02 one; as of 00:00:59, 00:00's.
+        assert dict(zip(hist["event_timestamp"].astype(str), hist["ret_1"])) == {
+            "2022-01-01 00:01:30+00:00": 11.0, "2022-01-01 00:00:59+00:00": 10.0}
+        assert FeatureReader(elsewhere, MARKET_VIEW, NAMES).latest("A").values["ret_1"] == 12.0
+    finally:
+        store.teardown()
+
+
+def test_cluster_store_settings_are_checked_naming_the_field():
+    from pydantic import ValidationError
+
+    from edgeray.config import FeastConfig
+
+    with pytest.raises(ValidationError, match="feast.offline_uri"):
+        FeastConfig(offline_uri="bucket/without/scheme")
+    with pytest.raises(ValidationError, match="feast.registry_url"):
+        FeastConfig(registry_url="mysql://u@h/db")

@@ -23,11 +23,17 @@ from edgeray.feature_repo.settings import (  # noqa: F401  (re-exported: the nam
     ODDS_PUSH,
     ODDS_VIEW,
     TIMESTAMP_FIELD,
+    FeastSettings,
+    OfflineLocation,
 )
 
 
-def build_definitions(offline_dir: str | os.PathLike, market_spec: MarketFeatureSpec | None = None) -> list:
-    offline_dir = Path(offline_dir)
+def build_definitions(offline: str | os.PathLike | FeastSettings, market_spec: MarketFeatureSpec | None = None) -> list:
+    """`offline`: the local offline folder, or the store's settings (their `offline_uri` when set)."""
+    if isinstance(offline, FeastSettings):
+        location = offline.offline_location
+    else:
+        location = lambda view: OfflineLocation(str(Path(offline) / view))  # noqa: E731
     market_spec = market_spec or MarketFeatureSpec()
     symbol = Entity(name="symbol", join_keys=["symbol"], value_type=ValueType.STRING,
                     description="A traded instrument (BTCUSDT-PERP, GBPUSD, ...)")
@@ -38,8 +44,11 @@ def build_definitions(offline_dir: str | os.PathLike, market_spec: MarketFeature
         (MARKET_VIEW, MARKET_PUSH, symbol, market_spec.names),
         (ODDS_VIEW, ODDS_PUSH, game, book_features.NAMES),
     ):
-        (offline_dir / view).mkdir(parents=True, exist_ok=True)
-        batch = FileSource(name=f"{view}_history", path=str(offline_dir / view), timestamp_field=TIMESTAMP_FIELD)
+        where = location(view)
+        filesystem, path = where.filesystem()
+        filesystem.create_dir(path, recursive=True)
+        batch = FileSource(name=f"{view}_history", path=where.path, timestamp_field=TIMESTAMP_FIELD,
+                           s3_endpoint_override=where.s3_endpoint_override)
         push_source = PushSource(name=push, batch_source=batch)
         objects += [batch, push_source, FeatureView(
             name=view, entities=[entity], ttl=timedelta(days=3650), online=True, source=push_source,
