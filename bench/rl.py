@@ -32,7 +32,9 @@ the 95% CI) to `--out`, with the RLlib checkpoints and SB3 models.
 
 Ablations (`--ablation NAME[,NAME...]`, merged in order; default none): env_config overrides applied to the training
 set and to every evaluation set alike (the task itself changes, so flat and buy-and-hold are re-scored under it):
-see `ABLATIONS`. The JSON records the names and the merged overrides.
+see `ABLATIONS`. The JSON records the names and the merged overrides. Because the default reward subtracts drawdown
+and holding penalties, returns of different reward designs are not comparable; `--net-pnl` adds, per evaluation set,
+`<set>_net_pnl`: the same episodes scored as equity change net of costs (the policy's trades are the same there).
 
 Hyper-parameters are matched where SB3 can express them (table in `HYPERPARAMETERS`); what it cannot is listed
 in the output's "unmatched".
@@ -373,6 +375,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for every learner (same process)")
     parser.add_argument("--ablation", default="",
                         help=f"comma-separated task ablations applied to training and evaluation: {sorted(ABLATIONS)}")
+    parser.add_argument("--net-pnl", action="store_true",
+                        help="also score each evaluation set as net PnL ('<set>_net_pnl': the same set with the "
+                             "drawdown, variance and holding penalties at 0), a metric shared by every ablation")
     parser.add_argument("--out", default="runs/bench/rl", help="dir for rl.json, rl_returns.png and the models")
     args = parser.parse_args(argv)
     ablations = [a.strip() for a in args.ablation.split(",") if a.strip()]
@@ -408,10 +413,18 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sets = {name: {**cfg, **overrides} for name, cfg in env_configs(args.data, args.train_fraction).items()}
+    if args.net_pnl:
+        # Observations (features, position, cash, unrealised PnL, regime) and episode ends do not depend on the reward
+        # weights, so a policy makes the same trades here: the return is those trades' equity change net of costs.
+        sets.update({f"{name}_net_pnl": {**cfg, **ABLATIONS["pnl_reward"]} for name, cfg in list(sets.items())
+                     if name != "train"})
     eval_names = [k for k in sets if k != "train"]
     runs: dict[str, list[dict]] = {name: [] for name in learners}
     load_before = os.getloadavg()
-    ray.init(num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=False)
+    # address="local": a private Ray instance, never a cluster someone else started on this machine (plain
+    # ray.init() joins one it finds, and then refuses num_cpus).
+    ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
     try:
         for seed in seeds:
             log(f"seed {seed}")

@@ -211,7 +211,9 @@ def main(argv=None) -> dict:
     load_before = os.getloadavg()
     started = time.perf_counter()
     if learners:
-        ray.init(num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=False)
+        # address="local": a private Ray instance, never a cluster someone else started on this machine.
+        ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False,
+                 log_to_driver=False)
     try:
         for i, seed in enumerate(seeds if learners else []):
             log(f"seed {seed}")

@@ -280,3 +280,16 @@ def test_trading_cost_scale_and_position_step_by_hand():
     for bad in ({"cost_scale": -0.1}, {"cost_scale": math.nan}, {"position_step": 1.5}, {"position_step": math.nan}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TradingEnv({**tiny, **bad})
+
+
+def test_reward_weights_change_the_reward_but_not_the_trades():
+    # bench/rl.py --net-pnl scores a policy on a copy of the eval set with the penalties at 0 and relies on this.
+    cfg = {**SMALL_TRADING, "drawdown_weight": 0.3, "hold_decay": 1e-3, "variance_weight": 1.0}
+    net = {**cfg, "drawdown_weight": 0.0, "hold_decay": 0.0, "variance_weight": 0.0}
+    actions = np.random.default_rng(4).uniform([-1, 0, 0], [1, 1, 1], size=(SMALL_TRADING["episode_len"], 3))
+    penalised, plain = TradingEnv(cfg), TradingEnv(net)
+    traj_a, rewards_a = rollout(penalised, 9, actions)
+    traj_b, rewards_b = rollout(plain, 9, actions)
+    np.testing.assert_array_equal(traj_a, traj_b)
+    assert not np.allclose(rewards_a, rewards_b)
+    assert rewards_b.sum() == pytest.approx(plain.equity() / plain.cfg.initial_equity - 1.0)
