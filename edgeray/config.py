@@ -6,13 +6,29 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeray.features.market import MarketFeatureSpec
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def database_url(field: str | None = None) -> AfterValidator:
+    """A setting holding a SQLAlchemy URL every node reaches alike (edgeray.storage.state.check_database_url)."""
+    def check(value: str) -> str:
+        from edgeray.storage.state import check_database_url
+        return check_database_url(value, *([field] if field else []))
+    return AfterValidator(check)
+
+
+def storage_uri(field: str | None = None) -> AfterValidator:
+    """A setting holding a pyarrow.fs storage URI (edgeray.sports.registry.check_artifact_uri)."""
+    def check(value: str) -> str:
+        from edgeray.sports.registry import check_artifact_uri
+        return check_artifact_uri(value, *([field] if field else []))
+    return AfterValidator(check)
 
 
 class PlacementConfig(Strict):
@@ -81,24 +97,8 @@ class FeastConfig(Strict):
     # On a cluster: the offline history under a pyarrow.fs URI every node reaches (s3://BUCKET/PREFIX, gs://...,
     # file:///ABS/PATH; S3 credentials from the AWS_* variables) instead of `directory`/offline, and Feast's
     # registry in a database (a SQLAlchemy URL, e.g. storage.state_url's PostgreSQL) instead of `directory`.
-    offline_uri: str | None = None
-    registry_url: str | None = None
-
-    @field_validator("offline_uri")
-    @classmethod
-    def _offline_uri(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from edgeray.sports.registry import check_artifact_uri
-        return check_artifact_uri(value, "feast.offline_uri")
-
-    @field_validator("registry_url")
-    @classmethod
-    def _registry_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from edgeray.storage.state import check_database_url
-        return check_database_url(value, "feast.registry_url")
+    offline_uri: Annotated[str, storage_uri("feast.offline_uri")] | None = None
+    registry_url: Annotated[str, database_url("feast.registry_url")] | None = None
 
 
 class SourceConfig(Strict):
@@ -314,26 +314,10 @@ class StorageConfig(Strict):
     # or postgresql+psycopg://...): rows of a table there, keyed by namespace, so an actor that Ray restarts on
     # another node finds its checkpoint.
     # The same database also holds the dead letters, the training-job queue and the model registry's index.
-    state_url: str | None = None
+    state_url: Annotated[str, database_url()] | None = None
     # Model artefacts: None keeps them in sports.registry_dir; a pyarrow.fs URI (s3://BUCKET/PREFIX, gs://...,
     # file:///ABS/PATH) puts them where every node reads them. S3 credentials: the usual AWS_* variables.
-    artifact_uri: str | None = None
-
-    @field_validator("state_url")
-    @classmethod
-    def _supported_database(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from edgeray.storage.state import check_database_url
-        return check_database_url(value)
-
-    @field_validator("artifact_uri")
-    @classmethod
-    def _storage_uri(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from edgeray.sports.registry import check_artifact_uri
-        return check_artifact_uri(value)
+    artifact_uri: Annotated[str, storage_uri()] | None = None
 
 
 class PipelineConfig(Strict):

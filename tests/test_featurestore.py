@@ -197,12 +197,17 @@ def test_cluster_store_keeps_history_in_object_storage_and_definitions_in_postgr
         store.teardown()
 
 
-def test_cluster_store_settings_are_checked_naming_the_field():
-    from pydantic import ValidationError
+def test_cluster_store_settings_are_checked_naming_the_field_and_never_a_secret(tmp_path):
+    from edgeray.config import PipelineConfig
+    from tests.conftest import pipeline_config
 
-    from edgeray.config import FeastConfig
+    def load(**feast):
+        return PipelineConfig.model_validate(pipeline_config(tmp_path, "bad", feast=feast))
 
-    with pytest.raises(ValidationError, match="feast.offline_uri"):
-        FeastConfig(offline_uri="bucket/without/scheme")
-    with pytest.raises(ValidationError, match="feast.registry_url"):
-        FeastConfig(registry_url="mysql://u@h/db")
+    with pytest.raises(ValueError, match=r"feast\.offline_uri: .*got 'bucket/without/scheme'"):
+        load(offline_uri="bucket/without/scheme")
+    secret = "s3cr3t-do-not-show"
+    for setting in ({"offline_uri": f"KEY:{secret}@bucket/features"}, {"registry_url": f"mysql://u:{secret}@h/db"}):
+        with pytest.raises(ValueError, match=f"feast\\.{next(iter(setting))}") as info:
+            load(**setting)
+        assert secret not in str(info.value)

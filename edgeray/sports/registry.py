@@ -104,8 +104,10 @@ def check_artifact_uri(uri: Any, field: str = ARTIFACT_FIELD) -> str:
     """`uri` when it is a storage URI the registry can keep artefacts under; a ValueError naming `field`
     (without credentials) otherwise. Syntax only: nothing is contacted here."""
     if not isinstance(uri, str) or "://" not in uri:
+        # Not a URI, so shown as given, short of anything before an '@' (a mistyped KEY:SECRET@bucket).
+        shown = uri.rsplit("@", 1)[-1][:200] if isinstance(uri, str) else uri
         raise ValueError(f"{field}: expected a storage URI (s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or "
-                         f"file:///ABSOLUTE/PATH), got {shown_uri(uri) if isinstance(uri, str) else uri!r}")
+                         f"file:///ABSOLUTE/PATH), got {shown!r}")
     parts = urlsplit(uri)
     if parts.scheme not in ARTIFACT_SCHEMES:
         raise ValueError(f"{field}: unsupported scheme {parts.scheme!r} in {shown_uri(uri)!r}; "
