@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--val-seasons", default=None, help="e.g. 2021 (default: the last season in the data)")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sports"))
     parser.add_argument("--registry", default="runs/registry")
-    parser.add_argument("--storage-path", default=None)
+    parser.add_argument("--storage-path", default=None,
+                        help="where results go: a folder, or on a cluster a URI every node reaches (s3://, gs://)")
     parser.add_argument("--epochs", type=int, default=None, help="hold epochs fixed instead of searching them")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--address", default=None, help="Ray address (default: start a local Ray)")
