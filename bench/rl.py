@@ -334,6 +334,8 @@ RETURN_LABEL = "mean evaluation return per episode\n(units of initial equity; ba
 
 
 def plot(eval_sets: dict, path: Path, title: str, ylabel: str = RETURN_LABEL) -> None:
+    """One panel per evaluation set, each on its own scale (sets differ by 10x and more, e.g. net PnL against a
+    penalised reward), one bar per policy with its 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,20 +343,19 @@ def plot(eval_sets: dict, path: Path, title: str, ylabel: str = RETURN_LABEL) ->
 
     sets = list(eval_sets)
     names = list(eval_sets[sets[0]]["policies"])
-    colors = {"edgeray": "tab:blue", "rllib": "tab:orange", "sb3": "tab:green", "buy": "tab:gray", "flat": "black"}
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        means = np.array([eval_sets[s]["policies"][name]["return_mean"] for s in sets])
-        cis = np.array([eval_sets[s]["policies"][name]["return_ci"] for s in sets])
-        x = np.arange(len(sets)) + (i - (len(names) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=[means - cis[:, 0], cis[:, 1] - means], capsize=3, label=name,
-               color=colors.get(name.split("_")[0], "tab:gray"), alpha=0.35 + 0.65 * (i % 2 == 0))
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(sets)), [f"{s} (winner: {eval_sets[s]['winner'] or 'none'})" for s in sets])
-    ax.set(ylabel=ylabel, title=title)
-    ax.legend(fontsize=8, ncol=3)
-    ax.grid(axis="y", alpha=0.3)
+    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(names))]
+    fig, axes = plt.subplots(1, len(sets), figsize=(max(6.0, 3.2 * len(sets)), 4.8), squeeze=False)
+    x = np.arange(len(names))
+    for ax, s in zip(axes[0], sets):
+        means = np.array([eval_sets[s]["policies"][name]["return_mean"] for name in names])
+        cis = np.array([eval_sets[s]["policies"][name]["return_ci"] for name in names])
+        ax.bar(x, means, 0.8, yerr=[means - cis[:, 0], cis[:, 1] - means], capsize=3, color=colors)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{s}\nwinner: {eval_sets[s]['winner'] or 'none (CIs overlap)'}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
