@@ -106,7 +106,9 @@ def rule_mask(when: VetoWhen, frame: pd.DataFrame) -> np.ndarray:
         mask &= frame["confidence"].to_numpy(float) < when.confidence_below
     for column, allowed in (("symbol", when.symbols), ("strategy", when.strategies), ("regime", when.regimes)):
         if allowed is not None:
-            mask &= frame[column].isin(allowed).to_numpy(bool)
+            # A set lookup per row: Series.isin's hashing set-up cost ~0.1 ms a rule for a handful of orders.
+            members = set(allowed)
+            mask &= np.fromiter((v in members for v in frame[column].to_numpy()), bool, len(frame))
     if when.utc_time_between is not None:
         # Seconds since UTC midnight from the int64 ns (the frame is validated: UTC, no NaT); the pandas
         # normalize/total_seconds route cost ~0.4 ms a rule on a one-order batch.
@@ -170,7 +172,7 @@ class VetoGate:
         if frame.empty:
             return pd.DataFrame({"decision_id": pd.Series(dtype=object), "verdict": pd.Series(dtype=object),
                                  "rule": pd.Series(dtype=object), "release": pd.Series(dtype=bool)})
-        late = (frame["event_ts"] > now).to_numpy(bool)
+        late = timestamps_ns(frame["event_ts"]) > now.value  # validated: UTC, no NaT
         if late.any():
             row = int(np.flatnonzero(late)[0])
             raise ValueError(f"event_ts: order {frame['decision_id'].iloc[row]!r} stamped {frame['event_ts'].iloc[row]} "
@@ -192,7 +194,8 @@ class VetoGate:
 
         deadline = now + pd.Timedelta(seconds=self.config.hold_timeout_s)
         held_rows = np.flatnonzero(verdict == "hold")
-        held_orders = frame.iloc[held_rows].to_dict("records")
+        # Only when something is held: to_dict on the empty selection alone cost ~1 ms a batch.
+        held_orders = frame.iloc[held_rows].to_dict("records") if len(held_rows) else []
         for row, order in zip(held_rows, held_orders):
             self._pending[ids[row]] = {"order": {k: _native(v) for k, v in order.items()}, "rule": rule[row],
                                        "held_at": now, "deadline": deadline}

@@ -40,11 +40,16 @@ BET_REGIME = "pre_game"
 NO_REJECTED = pd.DataFrame()  # read-only: a batch with every row in time  # what the veto rules' `regimes` see for a bet (market regimes do not apply)
 
 
-def stage_records(frame: pd.DataFrame | None, stage: str, columns: list[str]) -> list[dict]:
+def stage_records(frame: pd.DataFrame | None, stage: str, columns: list[str], event_ts: pd.Series | None = None) -> list[dict]:
+    """One audit record per row (`event_ts`: the rows' stamps when `frame` has none). Column by column (`tolist`
+    gives the same Python values as `to_dict("records")`, tests/test_kernel_fastpath.py): the frame selection and
+    to_dict cost ~1 ms on a one-order batch."""
     if frame is None or frame.empty:
         return []
-    rows = frame[["decision_id", "event_ts", *columns]].to_dict("records")
-    return [{"decision_id": r.pop("decision_id"), "stage": stage, "event_ts": r.pop("event_ts"), "payload": r} for r in rows]
+    values = [frame[c].tolist() for c in columns]
+    stamps = (frame["event_ts"] if event_ts is None else event_ts).tolist()
+    return [{"decision_id": i, "stage": stage, "event_ts": ts, "payload": dict(zip(columns, row))}
+            for i, ts, *row in zip(frame["decision_id"].tolist(), stamps, *values)]
 
 
 @dataclass
@@ -160,8 +165,7 @@ class DecisionKernel:
         timed["risk"] = (time.perf_counter_ns() - t) / 1e6
         passed = risk["verdict"].isin(PASS_THROUGH).to_numpy()
         sized = orders[passed].assign(quantity=risk.loc[passed, "quantity"].to_numpy())
-        records = stage_records(risk.assign(event_ts=orders["event_ts"].to_numpy()), "risk",
-                                ["verdict", "quantity", "reasons", "risk_score"])
+        records = stage_records(risk, "risk", ["verdict", "quantity", "reasons", "risk_score"], orders["event_ts"])
         for reason in risk["reasons"]:
             for r in filter(None, str(reason).split("; ")):
                 self._count(f"{prefix}risk:{r}")
@@ -172,7 +176,7 @@ class DecisionKernel:
         t = time.perf_counter_ns()
         veto = self.veto.review(sized, pd.Timestamp.now(tz="UTC"))  # in the sized orders' row order
         timed["veto"] = (time.perf_counter_ns() - t) / 1e6
-        records += stage_records(veto.assign(event_ts=sized["event_ts"].to_numpy()), "veto", ["verdict", "rule"])
+        records += stage_records(veto, "veto", ["verdict", "rule"], sized["event_ts"])
         for v in veto["verdict"]:
             self._count(f"{prefix}veto_{v}")
         return records, sized, veto

@@ -205,3 +205,33 @@ def test_compact_observations_expand_to_what_the_loop_built(window, sizes, seed)
     assert new._history.keys() == old._history.keys()  # the rows carried into the next batch's windows
     for symbol, rows in old._history.items():
         np.testing.assert_array_equal(new._history[symbol], rows)
+
+
+# ---------------------------------------------------------------------------------- audit records of a stage
+from policies.kernel import stage_records  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(frame=batches(max_rows=12), data=st.data())
+def test_stage_records_match_the_pandas_code(frame, data):
+    n = len(frame)
+    frame = frame.assign(
+        decision_id=[f"d{i}" for i in range(n)],
+        quantity=data.draw(st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-5, 5)), min_size=n, max_size=n)),
+        verdict=data.draw(st.lists(st.sampled_from(["approve", "reject", "hold"]), min_size=n, max_size=n)),
+        count=np.arange(n, dtype=np.int64))
+    columns = data.draw(st.lists(st.sampled_from(["symbol", "close", "quantity", "verdict", "count"]), unique=True))
+    if data.draw(st.booleans()):  # as the kernel passes risk's verdicts: the stamps from the orders, beside the frame
+        stamps = frame["event_ts"]
+        old = ref.stage_records(frame.assign(event_ts=stamps.to_numpy()), "risk", columns)
+        new = stage_records(frame.drop(columns=["event_ts"]), "risk", columns, stamps)
+    else:
+        new, old = stage_records(frame, "risk", columns), ref.stage_records(frame, "risk", columns)
+    assert len(new) == len(old)
+    for a, b in zip(new, old):
+        assert a.keys() == b.keys() and a["payload"].keys() == b["payload"].keys()
+        for key in ("decision_id", "stage", "event_ts"):
+            assert a[key] == b[key] and type(a[key]) is type(b[key])
+        for key, value in b["payload"].items():
+            assert type(a["payload"][key]) is type(value)
+            assert a["payload"][key] == value or (value != value and a["payload"][key] != a["payload"][key])

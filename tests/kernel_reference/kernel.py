@@ -61,3 +61,10 @@ def in_time_order(frame: pd.DataFrame, done: dict[str, int], cross_symbol: bool,
         return frame, frame.iloc[:0]
     rejected = frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
     return frame[~bad].reset_index(drop=True), rejected
+
+
+def stage_records(frame: pd.DataFrame | None, stage: str, columns: list[str]) -> list[dict]:
+    if frame is None or frame.empty:
+        return []
+    rows = frame[["decision_id", "event_ts", *columns]].to_dict("records")
+    return [{"decision_id": r.pop("decision_id"), "stage": stage, "event_ts": r.pop("event_ts"), "payload": r} for r in rows]
