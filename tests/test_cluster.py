@@ -108,7 +108,8 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
 
     mb = 1024**2
     api = ("edgeray_api",) if serve_replicas else ()  # the Serve replicas' resource: one per worker, so a kill takes one
-    worker = lambda *roles: dict(num_cpus=1, resources={r: 1 for r in roles + api}, object_store_memory=96 * mb)  # noqa: E731
+    worker = lambda *roles, cpus=1: dict(num_cpus=cpus, resources={r: 1 for r in roles + api},  # noqa: E731
+                                         object_store_memory=96 * mb)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {STREAM: 1}, "object_store_memory": 128 * mb, "include_dashboard": False,
         "_system_config": system_config if system_config is not None else FAST_HEALTH_CHECKS})
@@ -117,7 +118,9 @@ def node_loss_scenario(base_url: str, workdir: str, kills: list[str], n_bars: in
     out: dict = {"kills": []}
     try:
         # One worker for the loop, one for ingestion, so each kill below takes one role's node; a spare declares both.
-        nodes = [cluster.add_node(**worker(LOOP)), cluster.add_node(**worker(INGEST))]
+        # The ingestion node has no CPU (its actors need none), so no training job runs there: the job requeued by
+        # the first kill cannot be killed again by the second (two attempts are a job's default).
+        nodes = [cluster.add_node(**worker(LOOP)), cluster.add_node(**worker(INGEST, cpus=0))]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace=name, log_to_driver=False)
         with scratch_database(base_url) as url:
