@@ -188,7 +188,8 @@ def score(act, eval_sets: dict[str, dict], episodes: int) -> dict[str, list[floa
             for name, cfg in eval_sets.items()}
 
 
-def run_rllib(algo: str, steps: int, seed: int, sets: dict, episodes: int, ppo_envs: int, out: Path) -> dict:
+def train_rllib(algo: str, env: str, steps: int, seed: int, env_config: dict, ppo_envs: int, out: Path) -> tuple:
+    """(the trained policy, the run's seed / timing / steps / checkpoint) through `tune.rl.train`; both RL benches."""
     from tune.rl import train
 
     def show(row: dict) -> None:
@@ -196,13 +197,16 @@ def run_rllib(algo: str, steps: int, seed: int, sets: dict, episodes: int, ppo_e
 
     extra = {"num_envs_per_env_runner": ppo_envs} if algo == "ppo" else {}
     # train() also scores 2 in-sample episodes for policy.json and the drift reference; that is not used here.
-    summary = train(algo, "trading", steps, out / f"{algo}-seed{seed}", seed=seed, env_config=sets["train"],
+    summary = train(algo, env, steps, out / f"{algo}-seed{seed}", seed=seed, env_config=env_config,
                     eval_episodes=2, on_progress=show, **extra)
-    policy = RLPolicy.load(summary["checkpoint"])
-    return {"seed": seed, "train_wall_s": summary["train_wall_s"], "train_cpu_s": summary["train_cpu_s"],
-            "env_steps": summary["env_steps"],
-            "returns": score(policy.act, {k: v for k, v in sets.items() if k != "train"}, episodes),
-            "checkpoint": summary["checkpoint"]}
+    return RLPolicy.load(summary["checkpoint"]), {
+        "seed": seed, "train_wall_s": summary["train_wall_s"], "train_cpu_s": summary["train_cpu_s"],
+        "env_steps": summary["env_steps"], "checkpoint": summary["checkpoint"]}
+
+
+def run_rllib(algo: str, steps: int, seed: int, sets: dict, episodes: int, ppo_envs: int, out: Path) -> dict:
+    policy, run = train_rllib(algo, "trading", steps, seed, sets["train"], ppo_envs, out)
+    return {**run, "returns": score(policy.act, {k: v for k, v in sets.items() if k != "train"}, episodes)}
 
 
 def sb3_ddpg(env, seed: int):

@@ -46,10 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rl import BOOTSTRAP_REPLICATES, bootstrap_weights, judge, log, mean_ci, plot  # noqa: E402
+from bench.rl import BOOTSTRAP_REPLICATES, bootstrap_weights, judge, log, mean_ci, plot, train_rllib  # noqa: E402
 from envs import make_betting_env  # noqa: E402
 from envs.betting import OBS_NAMES, SPORT_MODELS  # noqa: E402
-from policies.rl_policy import RLPolicy, evaluate  # noqa: E402
+from policies.rl_policy import evaluate  # noqa: E402
 
 SPORTS_DIR = ROOT.parent / "shared" / "data" / "sports"
 EVAL_SEED = 10_000  # episode seeds of the evaluation set: 10_000, 10_001, ... (the same for every policy)
@@ -101,18 +101,8 @@ def score(act, env_config: dict, episodes: int) -> dict:
 
 
 def run_rllib(algo: str, steps: int, seed: int, sets: dict, episodes: int, ppo_envs: int, out: Path) -> dict:
-    from tune.rl import train
-
-    def show(row: dict) -> None:
-        log(f"  {algo} seed {seed}: {row['env_steps']} steps, train return {row['episode_return_mean']:.4f}")
-
-    extra = {"num_envs_per_env_runner": ppo_envs} if algo == "ppo" else {}
-    summary = train(algo, "betting", steps, out / f"{algo}-seed{seed}", seed=seed, env_config=sets["train"],
-                    eval_episodes=2, on_progress=show, **extra)
-    policy = RLPolicy.load(summary["checkpoint"])
-    return {"seed": seed, "train_wall_s": summary["train_wall_s"], "train_cpu_s": summary["train_cpu_s"],
-            "env_steps": summary["env_steps"], **score(policy.act, sets["eval"], episodes),
-            "checkpoint": summary["checkpoint"]}
+    policy, run = train_rllib(algo, "betting", steps, seed, sets["train"], ppo_envs, out)
+    return {**run, **score(policy.act, sets["eval"], episodes)}
 
 
 def run_baseline(name: str, sets: dict, episodes: int) -> dict:
