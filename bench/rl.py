@@ -188,6 +188,21 @@ def score(act, eval_sets: dict[str, dict], episodes: int) -> dict[str, list[floa
             for name, cfg in eval_sets.items()}
 
 
+def parse_seeds_and_learners(parser: argparse.ArgumentParser, seeds_text: str, learners_text: str,
+                             known: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """--seeds and --learners of both RL benches; a bad value is parser.error (two lines, exit 2)."""
+    try:
+        seeds = [int(s) for s in seeds_text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {seeds_text!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error("--seeds needs at least one seed, each once")
+    learners = [x.strip() for x in learners_text.split(",") if x.strip()]
+    if not learners or set(learners) - set(known):
+        parser.error(f"--learners must name some of {known}, got {learners_text!r}")
+    return seeds, learners
+
+
 def train_rllib(algo: str, env: str, steps: int, seed: int, env_config: dict, ppo_envs: int, out: Path) -> tuple:
     """(the trained policy, the run's seed / timing / steps / checkpoint) through `tune.rl.train`; both RL benches."""
     from tune.rl import train
@@ -398,15 +413,7 @@ def main(argv=None) -> dict:
         parser.error("--train-fraction must lie in (0, 1)")
     if args.ppo_envs < 1 or 2000 % args.ppo_envs:
         parser.error("--ppo-envs must divide the 2,000-step PPO batch")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        parser.error("--seeds needs at least one seed, each once")
-    learners = [x.strip() for x in args.learners.split(",") if x.strip()]
-    if not learners or set(learners) - set(LEARNERS):
-        parser.error(f"--learners must name some of {LEARNERS}, got {args.learners!r}")
+    seeds, learners = parse_seeds_and_learners(parser, args.seeds, args.learners, LEARNERS)
     needs_sb3 = any(name.startswith("sb3") for name in learners)
     sb3_version = require_sb3() if needs_sb3 else None  # fail before any training, not after the RLlib runs
 

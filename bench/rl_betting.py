@@ -46,7 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rl import BOOTSTRAP_REPLICATES, bootstrap_weights, judge, log, mean_ci, plot, train_rllib  # noqa: E402
+from bench.rl import (  # noqa: E402
+    BOOTSTRAP_REPLICATES, bootstrap_weights, judge, log, mean_ci, parse_seeds_and_learners, plot, train_rllib)
 from envs import make_betting_env  # noqa: E402
 from envs.betting import OBS_NAMES, SPORT_MODELS  # noqa: E402
 from policies.rl_policy import evaluate  # noqa: E402
@@ -176,15 +177,7 @@ def main(argv=None) -> dict:
     if min(eval_seasons) <= max(train_seasons):
         parser.error(f"--eval-seasons must all be later than every --train-seasons (walk-forward), got "
                      f"{eval_seasons} after {train_seasons}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        parser.error("--seeds needs at least one seed, each once")
-    learners = [x.strip() for x in args.learners.split(",") if x.strip()]
-    if set(learners) - set(LEARNERS):
-        parser.error(f"--learners must name some of {LEARNERS}, got {args.learners!r}")
+    seeds, learners = parse_seeds_and_learners(parser, args.seeds, args.learners, LEARNERS)
     sets = env_configs(args.sport, args.model, train_seasons, eval_seasons, args.episode_len, Path(args.data_dir))
     try:
         split = split_facts(sets)  # also fails fast, before training, on an unknown sport or absent season
