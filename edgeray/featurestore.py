@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from edgeray.columns import Columns, column
 from edgeray.events import FeatureVector
 from edgeray.feature_repo.definitions import ENTITY_KEYS, TIMESTAMP_FIELD, build_definitions
-from edgeray.feature_repo.settings import FeastSettings, OfflineLocation
+from edgeray.feature_repo.settings import FeastSettings, offline_locations
 from edgeray.features.market import MarketFeatureSpec
 from edgeray.regime import float_matrix
 from edgeray.watermark import timestamps_ns
@@ -77,8 +77,7 @@ class FeastSink:
     def __init__(self, store: FeatureStore, offline: Path | FeastSettings, flush_rows: int = 200_000):
         """`offline`: the local offline folder, or the store's settings (their `offline_uri` when set)."""
         self.store = store
-        self._location = (offline.offline_location if isinstance(offline, FeastSettings)
-                          else lambda view: OfflineLocation(str(Path(offline) / view)))
+        self._location = offline_locations(offline)
         self.flush_rows = flush_rows
         self._buffers: dict[str, list[pd.DataFrame]] = {}
         self._buffered_rows: dict[str, int] = {}

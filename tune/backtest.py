@@ -113,7 +113,8 @@ def sweep(opportunities: pd.DataFrame, test_season: int, num_samples: int = 20, 
     test = opportunities[opportunities["season"] == test_season].reset_index(drop=True)
     held_out = run_bets(apply_config(test, best["config"]),
                         SizingSpec(method="kelly", **{k: best["config"][k] for k in SIZING_KEYS}), bankroll)
-    return {"experiment": name, "storage_path": experiment_location(storage_path, name), "val_seasons": val_seasons, "test_season": test_season, "trials": trials,
+    return {"experiment": name, "storage_path": experiment_location(storage_path, name), "val_seasons": val_seasons,
+            "test_season": test_season, "trials": trials,
             "best_config": best["config"], f"best_{METRIC}": best[METRIC],
             "test": {k: held_out.metrics.get(k) for k in ("total_bets", "roi", "profit", "max_drawdown", "roi_ci95")}}
 

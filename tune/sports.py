@@ -238,7 +238,8 @@ def run_sweep(sport: str, family: str, frame: pd.DataFrame, train_seasons: list[
     best = min(completed, key=lambda t: t[METRIC])
     best_params = config_to_params(best["config"], fixed_params)
     out = {
-        "experiment": experiment, "storage_path": experiment_location(storage_path, experiment), "sport": sport, "family": family,
+        "experiment": experiment, "storage_path": experiment_location(storage_path, experiment), "sport": sport,
+        "family": family,
         "name": name, "search": search, "scheduler": scheduler, "num_samples": num_samples,
         "train_seasons": list(train_seasons), "val_seasons": list(val_seasons), "trials": trials,
         "n_completed": len(completed), "n_errors": sum(t["error"] is not None for t in trials),

@@ -10,12 +10,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from edgeray.storage.results import is_uri
+
 DEFAULT_LOCAL = Path(tempfile.gettempdir()) / "edgeray_tune"
 
 
 def run_storage(storage_path: str | Path | None) -> dict:
     """RunConfig keyword arguments for `storage_path`: {"storage_path", "storage_filesystem"}."""
-    if storage_path is not None and "://" in str(storage_path):
+    if is_uri(storage_path):
         import pyarrow.fs as pafs
 
         filesystem, path = pafs.FileSystem.from_uri(str(storage_path))
@@ -25,6 +27,6 @@ def run_storage(storage_path: str | Path | None) -> dict:
 
 def experiment_location(storage_path: str | Path | None, experiment: str) -> str:
     """Where the experiment's folder is, as the user named the storage (a URI stays a URI, without its query)."""
-    if storage_path is not None and "://" in str(storage_path):
+    if is_uri(storage_path):
         return f"{str(storage_path).split('?', 1)[0].rstrip('/')}/{experiment}"
     return str(Path(run_storage(storage_path)["storage_path"]) / experiment)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import edgeray.feature_repo.feast_import  # noqa: F401  (first: Feast imported fast, see there)
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
@@ -24,16 +23,13 @@ from edgeray.feature_repo.settings import (  # noqa: F401  (re-exported: the nam
     ODDS_VIEW,
     TIMESTAMP_FIELD,
     FeastSettings,
-    OfflineLocation,
+    offline_locations,
 )
 
 
 def build_definitions(offline: str | os.PathLike | FeastSettings, market_spec: MarketFeatureSpec | None = None) -> list:
     """`offline`: the local offline folder, or the store's settings (their `offline_uri` when set)."""
-    if isinstance(offline, FeastSettings):
-        location = offline.offline_location
-    else:
-        location = lambda view: OfflineLocation(str(Path(offline) / view))  # noqa: E731
+    location = offline_locations(offline)
     market_spec = market_spec or MarketFeatureSpec()
     symbol = Entity(name="symbol", join_keys=["symbol"], value_type=ValueType.STRING,
                     description="A traded instrument (BTCUSDT-PERP, GBPUSD, ...)")

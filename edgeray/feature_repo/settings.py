@@ -65,9 +65,9 @@ class OfflineLocation:
         endpoint = query.get("endpoint_override", [None])[0]
         if endpoint and "://" not in endpoint:  # Feast hands it to pyarrow as is; the scheme must ride along
             endpoint = f"{query.get('scheme', ['https'])[0]}://{endpoint}"
-        path = urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{view}", "", ""))
-        return cls(path=path, s3_endpoint_override=endpoint if parts.scheme == "s3" else None,
-                   uri=urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{view}", parts.query, "")))
+        folder = parts._replace(path=f"{parts.path.rstrip('/')}/{view}", fragment="")
+        return cls(path=urlunsplit(folder._replace(query="")),
+                   s3_endpoint_override=endpoint if parts.scheme == "s3" else None, uri=urlunsplit(folder))
 
     def filesystem(self):
         """(pyarrow filesystem, path in it)."""
@@ -76,3 +76,10 @@ class OfflineLocation:
         if self.uri is None:
             return pafs.LocalFileSystem(), str(Path(self.path).resolve())  # pyarrow wants an absolute local path
         return pafs.FileSystem.from_uri(self.uri)
+
+
+def offline_locations(offline: str | os.PathLike | FeastSettings):
+    """view -> OfflineLocation, for a local offline folder or for a store's settings (their `offline_uri` when set)."""
+    if isinstance(offline, FeastSettings):
+        return offline.offline_location
+    return lambda view: OfflineLocation(str(Path(offline) / view))
