@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import os
 
 import numpy as np
 import pandas as pd
@@ -125,11 +126,16 @@ def test_actors_are_named_in_the_namespace_and_restart_after_a_crash(start_pipel
     rows = [{"event_ts": f"2024-01-02T00:0{i}:00Z", "symbol": "SYN-A", "open": 1, "high": 1, "low": 1, "close": 1}
             for i in range(3)]
     ray.get(pipeline.ingestion.ingest.remote("bar", rows[:1]))
+    old_pid = ray.get(streamer.__ray_call__.remote(lambda actor: os.getpid()))
     ray.kill(streamer, no_restart=False)  # simulate a crash; max_restarts brings it back
+    # ray.kill lands asynchronously: until the old process is gone it may still take a call, and its count dies with
+    # it. Each call below blocks until an instance answers (max_task_retries=-1), so this waits on the restart itself.
+    while ray.get(streamer.__ray_call__.remote(lambda actor: os.getpid())) == old_pid:
+        pass
     result = ray.get(pipeline.ingestion.ingest.remote("bar", rows[1:]))
     assert result["accepted"] == 2
     status = pipeline.finish()
-    assert status["features"]["events_processed"] >= 2  # the restarted streamer took the later batch
+    assert status["features"]["events_processed"] == 2  # the restarted streamer took the later batch, and only it
 
 
 def test_sports_odds_replay_dead_letters_impossible_odds_and_serves_fair_probabilities(
