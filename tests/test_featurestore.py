@@ -1,6 +1,11 @@
 """Feast on both online stores: the SQLite default and the real Redis server."""
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,6 +54,27 @@ def test_sink_writes_latest_online_and_history_offline(store_settings):
     entity = pd.DataFrame({"symbol": ["A"], "event_timestamp": [pd.Timestamp("2022-01-01 00:01:30", tz="UTC")]})
     hist = store.get_historical_features(entity_df=entity, features=[f"{MARKET_VIEW}:ret_1"]).to_df()
     assert hist["ret_1"].tolist() == [11.0]
+
+
+def test_sqlite_online_writes_skip_the_fsync_and_a_reader_in_another_process_sees_each_one(tmp_path, unique_name):
+    settings = FeastSettings(directory=str(tmp_path / "feast"), project=unique_name, online_store="sqlite")
+    store = open_store(settings, apply=True)
+    sink = FeastSink(store, settings.offline_dir)
+    conn = sink._provider.online_store._get_conn(store.config)
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: a commit does not wait for the disk
+    with sqlite3.connect(Path(settings.directory) / "online.db") as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # kept in the file for every connection
+    read_latest = [sys.executable, "-c", (
+        "import sys; from edgeray.featurestore import FeastSettings, FeatureReader, open_store;"
+        "from edgeray.features.market import MarketFeatureSpec;"
+        f"s = FeastSettings(directory={settings.directory!r}, project={unique_name!r}, online_store='sqlite');"
+        "v = FeatureReader(open_store(s), 'market_features', MarketFeatureSpec().names).latest('A');"
+        "print(v.values['ret_1'])")]
+    for minute, value in ((0, 10.0), (1, 11.5)):  # each write is seen by a connection that never wrote
+        sink.write(MARKET_VIEW, feature_rows("A", [minute], value))
+        seen = subprocess.run(read_latest, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+        assert float(seen.stdout.strip()) == value
+    store.teardown()
 
 
 def test_nan_features_round_trip_as_nan(store_settings):
