@@ -72,10 +72,12 @@ def build_config(algo: str, env: str, *, seed: int = 0, env_config: dict | None 
     else:
         from ray.rllib.algorithms.ppo import PPOConfig
 
-        config = (PPOConfig()
-                  .training(**{"lr": 3e-4, "train_batch_size_per_learner": 2000, "minibatch_size": 128,
-                               "num_epochs": 10, "gamma": 0.99, **training})
-                  .rl_module(model_config={"fcnet_hiddens": list(hiddens), "vf_share_layers": False}))
+        from policies import ppo
+
+        config = PPOConfig().training(**{"lr": 3e-4, "train_batch_size_per_learner": 2000, "minibatch_size": 128,
+                                         "num_epochs": 10, "gamma": 0.99, **training})
+        # RLlib's PPO without the sampling and per-minibatch overhead it does not need here (policies/ppo.py).
+        config = ppo.lean(config, {"fcnet_hiddens": list(hiddens), "vf_share_layers": False})
     return (config.environment(env_name(env), env_config=dict(env_config or {}))
             .env_runners(num_env_runners=0, num_envs_per_env_runner=int(num_envs_per_env_runner))
             .learners(num_learners=0, num_gpus_per_learner=1 if gpu else 0)
