@@ -272,50 +272,65 @@ def test_learners_ask_for_a_gpu_only_when_one_is_there():
         rl.build_config("sac", "trading")
 
 
-def test_lean_ppo_trains_exactly_as_rllibs_stock_pipelines_and_learner(ray_session):
-    """policies/ppo.py removes overhead only: from one seed, the stock PPOConfig (RLlib's default connector pipelines,
-    module and Learner) and the lean one sample the same episodes and end with the same weights."""
+@pytest.mark.parametrize("algo", ["ppo", "ddpg"])
+def test_lean_learners_train_exactly_as_with_rllibs_stock_pipelines_and_learner(ray_session, algo):
+    """policies/lean.py and policies/ppo.py remove overhead only: from one seed, the stock config (RLlib's default
+    connector pipelines; for PPO also its default module and Learner) and the lean one sample the same episodes and
+    end with the same losses and weights."""
     import torch
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from policies import ppo
+    from policies.lean import LastObservationsToTensor
+
+    if algo == "ppo":
+        sizes = dict(num_envs_per_env_runner=4, train_batch_size_per_learner=256, minibatch_size=64, num_epochs=2)
+        metrics = ("policy_loss", "vf_loss", "mean_kl_loss")
+    else:  # learning starts after 64 steps, so both iterations train from the replay
+        sizes = dict(num_steps_sampled_before_learning_starts=64)
+        metrics = ("policy_loss", "qf_loss", "q_mean")
 
     def trained(lean: bool):
-        config = rl.build_config("ppo", "trading", seed=5, env_config={"generator_bars": 600},
-                                 num_envs_per_env_runner=4, train_batch_size_per_learner=256, minibatch_size=64,
-                                 num_epochs=2)
+        config = rl.build_config(algo, "trading", seed=5, env_config={"generator_bars": 600}, **sizes)
+        if algo == "ddpg":
+            config = (config.env_runners(rollout_fragment_length=96)
+                      .rl_module(model_config={**config.model_config, "random_warmup_steps": 32}))
         if not lean:
-            config = (config.learners(learner_class=PPOTorchLearner)
-                      .rl_module(rl_module_spec=RLModuleSpec(model_config={"fcnet_hiddens": [64, 64],
-                                                                           "vf_share_layers": False}))
-                      .env_runners(env_to_module_connector=None, module_to_env_connector=None,
-                                   add_default_connectors_to_env_to_module_pipeline=True,
-                                   add_default_connectors_to_module_to_env_pipeline=True))
-        algo = config.build_algo()
+            config = config.env_runners(env_to_module_connector=None, module_to_env_connector=None,
+                                        add_default_connectors_to_env_to_module_pipeline=True,
+                                        add_default_connectors_to_module_to_env_pipeline=True)
+            if algo == "ppo":
+                config = (config.learners(learner_class=PPOTorchLearner)
+                          .rl_module(rl_module_spec=RLModuleSpec(model_config={"fcnet_hiddens": [64, 64],
+                                                                               "vf_share_layers": False})))
+        algo_ = config.build_algo()
         try:
-            assert isinstance(algo.env_runner.module, ppo.PPOModule) == lean
-            assert isinstance(algo.learner_group._learner, ppo.PPOLearner) == lean
-            module = algo.learner_group._learner.module["default_policy"]
+            runner = algo_.env_runner
+            assert isinstance(runner._env_to_module.connectors[0], LastObservationsToTensor) == lean
+            if algo == "ppo":
+                assert isinstance(runner.module, ppo.PPOModule) == lean
+                assert isinstance(algo_.learner_group._learner, ppo.PPOLearner) == lean
+            module = algo_.learner_group._learner.module["default_policy"]
             initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            results = [algo.train() for _ in range(2)]
+            results = [algo_.train() for _ in range(2)]
             return results, initial, {k: v.detach().clone() for k, v in module.state_dict().items()}
         finally:
-            algo.stop()
+            algo_.stop()
 
     stock_results, initial_weights, stock_weights = trained(lean=False)
     lean_results, lean_initial, lean_weights = trained(lean=True)
     for name, value in initial_weights.items():
         assert torch.equal(lean_initial[name], value)  # the same seed builds the same networks
     for stock, lean in zip(stock_results, lean_results):
-        assert lean["env_runners"]["num_env_steps_sampled"] == stock["env_runners"]["num_env_steps_sampled"] == 256
-        for metric in ("policy_loss", "vf_loss", "mean_kl_loss"):
+        assert lean["env_runners"]["num_env_steps_sampled"] == stock["env_runners"]["num_env_steps_sampled"] > 0
+        for metric in metrics:
             assert lean["learners"]["default_policy"][metric] == stock["learners"]["default_policy"][metric], metric
     assert stock_weights.keys() == lean_weights.keys()
     for name, value in stock_weights.items():
         torch.testing.assert_close(lean_weights[name], value, rtol=0, atol=1e-6, msg=name)
     # Trained, so equal weights say something.
-    assert sum(not torch.equal(value, initial_weights[name]) for name, value in stock_weights.items()) >= 12
+    assert sum(not torch.equal(value, initial_weights[name]) for name, value in stock_weights.items()) >= 8
 
 
 def test_lean_ppo_actions_stay_in_the_env_bounds_and_mode_dependent_layers_are_refused():
@@ -325,12 +340,13 @@ def test_lean_ppo_actions_stay_in_the_env_bounds_and_mode_dependent_layers_are_r
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from policies import ppo
+    from policies.lean import UnsquashedActions
 
     obs_space, act_space = gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(np.array([0, -2], np.float32),
                                                                                     np.array([1, 2], np.float32))
     module = RLModuleSpec(module_class=ppo.PPOModule, observation_space=obs_space, action_space=act_space,
                           model_config={"fcnet_hiddens": [8]}).build()
-    to_env = ppo.SampleUnsquashedActions(act_space)
+    to_env = UnsquashedActions(act_space)
     # Wide distribution inputs: samples fall far outside [-1, 1] and must be clipped into the bounds.
     inputs = torch.tensor([[5.0, -5.0, 2.0, 2.0]] * 64)
     out = to_env(rl_module=module, batch={Columns.ACTION_DIST_INPUTS: inputs}, episodes=[], explore=True)
@@ -340,8 +356,13 @@ def test_lean_ppo_actions_stay_in_the_env_bounds_and_mode_dependent_layers_are_r
     assert out[Columns.ACTION_LOGP].shape == (64,) and out[Columns.ACTIONS].shape == (64, 2)
     greedy = to_env(rl_module=module, batch={Columns.ACTION_DIST_INPUTS: inputs}, episodes=[], explore=False)
     np.testing.assert_allclose(greedy[Columns.ACTIONS_FOR_ENV][0], [1.0, -2.0])  # the mean (5, -5), clipped
+    # A module that acts itself (DDPG): its actions are unsquashed as they are, nothing is sampled.
+    acted = to_env(rl_module=module, batch={Columns.ACTIONS: torch.tensor([[-1.0, 0.0], [1.0, 0.5], [3.0, -3.0]])},
+                   episodes=[], explore=True)
+    np.testing.assert_allclose(acted[Columns.ACTIONS_FOR_ENV], [[0.0, 0.0], [1.0, 1.0], [1.0, -2.0]])
+    assert Columns.ACTION_LOGP not in acted and acted[Columns.ACTIONS].shape == (3, 2)
     with pytest.raises(ValueError, match="bounded Box"):
-        ppo.SampleUnsquashedActions(gym.spaces.Box(-np.inf, np.inf, (1,), np.float32))
+        UnsquashedActions(gym.spaces.Box(-np.inf, np.inf, (1,), np.float32))
 
     class WithDropout(ppo.PPOModule):
         def setup(self):

@@ -67,8 +67,11 @@ def build_config(algo: str, env: str, *, seed: int = 0, env_config: dict | None 
     if algo == "ddpg":
         from policies.ddpg import DDPGConfig
 
+        from policies.lean import lean_connectors
+
         config = DDPGConfig().training(actor_hiddens=list(hiddens), critic_hiddens=list(hiddens),
                                        train_batch_size_per_learner=128, **training)
+        config = lean_connectors(config)  # RLlib's connector pipelines without what DDPG here does not use
     else:
         from ray.rllib.algorithms.ppo import PPOConfig
 

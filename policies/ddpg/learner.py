@@ -36,12 +36,13 @@ class DDPGTorchLearner(DQNLearner, TorchLearner):
         self._losses: dict[tuple[str, str], torch.Tensor] = {}
 
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        # foreach: Adam's multi-tensor update (torch picks it only on CUDA by default); the same arithmetic.
         module = self._module[module_id]
         self.register_optimizer(module_id=module_id, optimizer_name="qf",
-                                optimizer=torch.optim.Adam(module.qf.parameters()),
+                                optimizer=torch.optim.Adam(module.qf.parameters(), foreach=True),
                                 params=self.get_parameters(module.qf), lr_or_lr_schedule=config.critic_lr)
         self.register_optimizer(module_id=module_id, optimizer_name="policy",
-                                optimizer=torch.optim.Adam(module.pi.parameters()),
+                                optimizer=torch.optim.Adam(module.pi.parameters(), foreach=True),
                                 params=self.get_parameters(module.pi), lr_or_lr_schedule=config.actor_lr)
 
     def update_from_replay(self, batches: dict[str, np.ndarray], module_id: str = DEFAULT_MODULE_ID) -> dict[str, float]:

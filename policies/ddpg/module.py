@@ -19,6 +19,8 @@ from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
+from policies.lean import NoModeSwitch
+
 Q_PREDS = "q_preds"            # Q(s, a) for the replayed action
 Q_TARGET_NEXT = "q_target_next"  # Q'(s', mu'(s')) from the target nets
 Q_POLICY = "q_policy"          # Q(s, mu(s)) with critic weights frozen: the actor's objective
@@ -42,7 +44,8 @@ def mlp(sizes: list[int], out_activation: nn.Module | None = None) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
-class DDPGTorchRLModule(TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAPI):
+# NoModeSwitch: forward passes without torch's train/eval switch (these MLPs have no dropout or batch norm).
+class DDPGTorchRLModule(NoModeSwitch, TorchRLModule, TargetNetworkAPI, QNetAPI, InferenceOnlyAPI):
     framework = "torch"
 
     def setup(self) -> None:
