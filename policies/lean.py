@@ -2,8 +2,8 @@
 
 Used by PPO (policies/ppo.py) and DDPG (policies/ddpg/), both single-agent with Box observations and Box actions
 (no recurrent state, no multi-agent mapping). None of it changes what is computed: tests/test_rl.py trains the stock
-and the lean PPO config from one seed and compares their losses and weights.
-- `lean_connectors(config)`: one EnvRunner connector piece each way instead of RLlib's default pipelines, five
+and the lean config of each from one seed and compares their losses and weights.
+- `lean_connectors(config)` (tune.rl.build_config applies it to both): one EnvRunner connector piece each way instead of RLlib's default pipelines, five
   pieces from env to module (observations from the episodes, zero-padding and state pieces that do nothing without
   an RNN, batching, numpy -> torch) and six back (sample, torch -> numpy, unbatch, drop the time rank, unsquash,
   listify), each timed into the metrics logger. A cProfile of `algo.train()` (2026-12-07) put 1.27 s of 4 PPO
@@ -55,20 +55,18 @@ class UnsquashedActions(ConnectorV2):
     def __call__(self, *, rl_module, batch: dict, episodes: list, explore: bool | None = None,
                  shared_data: dict | None = None, **kwargs) -> Any:
         out = {}
+        inputs = batch.get(Columns.ACTION_DIST_INPUTS)
         if Columns.ACTIONS in batch:
             actions = batch.pop(Columns.ACTIONS)
+        elif not explore:
+            actions = rl_module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic().sample()
+        elif rl_module.get_exploration_action_dist_cls() is TorchDiagGaussian:
+            actions, logp = _diag_gaussian_sample_and_logp(inputs)
+            out[Columns.ACTION_LOGP] = logp.numpy()
         else:
-            inputs = batch[Columns.ACTION_DIST_INPUTS]
-            dist_cls = rl_module.get_exploration_action_dist_cls() if explore else None
-            if dist_cls is TorchDiagGaussian:
-                actions, logp = _diag_gaussian_sample_and_logp(inputs)
-                out[Columns.ACTION_LOGP] = logp.numpy()
-            elif explore:
-                dist = dist_cls.from_logits(inputs)
-                actions = dist.sample()
-                out[Columns.ACTION_LOGP] = dist.logp(actions).numpy()
-            else:
-                actions = rl_module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic().sample()
+            dist = rl_module.get_exploration_action_dist_cls().from_logits(inputs)
+            actions = dist.sample()
+            out[Columns.ACTION_LOGP] = dist.logp(actions).numpy()
         out.update({column: value.numpy() for column, value in batch.items()})  # distribution inputs and the like
         actions = actions.numpy()
         out[Columns.ACTIONS] = actions

@@ -1,8 +1,8 @@
 """RLlib's PPO with the overhead it does not need here (see policies/lean.py); the algorithm is RLlib's own.
 
-`lean(config)` adds to policies/lean.py's connectors and module mixin a Learner with Adam's multi-tensor (`foreach`)
-update, which torch picks only on CUDA by default (the same arithmetic), and one nan/inf check over all gradients per
-minibatch where RLlib makes two per tensor. tests/test_rl.py trains the stock and the lean config from one seed and
+`lean(config)` sets a module with policies/lean.py's mixin and a Learner with Adam's multi-tensor (`foreach`) update,
+which torch picks only on CUDA by default (the same arithmetic), and one nan/inf check over all gradients per
+minibatch where RLlib makes two per tensor (the connectors come from tune.rl.build_config, as for DDPG). tests/test_rl.py trains the stock and the lean config from one seed and
 compares their losses and weights.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPP
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from policies.lean import NoModeSwitch, lean_connectors
+from policies.lean import NoModeSwitch
 
 
 class PPOModule(NoModeSwitch, DefaultPPOTorchRLModule):
@@ -44,5 +44,5 @@ class PPOLearner(PPOTorchLearner):
 
 def lean(config, model_config: dict):
     """`config` (a PPOConfig) with the pieces above; `model_config`: the module's (fcnet_hiddens, ...)."""
-    config = config.rl_module(rl_module_spec=RLModuleSpec(module_class=PPOModule, model_config=model_config))
-    return lean_connectors(config.learners(learner_class=PPOLearner))
+    return (config.rl_module(rl_module_spec=RLModuleSpec(module_class=PPOModule, model_config=model_config))
+            .learners(learner_class=PPOLearner))

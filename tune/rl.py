@@ -67,11 +67,8 @@ def build_config(algo: str, env: str, *, seed: int = 0, env_config: dict | None 
     if algo == "ddpg":
         from policies.ddpg import DDPGConfig
 
-        from policies.lean import lean_connectors
-
         config = DDPGConfig().training(actor_hiddens=list(hiddens), critic_hiddens=list(hiddens),
                                        train_batch_size_per_learner=128, **training)
-        config = lean_connectors(config)  # RLlib's connector pipelines without what DDPG here does not use
     else:
         from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -79,8 +76,12 @@ def build_config(algo: str, env: str, *, seed: int = 0, env_config: dict | None 
 
         config = PPOConfig().training(**{"lr": 3e-4, "train_batch_size_per_learner": 2000, "minibatch_size": 128,
                                          "num_epochs": 10, "gamma": 0.99, **training})
-        # RLlib's PPO without the sampling and per-minibatch overhead it does not need here (policies/ppo.py).
+        # RLlib's PPO module and Learner without the overhead they do not need here (policies/ppo.py).
         config = ppo.lean(config, {"fcnet_hiddens": list(hiddens), "vf_share_layers": False})
+    from policies.lean import lean_connectors
+
+    # One connector piece each way instead of RLlib's default pipelines, for both learners (policies/lean.py).
+    config = lean_connectors(config)
     return (config.environment(env_name(env), env_config=dict(env_config or {}))
             .env_runners(num_env_runners=0, num_envs_per_env_runner=int(num_envs_per_env_runner))
             .learners(num_learners=0, num_gpus_per_learner=1 if gpu else 0)
